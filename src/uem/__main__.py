@@ -1,0 +1,3 @@
+from uem.cli.app import entry
+
+entry()

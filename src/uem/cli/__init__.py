@@ -1,0 +1,1 @@
+"""`uemctl`: parses arguments and calls into uem. No logic lives here."""

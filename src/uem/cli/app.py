@@ -1,0 +1,33 @@
+"""Entry point of `uemctl`: registers the command modules and turns user mistakes into one line."""
+
+from __future__ import annotations
+
+import sys
+
+from ..engine.errors import UemError
+from . import data as _data  # noqa: F401  (each import registers its commands)
+from .root import app, err
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        app(args=argv, prog_name="uemctl")
+    except UemError as e:
+        err.print(f"uemctl: error: {e}", markup=False)
+        return 2
+    except KeyboardInterrupt:
+        err.print("uemctl: interrupted", markup=False)
+        return 130
+    except SystemExit as e:  # typer/click exit codes (usage errors are 2)
+        code = e.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    return 0
+
+
+def entry() -> None:
+    """Console-script target."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

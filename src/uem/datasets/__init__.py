@@ -1,0 +1,1 @@
+"""Data layouts and benchmark-set builders (no torch)."""

@@ -1,0 +1,197 @@
+"""Image preprocessing — the single implementation used by training, export and the runtime.
+
+Any image a user hands us (path, bytes, file object, PIL image or uint8 array; any mode, EXIF
+rotation, transparency, 16-bit, CMYK, animated) becomes an RGB picture composited on white,
+letter-boxed to a square of the model's input size and normalised. Keeping this in one place is what
+makes the int8 engine see exactly what the encoder saw during training.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import BinaryIO, Iterable, Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import ImageError
+
+ImageSource = Union[str, os.PathLike, bytes, bytearray, BinaryIO, Image.Image, np.ndarray]
+
+IMAGE_EXTENSIONS = frozenset(
+    {".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}
+)
+
+# Decompression-bomb guard: a 10k x 10k picture is far beyond anything worth embedding at 128 px.
+MAX_PIXELS = 100_000_000
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+_RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR,
+             "lanczos": Image.Resampling.LANCZOS}
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    """What the encoder expects; stored in the bundle manifest and in training configs."""
+
+    size: int = 128
+    mean: tuple[float, float, float] = field(default=IMAGENET_MEAN)
+    std: tuple[float, float, float] = field(default=IMAGENET_STD)
+    resample: str = "bicubic"
+
+    def __post_init__(self) -> None:
+        if self.size < 32 or self.size % 32:
+            raise ValueError(f"input size must be a multiple of 32 and >= 32, got {self.size}")
+        if self.resample not in _RESAMPLE:
+            raise ValueError(f"resample must be one of {sorted(_RESAMPLE)}, got {self.resample!r}")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["mean"], d["std"] = list(self.mean), list(self.std)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PreprocessSpec":
+        return cls(size=int(d["size"]), mean=tuple(map(float, d["mean"])),
+                   std=tuple(map(float, d["std"])), resample=str(d.get("resample", "bicubic")))
+
+
+def _describe(source: ImageSource) -> str:
+    if isinstance(source, (str, os.PathLike)):
+        return str(source)
+    return f"<{type(source).__name__}>"
+
+
+def _open(source: ImageSource) -> Image.Image:
+    """Open lazily (header only) so the pixel limit is checked before any decoding."""
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.exists():
+            raise ImageError(f"{path}: no such file")
+        if path.is_dir():
+            raise ImageError(f"{path}: is a directory, not an image")
+        if path.stat().st_size == 0:
+            raise ImageError(f"{path}: empty file (0 bytes)")
+        fp: BinaryIO | str = str(path)
+    elif isinstance(source, (bytes, bytearray)):
+        if not source:
+            raise ImageError("empty image data (0 bytes)")
+        fp = io.BytesIO(bytes(source))
+    else:
+        fp = source  # a binary file object
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(fp)
+    except Image.DecompressionBombError as e:
+        raise ImageError(f"{_describe(source)}: image too large ({e})") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{_describe(source)}: not an image (unrecognised format)") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as e:
+        raise ImageError(f"{_describe(source)}: cannot read image ({e})") from None
+
+
+def _to_rgb_on_white(im: Image.Image) -> Image.Image:
+    """Any mode -> RGB; transparent pixels become white (icons and sketches live on white)."""
+    if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        a = np.asarray(im, dtype=np.float64)
+        hi = 65535.0 if im.mode.startswith("I;16") else max(float(a.max()), 255.0)
+        im = Image.fromarray(np.clip(a * (255.0 / hi), 0, 255).astype(np.uint8), "L")
+    if im.mode == "RGB":
+        return im
+    has_alpha = im.mode in ("RGBA", "LA", "La", "RGBa", "PA") or (
+        im.mode == "P" and "transparency" in im.info)
+    if not has_alpha:
+        return im.convert("RGB")
+    rgba = im.convert("RGBA")
+    canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    canvas.alpha_composite(rgba)
+    return canvas.convert("RGB")
+
+
+def load_image(source: ImageSource, *, draft_size: int | None = None,
+               max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Decode `source` into an RGB image on white, EXIF-oriented. Raises ImageError, nothing else.
+
+    `draft_size` lets JPEG decode at a reduced scale (DCT scaling) when only a small picture is needed.
+    """
+    if isinstance(source, np.ndarray):
+        arr = source
+        if arr.dtype != np.uint8 or arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (1, 3, 4)):
+            raise ImageError(f"array image must be uint8 HxW, HxWx1, HxWx3 or HxWx4, got {arr.dtype} {arr.shape}")
+        if arr.ndim == 3 and arr.shape[2] == 1:
+            arr = arr[:, :, 0]
+        if arr.size == 0:
+            raise ImageError("empty array image")
+        im = Image.fromarray(np.ascontiguousarray(arr))
+    elif isinstance(source, Image.Image):
+        im = source
+    else:
+        im = _open(source)
+    w, h = im.size
+    if w < 1 or h < 1:
+        raise ImageError(f"{_describe(source)}: image has no pixels ({w}x{h})")
+    if w * h > max_pixels:
+        raise ImageError(f"{_describe(source)}: image too large ({w}x{h} pixels; limit {max_pixels})")
+    try:
+        if draft_size and im.format == "JPEG":
+            im.draft("RGB", (draft_size, draft_size))
+        im = ImageOps.exif_transpose(im)
+        im.load()
+        return _to_rgb_on_white(im)
+    except ImageError:
+        raise
+    except Image.DecompressionBombError as e:
+        raise ImageError(f"{_describe(source)}: image too large ({e})") from None
+    except (OSError, ValueError, SyntaxError, EOFError, TypeError, IndexError, KeyError,
+            ZeroDivisionError, struct.error) as e:
+        raise ImageError(f"{_describe(source)}: corrupt or truncated image ({e})") from None
+
+
+def fit_square(im: Image.Image, size: int, resample: str = "bicubic") -> Image.Image:
+    """Scale the longer side to `size` keeping aspect, then centre on a white size x size canvas."""
+    w, h = im.size
+    if (w, h) == (size, size):
+        return im
+    scale = size / max(w, h)
+    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    scaled = im.resize((nw, nh), _RESAMPLE[resample])
+    if (nw, nh) == (size, size):
+        return scaled
+    canvas = Image.new("RGB", (size, size), (255, 255, 255))
+    canvas.paste(scaled, ((size - nw) // 2, (size - nh) // 2))
+    return canvas
+
+
+def normalize(pixels: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """uint8 (..., H, W, 3) -> float32 (..., 3, H, W) with the spec's mean/std."""
+    x = pixels.astype(np.float32) * np.float32(1.0 / 255.0)
+    x -= np.asarray(spec.mean, dtype=np.float32)
+    x /= np.asarray(spec.std, dtype=np.float32)
+    return np.ascontiguousarray(np.moveaxis(x, -1, -3))
+
+
+def square_pixels(source: ImageSource, spec: PreprocessSpec) -> np.ndarray:
+    """Decode + orient + RGB-on-white + letter-box: uint8 (S, S, 3). Training augments from here."""
+    im = load_image(source, draft_size=spec.size)
+    return np.asarray(fit_square(im, spec.size, spec.resample), dtype=np.uint8)
+
+
+def preprocess(source: ImageSource, spec: PreprocessSpec) -> np.ndarray:
+    """One image -> float32 (3, S, S), ready for the encoder."""
+    return normalize(square_pixels(source, spec), spec)
+
+
+def preprocess_batch(sources: Iterable[ImageSource], spec: PreprocessSpec) -> np.ndarray:
+    """Many images -> float32 (N, 3, S, S). Raises ImageError on the first bad one."""
+    pix = [square_pixels(s, spec) for s in sources]
+    if not pix:
+        return np.zeros((0, 3, spec.size, spec.size), dtype=np.float32)
+    return normalize(np.stack(pix), spec)

@@ -1,0 +1,1 @@
+"""Training (PyTorch). Unsupervised: reads DATA/<domain>/** file lists only, never labels."""
