@@ -15,6 +15,7 @@ from uem.train.prototypes import (
     estimate_k,
     knee,
     match_domains,
+    ordered_match,
     pair_and_merge,
     radius,
     translate,
@@ -221,3 +222,7 @@ def test_match_domains_every_unordered_pair():
     assert list(matches) == [("x", "y"), ("x", "z"), ("y", "z")]
     for m in matches.values():
         assert m.merged.sum() == 5
+    zx, xz = ordered_match(matches, "z", "x"), matches[("x", "z")]
+    assert zx.own_unified is xz.unified_b and zx.tilde_index is xz.b_to_a
+    assert ordered_match(matches, "x", "z").partner.tolist() == [
+        dict(xz.pairs.tolist()).get(i, -1) for i in range(6)]

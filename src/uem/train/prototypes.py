@@ -276,6 +276,13 @@ def match_domains(protos: dict[str, DomainPrototypes], rule: str = "global",
     return out
 
 
+def ordered_match(matches: dict[tuple[str, str], PairMerge], source: str, target: str) -> PairMatch:
+    """The PairMatch source -> target out of `match_domains`' result, whichever order its key has."""
+    if (source, target) in matches:
+        return matches[(source, target)].ordered(True)
+    return matches[(target, source)].ordered(False)
+
+
 # -- open-set radius and the runtime graph ---------------------------------------------------------
 def radius(members_a: np.ndarray, members_b: np.ndarray, block: int = 1024) -> float:
     """R_c = max D(x_A, x_B) over all members of the two merged clusters (UEM-METHOD.md, open-set
