@@ -38,22 +38,36 @@ No pickle anywhere: `np.load(..., allow_pickle=False)`, JSON for everything else
 
 from __future__ import annotations
 
+import copy
+import hashlib
+import json
+import os
+import re
+import shutil
+import time
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
 
-from .errors import BundleError, BundleVersionError  # noqa: F401  (raised by the functions below)
+from .atomic import exclusive_lock, fsync_dir, fsync_file, replace_atomic
+from .errors import BundleError, BundleVersionError, UnknownDomainError
+from .index import SPACES, DomainIndex, check_index_file
 from .preprocess import PreprocessSpec
-from .prototypes import PrototypeGraph
+from .prototypes import PROTOTYPES_JSON, PROTOTYPES_NPY, PrototypeGraph
 
 FORMAT_VERSION = 1
+FORMAT_NAME = "uem-bundle"
 MANIFEST = "manifest.json"
 LOCK_FILE = ".lock"
 ENCODER = "encoder.onnx"
 ENCODER_FP32 = "encoder.fp32.onnx"
 DEFAULT_LOCK_TIMEOUT_S = 60.0
+MAX_MANIFEST_BYTES = 64 << 20
+DOMAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_GENERATION = re.compile(r"^g(\d{6,})$")
+_READ_RETRIES = 3
 
 
 @dataclass(frozen=True)
@@ -70,10 +84,20 @@ class HnswParams:
     space: str = "ip"
     seed: int = 0
 
-    def to_dict(self) -> dict: ...
+    def __post_init__(self) -> None:
+        if self.space not in SPACES:
+            raise ValueError(f"hnsw space must be one of {SPACES}, got {self.space!r}")
+        if not (2 <= self.M <= 1024 and self.ef_construction >= 1 and self.ef_search >= 1):
+            raise ValueError(f"bad hnsw parameters {self}")
+
+    def to_dict(self) -> dict:
+        return {"space": self.space, "M": self.M, "ef_construction": self.ef_construction,
+                "ef_search": self.ef_search, "seed": self.seed}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "HnswParams": ...
+    def from_dict(cls, d: dict) -> "HnswParams":
+        return cls(M=int(d["M"]), ef_construction=int(d["ef_construction"]),
+                   ef_search=int(d["ef_search"]), space=str(d["space"]), seed=int(d.get("seed", 0)))
 
 
 @dataclass
@@ -92,7 +116,7 @@ class DomainData:
 
 @dataclass(frozen=True)
 class FileEntry:
-    """One verified file: where it lies and what it must hash to."""
+    """One verified file: where it lies and what it hashes to."""
 
     name: str        # logical name, e.g. "domains/sketch/index.bin"
     path: Path       # absolute physical path
@@ -129,14 +153,245 @@ class BundleInfo:
     prototypes_json: FileEntry
     calibration: dict
     extra: dict
+    prototypes: PrototypeGraph = field(repr=False, default=None)  # type: ignore[assignment]
 
     def load_prototypes(self) -> PrototypeGraph:
         """The verified prototype graph (checked against embed_dim)."""
-        ...
+        return self.prototypes
 
     def load_vectors(self, domain: str, *, mmap: bool = True) -> np.ndarray:
         """float32 [count, dim]; memory-mapped read-only by default."""
-        ...
+        d = self.domain(domain)
+        return np.load(d.vectors.path, mmap_mode="r" if mmap else None, allow_pickle=False)
+
+    def domain(self, name: str) -> DomainInfo:
+        try:
+            return self.domains[name]
+        except KeyError:
+            raise UnknownDomainError(name, sorted(self.domains)) from None
+
+    def load_index(self, domain: str, *, extra_capacity: int = 0) -> DomainIndex:
+        """The domain's hnswlib index (its file was checked by read_bundle)."""
+        d = self.domain(domain)
+        return DomainIndex.load(d.index.path, space=self.hnsw.space, dim=self.embed_dim,
+                                count=d.count, ef_search=self.hnsw.ef_search, M=self.hnsw.M,
+                                extra_capacity=extra_capacity, checked=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# reading
+
+
+class _Vanished(BundleError):
+    """A listed file is missing: maybe a concurrent writer's cleanup; worth one more look."""
+
+
+def _canonical(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+                      allow_nan=False, default=_json_default).encode("ascii")
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, (Path, PurePosixPath)):
+        return str(o)
+    raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
+
+
+def _checksum(manifest: dict) -> str:
+    body = {k: v for k, v in manifest.items() if k != "checksum"}
+    return hashlib.sha256(_canonical(body)).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _read_manifest(root: Path) -> dict:
+    """Parse manifest.json and check its version and own checksum."""
+    if not root.exists():
+        raise BundleError(f"{root}: no such bundle")
+    if not root.is_dir():
+        raise BundleError(f"{root}: not a bundle (a bundle is a directory)")
+    mpath = root / MANIFEST
+    try:
+        if mpath.stat().st_size > MAX_MANIFEST_BYTES:
+            raise BundleError(f"{mpath}: manifest is implausibly large")
+        raw = mpath.read_bytes()
+    except FileNotFoundError:
+        raise BundleError(f"{root}: not a bundle (no {MANIFEST})") from None
+    except OSError as e:
+        raise BundleError(f"{mpath}: cannot read ({e.strerror})") from None
+    try:
+        manifest = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise BundleError(f"{mpath}: corrupt manifest (not JSON: {e})") from None
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{mpath}: corrupt manifest (not a JSON object)")
+    version = manifest.get("format_version")
+    if manifest.get("format") != FORMAT_NAME or not isinstance(version, int) or isinstance(version, bool):
+        raise BundleError(f"{mpath}: not a uem bundle manifest")
+    if version != FORMAT_VERSION:
+        raise BundleVersionError(f"{root}: bundle format version {version} is not supported "
+                                 f"(this uem reads version {FORMAT_VERSION})")
+    try:
+        ok = manifest.get("checksum") == _checksum(manifest)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise BundleError(f"{mpath}: manifest checksum mismatch (corrupt or edited)")
+    return manifest
+
+
+def _safe_path(root: Path, rel: Any, what: str) -> Path:
+    """Resolve a manifest path, refusing anything that could leave the bundle directory."""
+    if not isinstance(rel, str) or not rel or "\\" in rel or "\x00" in rel or ":" in rel:
+        raise BundleError(f"{root}: manifest path for {what} is invalid: {rel!r}")
+    pp = PurePosixPath(rel)
+    if pp.is_absolute() or any(part in ("..", ".", "") for part in rel.split("/")):
+        raise BundleError(f"{root}: manifest path for {what} escapes the bundle: {rel!r}")
+    full = root / Path(*pp.parts)
+    try:
+        resolved = full.resolve(strict=False)
+        resolved.relative_to(root.resolve())
+    except (ValueError, OSError, RuntimeError):
+        raise BundleError(f"{root}: manifest path for {what} escapes the bundle: {rel!r}") from None
+    return full
+
+
+def _verify_files(root: Path, manifest: dict) -> dict[str, FileEntry]:
+    files = manifest["files"]
+    if not isinstance(files, dict):
+        raise BundleError(f"{root}: corrupt manifest (files is not an object)")
+    out: dict[str, FileEntry] = {}
+    for name, ent in files.items():
+        if not isinstance(ent, dict):
+            raise BundleError(f"{root}: corrupt manifest (entry for {name!r})")
+        path = _safe_path(root, ent.get("path"), name)
+        size, digest = ent.get("size"), ent.get("sha256")
+        if not isinstance(size, int) or not isinstance(digest, str):
+            raise BundleError(f"{root}: corrupt manifest (size/sha256 of {name!r})")
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            raise _Vanished(f"{root}: missing file {name} ({ent['path']})") from None
+        except OSError as e:
+            raise BundleError(f"{root}: cannot read {name} ({e.strerror})") from None
+        if not path.is_file():
+            raise BundleError(f"{root}: {name} is not a regular file")
+        if st.st_size != size:
+            raise BundleError(f"{root}: {name} has {st.st_size} bytes, manifest says {size} "
+                              "(truncated or replaced)")
+        try:
+            actual = sha256_file(path)
+        except FileNotFoundError:
+            raise _Vanished(f"{root}: missing file {name}") from None
+        except OSError as e:
+            raise BundleError(f"{root}: cannot read {name} ({e.strerror})") from None
+        if actual != digest:
+            raise BundleError(f"{root}: checksum mismatch for {name} (corrupt or tampered)")
+        out[name] = FileEntry(name, path, size, digest)
+    return out
+
+
+def _entry(files: dict[str, FileEntry], name: Any, root: Path) -> FileEntry:
+    if not isinstance(name, str) or name not in files:
+        raise BundleError(f"{root}: manifest names a file it does not list: {name!r}")
+    return files[name]
+
+
+def _check_vectors(entry: FileEntry, count: int, dim: int) -> None:
+    try:
+        with open(entry.path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+            else:
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+            header_end = f.tell()
+    except (ValueError, OSError, SyntaxError) as e:
+        raise BundleError(f"{entry.path}: not a valid .npy file ({e})") from None
+    if dtype != np.dtype("<f4") or fortran or shape != (count, dim):
+        raise BundleError(f"{entry.name}: holds {dtype} {shape}, manifest says float32 "
+                          f"({count}, {dim})")
+    if header_end + count * dim * 4 != entry.size:
+        raise BundleError(f"{entry.name}: size does not match its header")
+
+
+def _parse_items(entry: FileEntry, count: int) -> list[dict]:
+    items: list[dict] = []
+    try:
+        with open(entry.path, "rb") as f:
+            for lineno, line in enumerate(f, 1):
+                obj = json.loads(line.decode("utf-8"))
+                if not (isinstance(obj, dict) and isinstance(obj.get("id"), str)
+                        and isinstance(obj.get("path"), str)):
+                    raise ValueError(f"line {lineno} lacks a string id/path")
+                items.append(obj)
+    except (ValueError, UnicodeDecodeError, OSError) as e:
+        raise BundleError(f"{entry.name}: corrupt items file ({e})") from None
+    if len(items) != count:
+        raise BundleError(f"{entry.name}: {len(items)} items, manifest says {count}")
+    return items
+
+
+def _load_prototypes(root: Path, npy: FileEntry, js: FileEntry, dim: int) -> PrototypeGraph:
+    if npy.path.parent != js.path.parent or npy.path.name != PROTOTYPES_NPY \
+            or js.path.name != PROTOTYPES_JSON:
+        raise BundleError(f"{root}: prototype files must lie side by side as "
+                          f"{PROTOTYPES_NPY} and {PROTOTYPES_JSON}")
+    graph = PrototypeGraph.load(npy.path.parent)
+    if graph.centroids.shape[1:] != (dim,):
+        raise BundleError(f"{root}: prototypes have dim {graph.centroids.shape[1:]}, model has {dim}")
+    return graph
+
+
+def _read_once(root: Path) -> BundleInfo:
+    manifest = _read_manifest(root)
+    try:
+        model, hnsw_d = manifest["model"], manifest["hnsw"]
+        spec = PreprocessSpec.from_dict(model["preprocess"])
+        dim = int(model["embed_dim"])
+        hnsw = HnswParams.from_dict(hnsw_d)
+        if int(hnsw_d["dim"]) != dim or dim <= 0:
+            raise ValueError(f"hnsw dim {hnsw_d['dim']} != embed_dim {dim}")
+        files = _verify_files(root, manifest)
+        encoder = _entry(files, model["encoder"], root)
+        fp32 = _entry(files, model["encoder_fp32"], root) if model.get("encoder_fp32") else None
+        domains: dict[str, DomainInfo] = {}
+        for d in manifest["domains"]:
+            name, count, f = str(d["name"]), int(d["count"]), d["files"]
+            if not DOMAIN_NAME.match(name) or name in domains or count < 1:
+                raise ValueError(f"bad domain entry {name!r} (count {count})")
+            info = DomainInfo(name, count, _entry(files, f["index"], root),
+                              _entry(files, f["vectors"], root), _entry(files, f["items"], root))
+            _check_vectors(info.vectors, count, dim)
+            info.items = _parse_items(info.items_file, count)
+            check_index_file(info.index.path, dim=dim, count=count, M=hnsw.M)
+            domains[name] = info
+        protos = manifest["prototypes"]
+        npy = _entry(files, protos["centroids"], root)
+        js = _entry(files, protos["graph"], root)
+        graph = _load_prototypes(root, npy, js, dim)
+        calibration, extra = manifest.get("calibration") or {}, model.get("extra") or {}
+        if not isinstance(calibration, dict) or not isinstance(extra, dict):
+            raise ValueError("calibration/extra must be objects")
+        return BundleInfo(root=root, manifest=manifest, generation=int(manifest["generation"]),
+                          preprocess=spec, embed_dim=dim, hnsw=hnsw, encoder=encoder,
+                          encoder_fp32=fp32, domains=domains, prototypes_npy=npy,
+                          prototypes_json=js, calibration=calibration, extra=extra,
+                          prototypes=graph)
+    except BundleError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise BundleError(f"{root}: corrupt manifest ({type(e).__name__}: {e})") from None
 
 
 def read_bundle(path: str | Path) -> BundleInfo:
@@ -144,7 +399,206 @@ def read_bundle(path: str | Path) -> BundleInfo:
 
     Retries a few times when a file vanished because a concurrent writer committed meanwhile.
     """
-    ...
+    root = Path(path)
+    for attempt in range(_READ_RETRIES):
+        try:
+            return _read_once(root)
+        except _Vanished as e:
+            if attempt == _READ_RETRIES - 1:
+                raise BundleError(str(e)) from None
+            time.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+# ---------------------------------------------------------------------------------------------
+# writing
+
+
+def _generation_dirs(root: Path) -> dict[str, int]:
+    out = {}
+    for p in root.iterdir():
+        m = _GENERATION.match(p.name)
+        if m and p.is_dir():
+            out[p.name] = int(m.group(1))
+    return out
+
+
+def _owned_name(name: str) -> bool:
+    return (name in (MANIFEST, LOCK_FILE) or bool(_GENERATION.match(name))
+            or name.startswith(".tmp-") or name.startswith(MANIFEST + ".tmp-"))
+
+
+def _prepare_root(root: Path) -> None:
+    if root.exists() and not root.is_dir():
+        raise BundleError(f"{root}: exists and is not a directory; refusing to overwrite it")
+    if root.is_dir() and not (root / MANIFEST).exists():
+        foreign = [p.name for p in root.iterdir() if not _owned_name(p.name)]
+        if foreign:
+            raise BundleError(f"{root}: directory is not empty and not a bundle; refusing to "
+                              f"write into it (found {foreign[0]!r})")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise BundleError(f"{root}: cannot create bundle directory ({e.strerror})") from None
+
+
+def _current_manifest_or_none(root: Path) -> dict | None:
+    """The committed manifest if it is readable; a corrupt one is simply replaced."""
+    try:
+        return _read_manifest(root)
+    except BundleError:
+        return None
+
+
+def _referenced_generations(manifest: dict | None) -> set[str]:
+    if not manifest:
+        return set()
+    try:
+        return {str(e["path"]).split("/", 1)[0] for e in manifest["files"].values()}
+    except (KeyError, TypeError, AttributeError):
+        return set()
+
+
+def _new_generation_dir(root: Path, old: dict | None) -> tuple[int, Path]:
+    gens = _generation_dirs(root)
+    last = max([*gens.values(), int((old or {}).get("generation", 0) or 0)], default=0)
+    gen = last + 1
+    gdir = root / f"g{gen:06d}"
+    gdir.mkdir()
+    return gen, gdir
+
+
+def _cleanup(root: Path, keep: set[str]) -> None:
+    """Delete unreferenced generations and crashed writers' temporaries (caller holds the lock)."""
+    for p in root.iterdir():
+        if _GENERATION.match(p.name) and p.name not in keep:
+            shutil.rmtree(p, ignore_errors=True)
+        elif p.name.startswith(".tmp-") or p.name.startswith(MANIFEST + ".tmp-"):
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                try:
+                    p.unlink()
+                except OSError:
+                    pass
+
+
+def _save_npy(path: Path, arr: np.ndarray) -> None:
+    with open(path, "xb") as f:
+        np.save(f, arr, allow_pickle=False)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _save_items(path: Path, items: list[dict]) -> None:
+    with open(path, "xb") as f:
+        for it in items:
+            f.write(_canonical(it) + b"\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _copy_file(src: Path, dst: Path) -> None:
+    try:
+        with open(src, "rb") as fi, open(dst, "xb") as fo:
+            shutil.copyfileobj(fi, fo, 1 << 20)
+            fo.flush()
+            os.fsync(fo.fileno())
+    except FileNotFoundError:
+        raise ValueError(f"{src}: no such file") from None
+
+
+def _check_domain(d: DomainData, dim: int) -> tuple[np.ndarray, list[dict]]:
+    """Validate a domain handed to the writer; returns (unit float32 vectors, normalised items)."""
+    if not isinstance(d.name, str) or not DOMAIN_NAME.match(d.name):
+        raise ValueError(f"domain name {d.name!r} is not usable as a folder name "
+                         "(letters, digits, '.', '_', '-'; at most 64)")
+    vecs = _unit_rows(d.vectors, dim, d.name)
+    if len(vecs) == 0:
+        raise ValueError(f"domain {d.name!r} has no items")
+    if len(d.items) != len(vecs):
+        raise ValueError(f"domain {d.name!r}: {len(d.items)} items for {len(vecs)} vectors")
+    items = _normalise_items(d.items, d.name)
+    return vecs, items
+
+
+def _unit_rows(vectors: np.ndarray, dim: int, what: str) -> np.ndarray:
+    v = np.asarray(vectors, dtype=np.float32)
+    if v.ndim != 2 or v.shape[1] != dim:
+        raise ValueError(f"{what}: vectors have shape {v.shape}, expected (N, {dim})")
+    if not np.all(np.isfinite(v)):
+        raise ValueError(f"{what}: vectors contain NaN or infinity")
+    norms = np.linalg.norm(v, axis=1, keepdims=True)
+    if np.any(norms < 1e-12):
+        raise ValueError(f"{what}: a vector has zero length")
+    return np.ascontiguousarray(v / norms, dtype=np.float32)
+
+
+def _normalise_items(items: list[dict], what: str, seen: set[str] | None = None) -> list[dict]:
+    out, seen = [], set() if seen is None else seen
+    for i, it in enumerate(items):
+        if not isinstance(it, dict) or not isinstance(it.get("path"), str):
+            raise ValueError(f"{what}: item {i} must be a dict with a string 'path'")
+        it = dict(it)
+        it.setdefault("id", it["path"])
+        if not isinstance(it["id"], str):
+            raise ValueError(f"{what}: item {i} has a non-string id")
+        if it["id"] in seen:
+            raise ValueError(f"{what}: duplicate item id {it['id']!r}")
+        seen.add(it["id"])
+        try:
+            _canonical(it)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{what}: item {i} is not JSON-serialisable ({e})") from None
+        out.append(it)
+    return out
+
+
+def _write_domain_files(gdir: Path, name: str, vecs: np.ndarray, items: list[dict],
+                        index: DomainIndex) -> dict[str, Path]:
+    ddir = gdir / "domains" / name
+    ddir.mkdir(parents=True)
+    paths = {"index": ddir / "index.bin", "vectors": ddir / "vectors.npy", "items": ddir / "items.jsonl"}
+    index.save(paths["index"])
+    fsync_file(paths["index"])
+    _save_npy(paths["vectors"], vecs)
+    _save_items(paths["items"], items)
+    return paths
+
+
+def _file_record(root: Path, path: Path) -> dict:
+    return {"path": path.relative_to(root).as_posix(), "size": path.stat().st_size,
+            "sha256": sha256_file(path)}
+
+
+def _fsync_tree(top: Path) -> None:
+    for dirpath, _dirs, _files in os.walk(top, topdown=False):
+        fsync_dir(Path(dirpath))
+
+
+def _commit(root: Path, manifest: dict, gdir: Path, old: dict | None) -> None:
+    """fsync the generation, swap the manifest in (the commit point), then collect garbage."""
+    _fsync_tree(gdir)
+    fsync_dir(root)
+    manifest["checksum"] = _checksum(manifest)
+    replace_atomic(root / MANIFEST, json.dumps(manifest, indent=1, sort_keys=False,
+                                               ensure_ascii=True, allow_nan=False).encode("ascii") + b"\n")
+    _cleanup(root, _referenced_generations(manifest) | _referenced_generations(old))
+
+
+def _onnx_opset(path: Path) -> int | None:
+    """The default-domain opset of an ONNX file when the onnx package is present (no torch)."""
+    try:
+        import onnx
+
+        m = onnx.load(str(path), load_external_data=False)
+        return next((int(o.version) for o in m.opset_import if o.domain in ("", "ai.onnx")), None)
+    except Exception:  # optional fact; any failure just leaves it unknown
+        return None
+
+
+def _index_threads(n: int) -> int:
+    return 1 if n < 20000 else max(1, os.cpu_count() or 1)
 
 
 def write_bundle(path: str | Path, *, encoder_onnx: Path, encoder_fp32_onnx: Path | None,
@@ -159,7 +613,80 @@ def write_bundle(path: str | Path, *, encoder_onnx: Path, encoder_fp32_onnx: Pat
     report). Refuses to write into an existing directory that is neither empty nor a bundle.
     Raises BundleError (lock timeout, bad target) or ValueError (inconsistent inputs: a caller bug).
     """
-    ...
+    root = Path(path)
+    dim = int(embed_dim)
+    if dim <= 0:
+        raise ValueError(f"embed_dim must be positive, got {embed_dim}")
+    if not domains:
+        raise ValueError("a bundle needs at least one domain")
+    names = [d.name for d in domains]
+    if len(set(names)) != len(names):
+        raise ValueError(f"duplicate domain names in {names}")
+    checked = [_check_domain(d, dim) for d in domains]
+    if prototypes.dim != dim:
+        raise ValueError(f"prototypes have dim {prototypes.dim}, embed_dim is {dim}")
+    _canonical({"calibration": calibration, "extra": extra})  # fail early if not JSON
+    for src in (encoder_onnx, encoder_fp32_onnx):
+        if src is not None and not Path(src).is_file():
+            raise ValueError(f"{src}: no such ONNX file")
+
+    _prepare_root(root)
+    with exclusive_lock(root / LOCK_FILE, lock_timeout):
+        old = _current_manifest_or_none(root)
+        gen, gdir = _new_generation_dir(root, old)
+        try:
+            written: dict[str, Path] = {}
+            written[ENCODER] = gdir / ENCODER
+            _copy_file(Path(encoder_onnx), written[ENCODER])
+            if encoder_fp32_onnx is not None:
+                written[ENCODER_FP32] = gdir / ENCODER_FP32
+                _copy_file(Path(encoder_fp32_onnx), written[ENCODER_FP32])
+            dom_entries = []
+            for d, (vecs, items) in zip(domains, checked):
+                index = DomainIndex.build(vecs, space=hnsw.space, M=hnsw.M,
+                                          ef_construction=hnsw.ef_construction,
+                                          ef_search=hnsw.ef_search, seed=hnsw.seed,
+                                          threads=_index_threads(len(vecs)))
+                paths = _write_domain_files(gdir, d.name, vecs, items, index)
+                logical = {k: f"domains/{d.name}/{p.name}" for k, p in paths.items()}
+                written.update({logical[k]: p for k, p in paths.items()})
+                dom_entries.append({"name": d.name, "count": len(vecs), "files": logical})
+            prototypes.save(gdir)
+            for n in (PROTOTYPES_NPY, PROTOTYPES_JSON):
+                written[n] = gdir / n
+                fsync_file(written[n])
+            manifest = {
+                "format": FORMAT_NAME,
+                "format_version": FORMAT_VERSION,
+                "generation": gen,
+                "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "model": {
+                    "encoder": ENCODER,
+                    "encoder_fp32": ENCODER_FP32 if encoder_fp32_onnx is not None else None,
+                    "preprocess": preprocess.to_dict(),
+                    "embed_dim": dim,
+                    "opset": _onnx_opset(Path(encoder_onnx)),
+                    "extra": json.loads(_canonical(extra)),
+                },
+                "hnsw": {**hnsw.to_dict(), "dim": dim},
+                "domains": dom_entries,
+                "prototypes": {"centroids": PROTOTYPES_NPY, "graph": PROTOTYPES_JSON,
+                               "count": int(len(prototypes.centroids)),
+                               "domains": list(prototypes.domains)},
+                "calibration": json.loads(_canonical(calibration)),
+                "files": {n: _file_record(root, p) for n, p in written.items()},
+            }
+            _commit(root, manifest, gdir, old)
+        except BaseException:
+            # Not committed: the old manifest still rules; drop our half-written generation now.
+            if not (root / MANIFEST).exists() or _current_generation(root) != gen:
+                shutil.rmtree(gdir, ignore_errors=True)
+            raise
+
+
+def _current_generation(root: Path) -> int | None:
+    m = _current_manifest_or_none(root)
+    return None if m is None else m.get("generation")
 
 
 def append_to_domain(path: str | Path, domain: str, vectors: np.ndarray, items: list[dict], *,
@@ -173,4 +700,50 @@ def append_to_domain(path: str | Path, domain: str, vectors: np.ndarray, items: 
     `encoder_sha256` is given and the bundle's encoder differs (re-exported meanwhile), the vectors
     were made by another model: BundleError. Returns (rows added, the new verified BundleInfo).
     """
-    ...
+    root = Path(path)
+    if not (root / MANIFEST).is_file():
+        read_bundle(root)  # raises the precise "no such bundle / not a bundle" error
+    with exclusive_lock(root / LOCK_FILE, lock_timeout):
+        info = read_bundle(root)
+        if encoder_sha256 is not None and info.encoder.sha256 != encoder_sha256:
+            raise BundleError(f"{root}: the bundle's encoder changed on disk since it was opened "
+                              "(re-exported?); reopen it and add again")
+        dom = info.domain(domain)
+        vecs = _unit_rows(vectors, info.embed_dim, domain)
+        if len(items) != len(vecs):
+            raise ValueError(f"{len(items)} items for {len(vecs)} vectors")
+        existing = {it["id"] for it in dom.items}
+        keep, new_items, seen = [], [], set(existing)
+        for i, it in enumerate(items):
+            it = _normalise_items([it], domain)[0]
+            if it["id"] in seen:
+                continue
+            seen.add(it["id"])
+            keep.append(i)
+            new_items.append(it)
+        if not keep:
+            return 0, info
+        vecs = vecs[keep]
+        old_vecs = np.load(dom.vectors.path, allow_pickle=False)
+        all_vecs = np.concatenate([old_vecs, vecs]).astype(np.float32, copy=False)
+        index = info.load_index(domain, extra_capacity=len(vecs))
+        index.add(vecs, first_label=dom.count, threads=_index_threads(len(vecs)))
+        old = info.manifest
+        gen, gdir = _new_generation_dir(root, old)
+        try:
+            paths = _write_domain_files(gdir, domain, all_vecs, dom.items + new_items, index)
+            manifest = copy.deepcopy(old)
+            manifest.pop("checksum", None)
+            manifest["generation"] = gen
+            manifest["written_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            for d in manifest["domains"]:
+                if d["name"] == domain:
+                    d["count"] = len(all_vecs)
+                    for key, p in paths.items():
+                        manifest["files"][d["files"][key]] = _file_record(root, p)
+            _commit(root, manifest, gdir, old)
+        except BaseException:
+            if _current_generation(root) != gen:
+                shutil.rmtree(gdir, ignore_errors=True)
+            raise
+        return len(vecs), read_bundle(root)

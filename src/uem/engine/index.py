@@ -1,0 +1,175 @@
+"""One domain's hnswlib index: build, check a file before hnswlib reads it, load, search.
+
+Labels are row numbers into the domain's vectors/items. hnswlib trusts its file completely (a wrong
+dim or a neighbour id out of range reads out of bounds and can kill the process), so
+`check_index_file` parses the file format itself and compares it with the manifest first.
+Concurrency: `search` on one index may run from many threads at once (hnswlib's search is
+read-only; the ef is set once at load, never per query). `add` must not overlap searches of the
+same object — the engine never does this: it extends a fresh copy and swaps it in.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import BundleError
+
+# hnswlib 0.8 saveIndex header: 6 size_t, int maxlevel, uint32 enterpoint, 3 size_t, double, size_t
+_HEADER = struct.Struct("<6Q i I 3Q d Q")
+SPACES = ("ip", "cosine")
+
+
+@dataclass(frozen=True)
+class IndexHeader:
+    max_elements: int
+    count: int
+    dim: int
+    M: int
+    max_level: int
+    enterpoint: int
+
+
+def _fail(path: Path, why: str) -> BundleError:
+    return BundleError(f"{path}: corrupt hnsw index ({why})")
+
+
+def check_index_file(path: Path, *, dim: int, count: int, M: int | None = None) -> IndexHeader:
+    """Parse an hnswlib file without hnswlib and verify it is safe to load for (dim, count, M).
+
+    Checks the header against the manifest, the exact file size, every link-list count and every
+    neighbour id (all must be < count), and that the labels are exactly 0..count-1.
+    """
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as e:
+        raise BundleError(f"{path}: cannot read index ({e.strerror})") from None
+    if len(raw) < _HEADER.size:
+        raise _fail(path, "file shorter than its header")
+    (off_l0, max_el, cur, size_per, label_off, off_data, max_level, enter,
+     max_m, max_m0, m, _mult, _efc) = _HEADER.unpack_from(raw, 0)
+    links0 = 4 + 4 * max_m0
+    if off_l0 != 0 or off_data != links0 or label_off != links0 + 4 * dim \
+            or size_per != label_off + 8:
+        raise _fail(path, f"layout does not match dim {dim}")
+    if cur != count or max_el < cur:
+        raise _fail(path, f"holds {cur} elements, manifest says {count}")
+    if M is not None and m != M:
+        raise _fail(path, f"M is {m}, manifest says {M}")
+    if max_m != m or max_m0 != 2 * m or not 0 < m < 65536:
+        raise _fail(path, "inconsistent M")
+    if count and not (0 <= enter < count and 0 <= max_level < 64):
+        raise _fail(path, "entry point out of range")
+    pos = _HEADER.size
+    l0_end = pos + count * size_per
+    if len(raw) < l0_end:
+        raise _fail(path, "truncated")
+    if count:
+        l0 = np.frombuffer(raw, dtype=np.uint8, count=count * size_per, offset=pos).reshape(count, size_per)
+        head = l0[:, :4].copy().view("<u4").reshape(-1)
+        n_links = head & 0xFFFF
+        if np.any(n_links > max_m0):
+            raise _fail(path, "level-0 link list too long")
+        nbrs = l0[:, 4:links0].copy().view("<u4").reshape(count, max_m0)
+        used = np.arange(max_m0)[None, :] < n_links[:, None]
+        if np.any(nbrs[used] >= count):
+            raise _fail(path, "neighbour id out of range")
+        labels = l0[:, label_off:label_off + 8].copy().view("<u8").reshape(-1)
+        if not np.array_equal(np.sort(labels), np.arange(count, dtype=np.uint64)):
+            raise _fail(path, "labels are not 0..count-1")
+    pos = l0_end
+    per_level = 4 + 4 * max_m
+    for _ in range(count):
+        if pos + 4 > len(raw):
+            raise _fail(path, "truncated link lists")
+        (size,) = struct.unpack_from("<I", raw, pos)
+        pos += 4
+        if size:
+            levels, rem = divmod(size, per_level)
+            if rem or levels > max_level or pos + size > len(raw):
+                raise _fail(path, "bad upper-level link list")
+            block = np.frombuffer(raw, dtype="<u4", count=size // 4, offset=pos).reshape(levels, -1)
+            n = block[:, 0] & 0xFFFF
+            if np.any(n > max_m) or np.any(block[:, 1:][np.arange(max_m)[None, :] < n[:, None]] >= count):
+                raise _fail(path, "upper-level neighbour out of range")
+            pos += size
+    if pos != len(raw):
+        raise _fail(path, f"{len(raw) - pos} unexpected trailing bytes")
+    return IndexHeader(max_el, cur, dim, m, max_level, enter)
+
+
+class DomainIndex:
+    """hnswlib index over one domain's unit vectors; score = cosine similarity."""
+
+    def __init__(self, index, space: str, dim: int) -> None:
+        self._index = index
+        self.space = space
+        self.dim = dim
+
+    @property
+    def count(self) -> int:
+        return int(self._index.get_current_count())
+
+    @classmethod
+    def build(cls, vectors: np.ndarray, *, space: str, M: int, ef_construction: int,
+              ef_search: int, seed: int = 0, threads: int = 1) -> "DomainIndex":
+        """A new index holding `vectors` with labels 0..N-1 (deterministic for threads=1)."""
+        import hnswlib
+
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        n, dim = vectors.shape
+        idx = hnswlib.Index(space=_check_space(space), dim=int(dim))
+        idx.init_index(max_elements=max(n, 1), M=int(M), ef_construction=int(ef_construction),
+                       random_seed=int(seed))
+        if n:
+            idx.add_items(vectors, np.arange(n), num_threads=threads)
+        idx.set_ef(int(ef_search))
+        return cls(idx, space, int(dim))
+
+    @classmethod
+    def load(cls, path: Path, *, space: str, dim: int, count: int, ef_search: int,
+             M: int | None = None, extra_capacity: int = 0, checked: bool = False) -> "DomainIndex":
+        """Load `path` after `check_index_file` (skipped only when the caller just did it)."""
+        import hnswlib
+
+        if not checked:
+            check_index_file(path, dim=dim, count=count, M=M)
+        idx = hnswlib.Index(space=_check_space(space), dim=int(dim))
+        try:
+            idx.load_index(str(path), max_elements=count + max(0, extra_capacity))
+        except (RuntimeError, ValueError) as e:
+            raise BundleError(f"{path}: hnswlib cannot load the index ({e})") from None
+        idx.set_ef(int(ef_search))
+        return cls(idx, space, int(dim))
+
+    def save(self, path: Path) -> None:
+        self._index.save_index(str(path))
+
+    def add(self, vectors: np.ndarray, first_label: int, threads: int = 1) -> None:
+        """Append rows labelled first_label.. (not concurrent with searches of this object)."""
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        n = len(vectors)
+        if not n:
+            return
+        need = first_label + n
+        if need > self._index.get_max_elements():
+            self._index.resize_index(need)
+        self._index.add_items(vectors, np.arange(first_label, need), num_threads=threads)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(labels int64 [Q, k'], cosine float32 [Q, k']) with k' = min(k, count), best first."""
+        queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        k = min(int(k), self.count)
+        if k <= 0 or not len(queries):
+            return np.zeros((len(queries), 0), np.int64), np.zeros((len(queries), 0), np.float32)
+        labels, dist = self._index.knn_query(queries, k=k, num_threads=1)
+        return labels.astype(np.int64), (1.0 - dist).astype(np.float32)
+
+
+def _check_space(space: str) -> str:
+    if space not in SPACES:
+        raise BundleError(f"unsupported hnsw space {space!r} (expected one of {', '.join(SPACES)})")
+    return space
