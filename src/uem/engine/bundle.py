@@ -582,7 +582,7 @@ def _commit(root: Path, manifest: dict, gdir: Path, old: dict | None) -> None:
     fsync_dir(root)
     manifest["checksum"] = _checksum(manifest)
     replace_atomic(root / MANIFEST, json.dumps(manifest, indent=1, sort_keys=False,
-                                               ensure_ascii=True, allow_nan=False).encode("ascii") + b"\n")
+                                               ensure_ascii=True, allow_nan=False).encode("ascii"))
     _cleanup(root, _referenced_generations(manifest) | _referenced_generations(old))
 
 
