@@ -180,3 +180,10 @@ def test_cli_subprocess_builds_and_reports(tmp_path):
     r = subprocess.run([str(exe), "data", "emoji", "--out", str(out / "emoji3.json")],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+
+
+def test_noto_placeholder_flag_is_left_out():
+    noto = NotoDrawer(Sources.locate().noto_font)
+    with pytest.raises(Skip, match="unknown-flag"):
+        noto.draw(Emoji((0x1F1FD, 0x1F1FD), "", "", "region XX: no such flag"))
+    assert noto.draw(Emoji((0x1F1EB, 0x1F1F7), "", "", "flag: France")).size == (128, 128)

@@ -201,7 +201,7 @@ class NotoDrawer:
     A missing emoji shows up in one of three ways and each is caught separately: a code point absent
     from the cmap (the shaper would draw the .notdef box), a sequence the GSUB cannot ligate (the
     shaped run is several glyphs wide, e.g. a person and a pair of shoes side by side), or a drawing
-    identical to the .notdef box / with no ink at all.
+    identical to one of the font's placeholders (.notdef box, '?' flag) or with no ink at all.
     """
 
     def __init__(self, font_path: Path):
@@ -218,7 +218,12 @@ class NotoDrawer:
         self.cmap = set(tt.getBestCmap())
         tt.close()
         missing = next(c for c in range(0xE000, 0xF900) if c not in self.cmap)
-        self.notdef = self._ink(chr(missing))
+        # What the font draws for what it lacks: the .notdef box, and a '?' flag for a region it does
+        # not know (regional indicators A+A name no country; Sark, new in Emoji 16, gets this one).
+        self.placeholders = {
+            "drawn as the .notdef box": self._ink(chr(missing)),
+            "drawn as the font's unknown-flag placeholder ('?' flag)": self._ink("\U0001F1E6\U0001F1E6"),
+        }
 
     def _ink(self, text: str) -> Image.Image:
         """The glyph run as a coverage mask (L), on a canvas that holds its whole bounding box."""
@@ -242,8 +247,9 @@ class NotoDrawer:
     def draw(self, e: Emoji) -> Image.Image:
         self.check(e)
         mask = self._ink(e.text)
-        if mask.size == self.notdef.size and mask.tobytes() == self.notdef.tobytes():
-            raise Skip("drawn as the .notdef box")
+        for reason, placeholder in self.placeholders.items():
+            if mask.size == placeholder.size and mask.tobytes() == placeholder.tobytes():
+                raise Skip(reason)
         black = Image.new("RGBA", mask.size, (0, 0, 0, 255))
         black.putalpha(mask)
         return frame(black)
