@@ -164,6 +164,31 @@ class BundleInfo:
         d = self.domain(domain)
         return np.load(d.vectors.path, mmap_mode="r" if mmap else None, allow_pickle=False)
 
+    def summary(self) -> dict:
+        """The facts `uemctl info` and `Engine.info()` show (JSON-ready)."""
+        m, g = self.manifest, self.prototypes
+        return {
+            "path": str(self.root),
+            "format_version": m["format_version"],
+            "generation": self.generation,
+            "written_at": m.get("written_at"),
+            "domains": {n: d.count for n, d in self.domains.items()},
+            "model": {
+                "embed_dim": self.embed_dim,
+                "preprocess": self.preprocess.to_dict(),
+                "opset": m["model"].get("opset"),
+                "encoder": {"size": self.encoder.size, "sha256": self.encoder.sha256},
+                "encoder_fp32": None if self.encoder_fp32 is None else
+                {"size": self.encoder_fp32.size, "sha256": self.encoder_fp32.sha256},
+                "extra": self.extra,
+            },
+            "hnsw": dict(m["hnsw"]),
+            "prototypes": {"count": int(len(g.centroids)), "domains": list(g.domains),
+                           "per_domain": {d: int(np.sum(g.owner == k)) for k, d in enumerate(g.domains)},
+                           "links": int(len(g.links))},
+            "calibration": self.calibration,
+        }
+
     def domain(self, name: str) -> DomainInfo:
         try:
             return self.domains[name]

@@ -140,29 +140,12 @@ class Engine:
 
     def info(self) -> dict:
         """Everything `uemctl info` shows: domains, counts, model facts, parity, calibration."""
-        i, m = self._info, self._info.manifest
-        g = i.prototypes
-        return {
-            "path": str(i.root),
-            "format_version": m["format_version"],
-            "generation": i.generation,
-            "written_at": m.get("written_at"),
-            "domains": {n: s.count for n, s in self._states.items()},
-            "model": {
-                "embed_dim": i.embed_dim,
-                "preprocess": i.preprocess.to_dict(),
-                "opset": m["model"].get("opset"),
-                "encoder": {"size": i.encoder.size, "sha256": i.encoder.sha256},
-                "encoder_fp32": None if i.encoder_fp32 is None else
-                {"size": i.encoder_fp32.size, "sha256": i.encoder_fp32.sha256},
-                "extra": i.extra,
-            },
-            "hnsw": dict(m["hnsw"]),
-            "prototypes": {"count": int(len(g.centroids)), "domains": list(g.domains),
-                           "per_domain": {d: int(np.sum(g.owner == k)) for k, d in enumerate(g.domains)},
-                           "links": int(len(g.links))},
-            "calibration": i.calibration,
-        }
+        return self._info.summary()
+
+    def check_domains(self, domain: str, source: str | None = None) -> None:
+        """Raise UnknownDomainError now for a bad target or source (before any image is read)."""
+        self._state(domain)
+        self._check_source(source)
 
     # -- embedding ---------------------------------------------------------------------------
     def preprocess(self, image: ImageSource) -> np.ndarray:
@@ -262,8 +245,15 @@ class Engine:
                 progress(min(start + step, len(images)), len(images))
         if not images:
             return 0
+        return self.add_vectors(domain, np.concatenate(vecs), items, lock_timeout=lock_timeout)
+
+    def add_vectors(self, domain: str, vectors: np.ndarray, items: Sequence[dict], *,
+                    lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S) -> int:
+        """Append embeddings made by this engine's encoder (items: dicts with "path", optional
+        "id" and metadata) to `domain`; persisted atomically. Returns the number of rows added."""
+        self._state(domain)
         with self._add_lock:
-            added, info = append_to_domain(self._info.root, domain, np.concatenate(vecs), items,
+            added, info = append_to_domain(self._info.root, domain, vectors, list(items),
                                            encoder_sha256=self._info.encoder.sha256,
                                            lock_timeout=lock_timeout)
             self._refresh(info)

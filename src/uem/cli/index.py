@@ -1,0 +1,65 @@
+"""`uemctl index add` — append images to one domain of a bundle, atomically."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from ..engine import Engine
+from ..engine.bundle import DEFAULT_LOCK_TIMEOUT_S
+from ..engine.errors import ImageError, UemError
+from .inputs import iter_images, printable
+from .root import err, index_app, out
+
+BATCH = 32
+
+
+@index_app.command("add")
+def add(
+    bundle: Path = typer.Argument(..., help="Bundle directory to extend."),
+    sources: list[Path] = typer.Argument(..., help="Images and/or directories (searched recursively).",
+                                         show_default=False),
+    domain: str = typer.Option(..., "--domain", "-d", help="Existing domain to add to."),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip unreadable images (one warning each) "
+                                  "instead of adding nothing."),
+    lock_timeout: float = typer.Option(DEFAULT_LOCK_TIMEOUT_S, "--lock-timeout", min=0,
+                                       help="Seconds to wait while another process writes the bundle."),
+) -> None:
+    """Embed images and append them to DOMAIN's index, vectors and items (crash-safe).
+
+    Images already in the domain (same absolute path) are skipped, so re-running is harmless.
+    """
+    eng = Engine.open(bundle)
+    eng.check_domains(domain)
+    paths = list(iter_images(sources))
+    if not paths:
+        raise UemError("no images found in " + ", ".join(printable(p) for p in sources))
+    vecs, items, skipped = [], [], 0
+    with Progress(TextColumn("embedding"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, transient=True, disable=not err.is_terminal) as progress:
+        task = progress.add_task("embed", total=len(paths))
+        for start in range(0, len(paths), BATCH):
+            tensors = []
+            for p in paths[start:start + BATCH]:
+                try:
+                    tensors.append(eng.preprocess(p))
+                except ImageError as e:
+                    if not skip_bad:
+                        raise ImageError(f"{e} (nothing was added; --skip-bad skips such files)") from None
+                    skipped += 1
+                    err.print(f"uemctl: warning: skipped {printable(str(e))}", markup=False)
+                    continue
+                resolved = str(p.resolve())
+                items.append({"id": resolved, "path": resolved})
+            if tensors:
+                vecs.append(eng.embed_tensors(np.stack(tensors)))
+            progress.advance(task, len(paths[start:start + BATCH]))
+    if not items:
+        raise UemError("none of the images could be read; nothing was added")
+    before = eng.count(domain)
+    added = eng.add_vectors(domain, np.concatenate(vecs), items, lock_timeout=lock_timeout)
+    out.print(f"added {added} images to {domain} ({before} -> {eng.count(domain)}); "
+              f"{len(items) - added} already present, {skipped} skipped", markup=False)

@@ -1,0 +1,64 @@
+"""Shared helpers of the engine commands: which bundle, which images, printable names."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from ..engine.preprocess import IMAGE_EXTENSIONS
+
+BUNDLE_ENV = "UEM_BUNDLE"
+DEFAULT_BUNDLE = "model.uem"
+BUNDLE_HELP = f"Bundle directory (default: ${BUNDLE_ENV}, else ./{DEFAULT_BUNDLE})."
+
+
+def bundle_path(given: Path | None) -> Path:
+    """--bundle, else $UEM_BUNDLE, else ./model.uem."""
+    if given is not None:
+        return given
+    return Path(os.environ.get(BUNDLE_ENV) or DEFAULT_BUNDLE)
+
+
+def open_engine(given: Path | None, threads: int | None = None):
+    """Engine.open on the chosen bundle; a missing default bundle says how to choose one."""
+    from ..engine import Engine
+    from ..engine.errors import BundleError
+
+    path = bundle_path(given)
+    if given is None and not path.exists():
+        raise BundleError(f"{path}: no such bundle (pass --bundle PATH or set ${BUNDLE_ENV})")
+    return Engine.open(path, threads=threads)
+
+
+def printable(s: str | os.PathLike) -> str:
+    """A string safe to print/JSON-encode: undecodable file-name bytes become U+FFFD."""
+    return os.fsdecode(s).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def _walk(folder: Path) -> Iterator[Path]:
+    """Image files under `folder`, depth first, sorted per directory, without loading the tree."""
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError:
+        return
+    for e in entries:
+        try:
+            if e.is_dir(follow_symlinks=False):
+                yield from _walk(Path(e.path))
+            elif e.is_file() and os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS:
+                yield Path(e.path)
+        except OSError:
+            continue
+
+
+def iter_images(args: Iterable[Path]) -> Iterator[Path]:
+    """Expand files and directories (recursively, image extensions only), streaming.
+
+    A named file is always yielded (a missing or bad one then fails with its own clear message).
+    """
+    for a in args:
+        if a.is_dir():
+            yield from _walk(a)
+        else:
+            yield a
