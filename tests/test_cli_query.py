@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -182,3 +183,22 @@ def test_real_process_exit_code_and_single_line(base, tmp_path):
                            "--domain", "sketch", "--bundle", str(base)], capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.strip() == f"uemctl: error: {tmp_path / 'zero.png'}: empty file (0 bytes)"
+
+
+def test_non_utf8_and_long_file_names(base, fresh, tmp_path, capsys):
+    src = data(base) / "photo/red/0.png"
+    odd = tmp_path / os.fsdecode(b"caf\xe9-\xff.png")
+    long_dir = tmp_path / ("d" * 200) / ("e" * 200)
+    long_dir.mkdir(parents=True)
+    long = long_dir / ("f" * 200 + ".png")
+    for p in (odd, long):
+        shutil.copy(src, p)
+    code, out, err = run(capsys, "query", odd, long, "--domain", "sketch", "--json", "--bundle", base)
+    assert code == 0, err
+    doc = json.loads(out)
+    assert [r["accepted"] for r in doc["results"]] == [True, True]
+    assert "\ufffd" in doc["results"][0]["query"]
+    code, out, err = run(capsys, "index", "add", fresh, odd, long, "--domain", "photo")
+    assert code == 0 and "added 2 images" in out, err
+    ids = {it["id"] for it in Engine.open(fresh)._info.domains["photo"].items}
+    assert str(odd.resolve()) in ids  # the real (undecodable) name round-trips through items.jsonl

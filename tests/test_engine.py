@@ -221,3 +221,64 @@ def test_query_does_not_import_torch(base):
             "print('torch' in sys.modules, len(r.hits) >= 0)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "True"]
+
+
+def test_search_falls_back_to_exact_when_hnswlib_gives_up(eng):
+    state = eng._state("sketch")
+    real = state.index._index
+
+    class GivesUp:
+        def knn_query(self, *a, **k):
+            raise RuntimeError("Cannot return the results in a contiguous 2D array")
+
+        def __getattr__(self, name):
+            return getattr(real, name)
+    q = eng.embed([pic("red", "sketch", 3)])
+    want = state.index.search(q, 5)
+    state.index._index = GivesUp()
+    try:
+        got = state.index.search(q, 5)
+    finally:
+        state.index._index = real
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_allclose(got[1], want[1], atol=1e-5)
+
+
+_CRASH_CHILD = """
+import sys, numpy as np
+from uem.engine import Engine
+eng = Engine.open(sys.argv[1], threads=1)
+rng = np.random.default_rng(int(sys.argv[2]))
+print("ready", flush=True)
+i = 0
+while True:
+    eng.add_vectors("sketch", rng.normal(size=(50, eng.embed_dim)), [{"path": f"/c/{sys.argv[2]}-{i}-{j}"} for j in range(50)])
+    i += 1
+"""
+
+
+def test_kill_9_during_add_leaves_old_or_new_state(fresh):
+    """A fast version of the crash trials: the bundle always opens, rows come in whole adds."""
+    import random
+    import signal
+    from uem.engine.bundle import read_bundle
+
+    rnd = random.Random(2024)
+    counts = [read_bundle(fresh).domains["sketch"].count]
+    for trial in range(4):
+        proc = subprocess.Popen([sys.executable, "-c", _CRASH_CHILD, str(fresh), str(trial)],
+                                stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "ready"
+        threading.Event().wait(rnd.uniform(0.05, 0.6))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        proc.stdout.close()
+        info = read_bundle(fresh)  # verifies every file, count and header
+        n = info.domains["sketch"].count
+        assert n >= counts[-1] and (n - 12) % 50 == 0
+        counts.append(n)
+    print("counts after kills:", counts)
+    eng = Engine.open(fresh, threads=1)
+    assert eng.add_vectors("sketch", np.ones((1, DIM)), [{"path": "/after"}]) == 1
+    leftovers = sorted(p.name for p in fresh.iterdir() if p.name.startswith((".tmp", "manifest.json.")))
+    assert leftovers == [] and len(list(fresh.glob("g*"))) <= 3

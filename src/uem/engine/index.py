@@ -165,8 +165,18 @@ class DomainIndex:
         k = min(int(k), self.count)
         if k <= 0 or not len(queries):
             return np.zeros((len(queries), 0), np.int64), np.zeros((len(queries), 0), np.float32)
-        labels, dist = self._index.knn_query(queries, k=k, num_threads=1)
+        try:
+            labels, dist = self._index.knn_query(queries, k=k, num_threads=1)
+        except RuntimeError:
+            # hnswlib found fewer than k reachable neighbours (tiny or degenerate graphs): be exact.
+            return self._exact(queries, k)
         return labels.astype(np.int64), (1.0 - dist).astype(np.float32)
+
+    def _exact(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        stored = np.asarray(self._index.get_items(np.arange(self.count)), dtype=np.float32)
+        sims = queries @ stored.T
+        labels = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+        return labels.astype(np.int64), np.take_along_axis(sims, labels, 1).astype(np.float32)
 
 
 def _check_space(space: str) -> str:
