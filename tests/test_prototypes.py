@@ -226,3 +226,24 @@ def test_match_domains_every_unordered_pair():
     assert zx.own_unified is xz.unified_b and zx.tilde_index is xz.b_to_a
     assert ordered_match(matches, "x", "z").partner.tolist() == [
         dict(xz.pairs.tolist()).get(i, -1) for i in range(6)]
+
+
+def test_tiny_and_duplicated_domains():
+    # 3 vectors per domain, two of them identical: at most 2 distinct prototypes, graph still valid
+    x = np.array([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    y = np.array([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, 1.0]])
+    assert estimate_k(x) == 1  # k range clipped to distinct rows - 1 = 1
+    c, assign = cluster(x, 3, seed=0)
+    assert len(c) == 2 and assign[0] == assign[1] != assign[2]
+    g = build_prototype_graph({"x": x, "y": y}, k=3, seed=0)
+    # x prototypes e1, e2; y prototypes e2, e3; means (2/3,1/3,0) and (0,1/3,2/3)
+    # y in x: + (2/3, 0, -2/3) -> e2' = (2/3,1,-2/3), e3' = (2/3,0,1/3)
+    # cost e1-e2' = sqrt(1/9+1+4/9) = 1.247, e1-e3' = sqrt(1/9+1/9) = 0.471,
+    #      e2-e2' = sqrt(4/9+4/9) = 0.943,   e2-e3' = sqrt(4/9+1+1/9) = 1.247
+    # Hungarian: (e1,e3') + (e2,e2') = 1.414; bar = sqrt2 = 1.414 (both domains) -> both pairs merge
+    assert len(g.of_domain("x")) == 2 and len(g.of_domain("y")) == 2
+    assert len(g.links) == 2
+    xi, yi = g.of_domain("x"), g.of_domain("y")
+    pairs = {(tuple(np.round(g.centroids[a])), tuple(np.round(g.centroids[b]))) for a, b in g.links.tolist()}
+    assert set(g.links[:, 0].tolist()) <= set(xi.tolist()) and set(g.links[:, 1].tolist()) <= set(yi.tolist())
+    assert pairs == {((1, 0, 0), (0, 0, 1)), ((0, 1, 0), (0, 1, 0))}

@@ -81,6 +81,11 @@ def knee(ks: list[int], inertia: list[float]) -> int:
     return int(ks[best]) if below_chord[best] > 0 else int(ks[0])
 
 
+def distinct_rows(x: np.ndarray) -> int:
+    """How many different vectors there are (to 1e-6): k-means can never use more clusters than that."""
+    return len(np.unique(np.round(np.asarray(x, dtype=np.float64), 6), axis=0))
+
+
 def estimate_k(x: np.ndarray, k_min: int = 16, k_max: int = 256, seed: int = 2024,
                max_samples: int = 1500, steps: int = 12) -> int:
     """The number of clusters of one domain's vectors, without labels (UEM-METHOD.md: elbow method).
@@ -93,7 +98,7 @@ def estimate_k(x: np.ndarray, k_min: int = 16, k_max: int = 256, seed: int = 202
     rng = np.random.default_rng(seed)
     if len(x) > max_samples:
         x = x[rng.choice(len(x), max_samples, replace=False)]
-    k_max = min(k_max, len(x) - 1)
+    k_max = min(k_max, distinct_rows(x) - 1)
     k_min = max(1, min(k_min, k_max))
     ks = k_grid(k_min, k_max, steps)
     inertia = [KMeans(n_clusters=k, n_init=2, max_iter=100, random_state=seed).fit(x).inertia_ for k in ks]
@@ -103,11 +108,13 @@ def estimate_k(x: np.ndarray, k_min: int = 16, k_max: int = 256, seed: int = 202
 def cluster(x: np.ndarray, k: int, seed: int = 2024, n_init: int = 3) -> tuple[np.ndarray, np.ndarray]:
     """Spherical k-means: (centroids [k, D] unit length, assignments [N] = most similar centroid by cosine).
 
+    k is capped at the number of distinct vectors, so the result may have fewer than k rows.
+
     k-means on the normalised vectors, centroids renormalised; assignments are recomputed by cosine to
     the unit centroids so they agree with the prototype NCE logits f·p (UEM-METHOD.md, L_PNCE).
     """
     x = unit(x)
-    k = max(1, min(int(k), len(x)))
+    k = max(1, min(int(k), distinct_rows(x)))   # duplicate centroids would make the merge bar 0
     km = KMeans(n_clusters=k, n_init=n_init, random_state=seed).fit(x)
     centroids = unit(km.cluster_centers_)
     assignments = np.argmax(x @ centroids.T, axis=1).astype(np.int64)
