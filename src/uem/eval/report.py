@@ -138,7 +138,7 @@ def retrieval_sheet(pair: dict, root: Path, path: Path, thumb: int = SHEET_THUMB
     if not examples:
         return None
     k = max(len(e["hits"]) for e in examples)
-    pad, label_h = 6, 14
+    pad, label_h = 6, 26
     cell = thumb + 2 * pad
     w, h = cell * (k + 1) + pad, (cell + label_h) * len(examples) + label_h
     sheet = Image.new("RGB", (w, h), (255, 255, 255))
@@ -149,9 +149,10 @@ def retrieval_sheet(pair: dict, root: Path, path: Path, thumb: int = SHEET_THUMB
         y = label_h + row * (cell + label_h)
         q = Path(e["query"])
         sheet.paste(_thumb(q if q.is_absolute() else root / q, thumb), (pad, y + pad))
-        verdict = "" if e.get("accepted") is None else (" accepted" if e["accepted"] else " REJECTED")
-        tag = "private" if e.get("private") else e["category"]
-        draw.text((pad, y + cell), f"{tag[:14]}{verdict}", fill=(0, 0, 0))
+        verdict = "" if e.get("accepted") is None else ("accepted" if e["accepted"] else "REJECTED")
+        status = ", ".join(s for s in ("private" if e.get("private") else "", verdict) if s)
+        draw.text((pad, y + cell), e["category"][:17], fill=(0, 0, 0))
+        draw.text((pad, y + cell + 12), status, fill=(200, 50, 50) if e.get("private") else (0, 0, 0))
         for col, hit in enumerate(e["hits"], start=1):
             x = col * cell
             hp = Path(hit["path"])
