@@ -253,3 +253,26 @@ def test_writer_rejects_inconsistent_inputs(tmp_path):
     assert not (tmp_path / "b.uem").exists()
     write_bundle(tmp_path / "b.uem", domains=[DomainData("a", v, [{"path": "x"}, {"path": "y"}])], **ok)
     assert read_bundle(tmp_path / "b.uem").domains["a"].items[0] == {"path": "x", "id": "x"}
+
+
+def test_hostile_manifest_shapes(fresh):
+    for text in ["[" * 100000, "null", "[]", '{"format": "uem-bundle", "format_version": true}', "\xff"]:
+        (fresh / MANIFEST).write_text(text, encoding="latin-1")
+        with pytest.raises(BundleError):
+            read_bundle(fresh)
+
+
+def test_index_with_out_of_range_neighbour_never_reaches_hnswlib(fresh, no_loaders):
+    """Even with a manifest that hashes the bad file honestly, the structural check refuses it."""
+    m = _manifest(fresh)
+    ent = m["files"]["domains/sketch/index.bin"]
+    path = fresh / ent["path"]
+    raw = bytearray(path.read_bytes())
+    header = 96
+    raw[header:header + 2] = (1).to_bytes(2, "little")        # element 0: one level-0 link...
+    raw[header + 4:header + 8] = (10**6).to_bytes(4, "little")  # ...to an element that does not exist
+    path.write_bytes(bytes(raw))
+    ent["sha256"] = bundle.sha256_file(path)
+    _rewrite(fresh, m)
+    with pytest.raises(BundleError, match="neighbour id out of range"):
+        Engine.open(fresh)

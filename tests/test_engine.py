@@ -224,7 +224,7 @@ def test_query_does_not_import_torch(base):
 
 
 def test_search_falls_back_to_exact_when_hnswlib_gives_up(eng):
-    state = eng._state("sketch")
+    state = eng._snap.states["sketch"]
     real = state.index._index
 
     class GivesUp:
@@ -282,3 +282,23 @@ def test_kill_9_during_add_leaves_old_or_new_state(fresh):
     assert eng.add_vectors("sketch", np.ones((1, DIM)), [{"path": "/after"}]) == 1
     leftovers = sorted(p.name for p in fresh.iterdir() if p.name.startswith((".tmp", "manifest.json.")))
     assert leftovers == [] and len(list(fresh.glob("g*"))) <= 3
+
+
+def test_reload_sees_another_process_add_and_close(fresh):
+    reader, writer = Engine.open(fresh, threads=1), Engine.open(fresh, threads=1)
+    assert reader.reload() is False
+    writer.add("photo", [png_bytes(pic("green", "photo", 50))], ids=["g50"])
+    assert reader.count("photo") == 12 and reader.reload() is True
+    assert reader.count("photo") == 13 and reader.generation == writer.generation
+    reader.close()
+    with pytest.raises(BundleError, match="closed"):
+        reader.query(pic("red", "photo"), "sketch")
+
+
+def test_fp32_encoder_option(tmp_path):
+    b = make_bundle(tmp_path, keep_fp32=True)
+    a, f = Engine.open(b, threads=1), Engine.open(b, threads=1, fp32=True)
+    img = pic("red", "photo")
+    np.testing.assert_allclose(a.embed([img]), f.embed([img]), atol=1e-6)
+    with pytest.raises(BundleError, match="no fp32 encoder"):
+        Engine.open(make_bundle(tmp_path / "b"), fp32=True)

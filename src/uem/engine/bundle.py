@@ -256,7 +256,7 @@ def _read_manifest(root: Path) -> dict:
         raise BundleError(f"{mpath}: cannot read ({e.strerror})") from None
     try:
         manifest = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise BundleError(f"{mpath}: corrupt manifest (not JSON: {e})") from None
     if not isinstance(manifest, dict):
         raise BundleError(f"{mpath}: corrupt manifest (not a JSON object)")
@@ -360,7 +360,7 @@ def _parse_items(entry: FileEntry, count: int) -> list[dict]:
                         and isinstance(obj.get("path"), str)):
                     raise ValueError(f"line {lineno} lacks a string id/path")
                 items.append(obj)
-    except (ValueError, UnicodeDecodeError, OSError) as e:
+    except (ValueError, UnicodeDecodeError, OSError, RecursionError) as e:
         raise BundleError(f"{entry.name}: corrupt items file ({e})") from None
     if len(items) != count:
         raise BundleError(f"{entry.name}: {len(items)} items, manifest says {count}")
@@ -415,7 +415,7 @@ def _read_once(root: Path) -> BundleInfo:
                           prototypes=graph)
     except BundleError:
         raise
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
+    except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as e:
         raise BundleError(f"{root}: corrupt manifest ({type(e).__name__}: {e})") from None
 
 

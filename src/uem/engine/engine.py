@@ -1,12 +1,13 @@
 """`Engine`: the torch-free retrieval API over one verified bundle.
 
-Concurrency design: every domain's searchable state (hnswlib index + items) is an immutable
-snapshot; a query takes the current snapshot once and uses only it, so it always sees one
-consistent index state and needs no lock. `add` is serialised (a thread lock here, the bundle's
-file lock across processes), extends a *fresh* index loaded from the bundle — never the one queries
-are reading — commits it to disk atomically, and only then swaps the new snapshot in. So queries
-run in parallel, adds never run concurrently with queries on the same hnswlib object, and what
-the engine serves is always what is on disk.
+Concurrency design: everything a query needs (encoder session, open-set rule, each domain's
+hnswlib index + items) sits in one immutable snapshot; a query takes the current snapshot once and
+uses only it, so it always sees one consistent state and needs no lock (an attribute read is
+atomic). `add` and `reload` are serialised (a thread lock here, the bundle's file lock across
+processes); `add` extends a *fresh* index loaded from the bundle — never one that queries are
+reading — commits it to disk atomically, and only then publishes a new snapshot. So queries run in
+parallel, adds never run concurrently with queries on the same hnswlib object, and what the engine
+serves is always a state that is on disk.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from .encoder import Encoder
 from .errors import BundleError, UnknownDomainError
 from .index import DomainIndex
 from .openset import OpenSetRule
-from .preprocess import ImageSource, preprocess, preprocess_batch
+from .preprocess import ImageSource, PreprocessSpec, preprocess, preprocess_batch
 
 _OPEN_RETRIES = 3
 
@@ -65,6 +66,16 @@ class _DomainState:
         return len(self.items)
 
 
+@dataclass(frozen=True)
+class _Snapshot:
+    """One consistent engine state; replaced as a whole, never mutated."""
+
+    info: BundleInfo
+    encoder: Encoder
+    rule: OpenSetRule
+    states: dict[str, _DomainState]
+
+
 def _is_path(x: object) -> bool:
     return isinstance(x, (str, os.PathLike))
 
@@ -72,31 +83,26 @@ def _is_path(x: object) -> bool:
 class Engine:
     """Query and extend one bundle. Create with `Engine.open(path)`."""
 
-    def __init__(self, info: BundleInfo, encoder: Encoder, states: dict[str, _DomainState],
-                 threads: int | None) -> None:
-        self._info = info
-        self._encoder = encoder
-        self._states = states
-        self._rule = OpenSetRule(info.prototypes, info.calibration)
+    def __init__(self, snap: _Snapshot, threads: int | None, fp32: bool) -> None:
+        self._snap: _Snapshot | None = snap
         self._threads = threads
-        self._add_lock = threading.Lock()
+        self._fp32 = fp32
+        self._write_lock = threading.Lock()
 
     # -- opening -----------------------------------------------------------------------------
     @classmethod
-    def open(cls, path: str | os.PathLike, threads: int | None = None) -> "Engine":
+    def open(cls, path: str | os.PathLike, threads: int | None = None, *, fp32: bool = False) -> "Engine":
         """Verify the bundle (manifest, checksums, headers) and load it.
 
-        `threads`: onnxruntime intra-op threads (None: onnxruntime's default). Raises BundleError
+        `threads`: onnxruntime intra-op threads (None: onnxruntime's default). `fp32`: use the
+        bundle's optional fp32 encoder instead of the int8 one (parity checks). Raises BundleError
         (missing, corrupt, tampered) or BundleVersionError.
         """
         root = Path(path)
         for attempt in range(_OPEN_RETRIES):
             info = read_bundle(root)
             try:
-                encoder = Encoder(info.encoder.path, threads=threads)
-                encoder.check(info.preprocess.size, info.embed_dim)
-                states = {name: cls._load_state(info, name) for name in info.domains}
-                return cls(info, encoder, states, threads)
+                return cls(cls._load(info, threads, fp32, None), threads, fp32)
             except BundleError:
                 # A concurrent writer may have committed and collected the files we verified.
                 if attempt == _OPEN_RETRIES - 1 or _current_generation(root) == info.generation:
@@ -104,13 +110,40 @@ class Engine:
         raise AssertionError("unreachable")
 
     @staticmethod
-    def _load_state(info: BundleInfo, name: str) -> _DomainState:
-        d = info.domains[name]
-        return _DomainState(name, info.load_index(name), d.items, d.index.sha256)
+    def _load(info: BundleInfo, threads: int | None, fp32: bool, old: _Snapshot | None) -> _Snapshot:
+        """A snapshot of `info`, reusing from `old` whatever did not change on disk."""
+        entry = info.encoder_fp32 if fp32 else info.encoder
+        if entry is None:
+            raise BundleError(f"{info.root}: the bundle has no fp32 encoder (export with --keep-fp32)")
+        if old is not None and old.info.encoder.sha256 == info.encoder.sha256 and (
+                not fp32 or old.info.encoder_fp32 == info.encoder_fp32):
+            encoder = old.encoder
+        else:
+            encoder = Encoder(entry.path, threads=threads)
+            encoder.check(info.preprocess.size, info.embed_dim)
+        rule = OpenSetRule(info.prototypes, info.calibration)
+        states = {}
+        for name, d in info.domains.items():
+            prev = old.states.get(name) if old is not None else None
+            if prev is not None and prev.index_sha256 == d.index.sha256:
+                states[name] = _DomainState(name, prev.index, d.items, d.index.sha256)
+            else:
+                states[name] = _DomainState(name, info.load_index(name), d.items, d.index.sha256)
+        return _Snapshot(info, encoder, rule, states)
+
+    def reload(self) -> bool:
+        """Pick up what another process committed (e.g. `uemctl index add`). True if changed."""
+        with self._write_lock:
+            old = self._current()
+            info = read_bundle(old.info.root)
+            if info.manifest == old.info.manifest:
+                return False
+            self._snap = self._load(info, self._threads, self._fp32, old)
+            return True
 
     def close(self) -> None:
-        """Drop the loaded indexes and session (the engine is unusable afterwards)."""
-        self._states = {}
+        """Release the indexes and the session; later calls raise BundleError."""
+        self._snap = None
 
     def __enter__(self) -> "Engine":
         return self
@@ -118,60 +151,62 @@ class Engine:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    def _current(self) -> _Snapshot:
+        snap = self._snap
+        if snap is None:
+            raise BundleError("the engine is closed")
+        return snap
+
     # -- facts -------------------------------------------------------------------------------
     @property
     def path(self) -> Path:
-        return self._info.root
+        return self._current().info.root
 
     @property
     def domains(self) -> list[str]:
-        return list(self._states)
+        return list(self._current().states)
 
     @property
     def embed_dim(self) -> int:
-        return self._info.embed_dim
+        return self._current().info.embed_dim
 
     @property
-    def preprocess_spec(self):
-        return self._info.preprocess
+    def preprocess_spec(self) -> PreprocessSpec:
+        return self._current().info.preprocess
+
+    @property
+    def generation(self) -> int:
+        """The bundle generation this engine serves (grows with every committed write)."""
+        return self._current().info.generation
 
     def count(self, domain: str) -> int:
-        return self._state(domain).count
+        return _state(self._current(), domain).count
 
     def info(self) -> dict:
         """Everything `uemctl info` shows: domains, counts, model facts, parity, calibration."""
-        return self._info.summary()
+        return self._current().info.summary()
 
     def check_domains(self, domain: str, source: str | None = None) -> None:
         """Raise UnknownDomainError now for a bad target or source (before any image is read)."""
-        self._state(domain)
-        self._check_source(source)
+        snap = self._current()
+        _state(snap, domain)
+        _check_source(snap, source)
 
     # -- embedding ---------------------------------------------------------------------------
     def preprocess(self, image: ImageSource) -> np.ndarray:
         """One image -> float32 (3, S, S) as the encoder expects. Raises ImageError."""
-        return preprocess(image, self._info.preprocess)
+        return preprocess(image, self._current().info.preprocess)
 
     def embed_tensors(self, x: np.ndarray) -> np.ndarray:
         """Preprocessed float32 (N, 3, S, S) -> unit float32 (N, D)."""
-        return self._encoder.embed(x)
+        return self._current().encoder.embed(x)
 
     def embed(self, images: Iterable[ImageSource]) -> np.ndarray:
         """Images -> unit float32 (N, D). Raises ImageError on the first bad image."""
-        return self.embed_tensors(preprocess_batch(images, self._info.preprocess))
+        snap = self._current()
+        return snap.encoder.embed(preprocess_batch(images, snap.info.preprocess))
 
     # -- querying ----------------------------------------------------------------------------
-    def _state(self, domain: str) -> _DomainState:
-        states = self._states
-        try:
-            return states[domain]
-        except KeyError:
-            raise UnknownDomainError(domain, list(states)) from None
-
-    def _check_source(self, source: str | None) -> None:
-        if source is not None and source not in self._states and source not in self._rule.graph.domains:
-            raise UnknownDomainError(source, sorted(set(self._states) | set(self._rule.graph.domains)))
-
     def query(self, image: ImageSource, domain: str, k: int = 10, source: str | None = None,
               no_reject: bool = False) -> QueryResult:
         """Find `image`'s matches in `domain`, or reject when its concept does not exist there."""
@@ -180,9 +215,11 @@ class Engine:
     def query_batch(self, images: Sequence[ImageSource], domain: str, k: int = 10,
                     source: str | None = None, no_reject: bool = False) -> list[QueryResult]:
         """`query` for many images (one encoder batch). Raises ImageError on the first bad image."""
-        self._state(domain)
-        self._check_source(source)
-        return self.query_vectors(self.embed(images), domain, k, source=source, no_reject=no_reject)
+        snap = self._current()
+        _state(snap, domain)
+        _check_source(snap, source)
+        vecs = snap.encoder.embed(preprocess_batch(images, snap.info.preprocess))
+        return _search(snap, vecs, domain, k, source, no_reject)
 
     def query_vector(self, vec: np.ndarray, domain: str, k: int = 10, source: str | None = None,
                      no_reject: bool = False) -> QueryResult:
@@ -193,24 +230,7 @@ class Engine:
     def query_vectors(self, vecs: np.ndarray, domain: str, k: int = 10, source: str | None = None,
                       no_reject: bool = False) -> list[QueryResult]:
         """`query` for embeddings (N, D). k larger than the domain is clamped."""
-        if int(k) < 1:
-            raise ValueError(f"k must be at least 1, got {k}")
-        state = self._state(domain)          # one snapshot for the whole batch
-        self._check_source(source)
-        vecs = np.asarray(vecs, dtype=np.float32)
-        if vecs.ndim != 2 or vecs.shape[1] != self.embed_dim:
-            raise ValueError(f"query vectors must be (N, {self.embed_dim}), got {vecs.shape}")
-        vecs = vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
-        labels, sims = state.index.search(vecs, k)
-        out = []
-        for q, lab, sim in zip(vecs, labels, sims):
-            d = self._rule.decide(q, domain, float(sim[0]) if len(sim) else None, source)
-            hits = []
-            if d.accepted or no_reject:
-                hits = [Hit(state.items[j]["id"], state.items[j]["path"], float(s))
-                        for j, s in zip(lab.tolist(), sim.tolist())]
-            out.append(QueryResult(d.accepted, d.reason, float(d.score), hits, d.source, domain))
-        return out
+        return _search(self._current(), vecs, domain, k, source, no_reject)
 
     # -- extending ---------------------------------------------------------------------------
     def add(self, domain: str, images: Sequence[ImageSource], *, ids: Sequence[str] | None = None,
@@ -223,12 +243,15 @@ class Engine:
         refused (UnknownDomainError): new domains need prototypes, which only export computes.
         Returns the number of rows added. Bad image -> ImageError and nothing is written.
         """
-        self._state(domain)
+        snap = self._current()
+        _state(snap, domain)
         images = list(images)
         if ids is not None and len(ids) != len(images):
             raise ValueError(f"{len(ids)} ids for {len(images)} images")
         if metadata is not None and len(metadata) != len(images):
             raise ValueError(f"{len(metadata)} metadata entries for {len(images)} images")
+        if not images:
+            return 0
         items = []
         for i, img in enumerate(images):
             path = str(Path(os.fsdecode(img)).resolve()) if _is_path(img) else f"<{type(img).__name__}>"
@@ -238,32 +261,61 @@ class Engine:
                 path if _is_path(img) else f"{domain}/{uuid.uuid4().hex}")
             items.append(item)
         vecs = []
-        step = self._encoder.batch_size
+        step = snap.encoder.batch_size
         for start in range(0, len(images), step):
-            vecs.append(self.embed(images[start:start + step]))
+            vecs.append(snap.encoder.embed(preprocess_batch(images[start:start + step], snap.info.preprocess)))
             if progress is not None:
                 progress(min(start + step, len(images)), len(images))
-        if not images:
-            return 0
         return self.add_vectors(domain, np.concatenate(vecs), items, lock_timeout=lock_timeout)
 
     def add_vectors(self, domain: str, vectors: np.ndarray, items: Sequence[dict], *,
                     lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S) -> int:
         """Append embeddings made by this engine's encoder (items: dicts with "path", optional
-        "id" and metadata) to `domain`; persisted atomically. Returns the number of rows added."""
-        self._state(domain)
-        with self._add_lock:
-            added, info = append_to_domain(self._info.root, domain, vectors, list(items),
-                                           encoder_sha256=self._info.encoder.sha256,
+        "id" and metadata) to `domain`; persisted atomically. Returns the number of rows added.
+
+        Afterwards the engine serves the bundle as committed, including other processes' adds."""
+        _state(self._current(), domain)
+        with self._write_lock:
+            old = self._current()
+            added, info = append_to_domain(old.info.root, domain, vectors, list(items),
+                                           encoder_sha256=old.info.encoder.sha256,
                                            lock_timeout=lock_timeout)
-            self._refresh(info)
+            self._snap = self._load(info, self._threads, self._fp32, old)
         return added
 
-    def _refresh(self, info: BundleInfo) -> None:
-        """Swap in the on-disk state of every domain whose index changed (ours or another process's)."""
-        states = dict(self._states)
-        for name, d in info.domains.items():
-            if name not in states or states[name].index_sha256 != d.index.sha256:
-                states[name] = self._load_state(info, name)
-        self._info = info
-        self._states = states
+
+def _state(snap: _Snapshot, domain: str) -> _DomainState:
+    try:
+        return snap.states[domain]
+    except KeyError:
+        raise UnknownDomainError(domain, list(snap.states)) from None
+
+
+def _check_source(snap: _Snapshot, source: str | None) -> None:
+    known = snap.rule.graph.domains
+    if source is not None and source not in snap.states and source not in known:
+        raise UnknownDomainError(source, sorted(set(snap.states) | set(known)))
+
+
+def _search(snap: _Snapshot, vecs: np.ndarray, domain: str, k: int, source: str | None,
+            no_reject: bool) -> list[QueryResult]:
+    """Top-k in `domain` + the open-set decision, all from one snapshot."""
+    if int(k) < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    state = _state(snap, domain)
+    _check_source(snap, source)
+    dim = snap.info.embed_dim
+    vecs = np.asarray(vecs, dtype=np.float32)
+    if vecs.ndim != 2 or vecs.shape[1] != dim or not np.all(np.isfinite(vecs)):
+        raise ValueError(f"query vectors must be finite (N, {dim}), got {vecs.shape}")
+    vecs = vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+    labels, sims = state.index.search(vecs, k)
+    out = []
+    for q, lab, sim in zip(vecs, labels, sims):
+        d = snap.rule.decide(q, domain, float(sim[0]) if len(sim) else None, source)
+        hits = []
+        if d.accepted or no_reject:
+            hits = [Hit(state.items[j]["id"], state.items[j]["path"], float(s))
+                    for j, s in zip(lab.tolist(), sim.tolist())]
+        out.append(QueryResult(d.accepted, d.reason, float(d.score), hits, d.source, domain))
+    return out

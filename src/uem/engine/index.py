@@ -10,9 +10,11 @@ same object — the engine never does this: it extends a fresh copy and swaps it
 
 from __future__ import annotations
 
+import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -40,17 +42,28 @@ def _fail(path: Path, why: str) -> BundleError:
 def check_index_file(path: Path, *, dim: int, count: int, M: int | None = None) -> IndexHeader:
     """Parse an hnswlib file without hnswlib and verify it is safe to load for (dim, count, M).
 
-    Checks the header against the manifest, the exact file size, every link-list count and every
-    neighbour id (all must be < count), and that the labels are exactly 0..count-1.
+    Checks the header against the manifest, the exact file size, every link-list count, every
+    neighbour id (< count, and present on the level it is linked at), the entry point's level and
+    that the labels are exactly 0..count-1. Reads in chunks: memory stays small for big indexes.
     """
     try:
-        raw = Path(path).read_bytes()
+        with open(path, "rb") as f:
+            return _check_stream(Path(path), f, os.fstat(f.fileno()).st_size, dim, count, M)
     except OSError as e:
         raise BundleError(f"{path}: cannot read index ({e.strerror})") from None
-    if len(raw) < _HEADER.size:
-        raise _fail(path, "file shorter than its header")
+
+
+def _read_exact(f: BinaryIO, n: int, path: Path, what: str) -> bytes:
+    data = f.read(n)
+    if len(data) != n:
+        raise _fail(path, f"truncated {what}")
+    return data
+
+
+def _check_stream(path: Path, f: BinaryIO, file_size: int, dim: int, count: int,
+                  M: int | None) -> IndexHeader:
     (off_l0, max_el, cur, size_per, label_off, off_data, max_level, enter,
-     max_m, max_m0, m, _mult, _efc) = _HEADER.unpack_from(raw, 0)
+     max_m, max_m0, m, _mult, _efc) = _HEADER.unpack(_read_exact(f, _HEADER.size, path, "header"))
     links0 = 4 + 4 * max_m0
     if off_l0 != 0 or off_data != links0 or label_off != links0 + 4 * dim \
             or size_per != label_off + 8:
@@ -63,41 +76,49 @@ def check_index_file(path: Path, *, dim: int, count: int, M: int | None = None) 
         raise _fail(path, "inconsistent M")
     if count and not (0 <= enter < count and 0 <= max_level < 64):
         raise _fail(path, "entry point out of range")
-    pos = _HEADER.size
-    l0_end = pos + count * size_per
-    if len(raw) < l0_end:
+    if file_size < _HEADER.size + count * size_per + 4 * count:
         raise _fail(path, "truncated")
-    if count:
-        l0 = np.frombuffer(raw, dtype=np.uint8, count=count * size_per, offset=pos).reshape(count, size_per)
-        head = l0[:, :4].copy().view("<u4").reshape(-1)
-        n_links = head & 0xFFFF
+    seen = np.zeros(count, dtype=bool)
+    chunk = max(1, (8 << 20) // size_per)
+    for start in range(0, count, chunk):
+        n = min(chunk, count - start)
+        l0 = np.frombuffer(_read_exact(f, n * size_per, path, "level 0"), np.uint8).reshape(n, size_per)
+        n_links = l0[:, :4].copy().view("<u4").reshape(-1) & 0xFFFF
         if np.any(n_links > max_m0):
             raise _fail(path, "level-0 link list too long")
-        nbrs = l0[:, 4:links0].copy().view("<u4").reshape(count, max_m0)
-        used = np.arange(max_m0)[None, :] < n_links[:, None]
-        if np.any(nbrs[used] >= count):
+        nbrs = l0[:, 4:links0].copy().view("<u4").reshape(n, max_m0)
+        if np.any(nbrs[np.arange(max_m0)[None, :] < n_links[:, None]] >= count):
             raise _fail(path, "neighbour id out of range")
         labels = l0[:, label_off:label_off + 8].copy().view("<u8").reshape(-1)
-        if not np.array_equal(np.sort(labels), np.arange(count, dtype=np.uint64)):
+        if np.any(labels >= count) or np.any(seen[labels.astype(np.int64)]) \
+                or len(np.unique(labels)) != n:
             raise _fail(path, "labels are not 0..count-1")
-    pos = l0_end
+        seen[labels.astype(np.int64)] = True
+    levels = np.zeros(count, dtype=np.int64)
     per_level = 4 + 4 * max_m
-    for _ in range(count):
-        if pos + 4 > len(raw):
-            raise _fail(path, "truncated link lists")
-        (size,) = struct.unpack_from("<I", raw, pos)
-        pos += 4
+    upper_ids, upper_lv = [], []
+    for i in range(count):
+        (size,) = struct.unpack("<I", _read_exact(f, 4, path, "link lists"))
         if size:
-            levels, rem = divmod(size, per_level)
-            if rem or levels > max_level or pos + size > len(raw):
+            lv, rem = divmod(size, per_level)
+            if rem or lv > max_level:
                 raise _fail(path, "bad upper-level link list")
-            block = np.frombuffer(raw, dtype="<u4", count=size // 4, offset=pos).reshape(levels, -1)
+            block = np.frombuffer(_read_exact(f, size, path, "link lists"), "<u4").reshape(lv, -1)
             n = block[:, 0] & 0xFFFF
-            if np.any(n > max_m) or np.any(block[:, 1:][np.arange(max_m)[None, :] < n[:, None]] >= count):
-                raise _fail(path, "upper-level neighbour out of range")
-            pos += size
-    if pos != len(raw):
-        raise _fail(path, f"{len(raw) - pos} unexpected trailing bytes")
+            if np.any(n > max_m):
+                raise _fail(path, "upper-level link list too long")
+            used = np.arange(max_m)[None, :] < n[:, None]
+            upper_ids.append(block[:, 1:][used])
+            upper_lv.append(np.repeat(np.arange(1, lv + 1), n))
+            levels[i] = lv
+    if f.read(1):
+        raise _fail(path, "unexpected trailing bytes")
+    if count and levels[enter] != max_level:
+        raise _fail(path, "entry point is not on the top level")
+    if upper_ids:
+        ids, lv = np.concatenate(upper_ids).astype(np.int64), np.concatenate(upper_lv)
+        if np.any(ids >= count) or np.any(levels[np.minimum(ids, count - 1)] < lv):
+            raise _fail(path, "upper-level neighbour out of range")
     return IndexHeader(max_el, cur, dim, m, max_level, enter)
 
 
