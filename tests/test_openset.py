@@ -96,3 +96,11 @@ def test_score_orders_queries_for_auroc():
     scores = [rule.decide(unit(1, 0.02, 0), "sketch", c, "photo").score for c in (0.99, 0.9, 0.6)]
     private = rule.decide(unit(0, 1, 0), "sketch", 0.99, "photo").score
     assert scores == sorted(scores) and private > scores[-1] and math.isfinite(private)
+
+
+def test_reject_fn_adapter_for_eval():
+    reject = OpenSetRule(GRAPH).reject_fn()
+    queries = np.stack([unit(1, 0.02, 0), unit(0.05, 1, 0)])
+    targets = np.stack([unit(1, 0.03, 0), unit(0, 0, 1)])
+    accepted, score = reject(queries, "photo", "sketch", targets)
+    assert accepted.tolist() == [True, False] and score[1] > score[0]

@@ -84,3 +84,18 @@ class OpenSetRule:
             return Decision(False, f"nearest {target} item is farther than this concept's radius",
                             float(score), source)
         return Decision(True, f"concept exists in {target}", float(score), source)
+
+    def reject_fn(self):
+        """This rule as `uem.eval`'s reject_fn(query_vectors, query_domain, target_domain,
+        target_vectors) -> (accepted bool [n], score float [n]), with exact nearest neighbours."""
+
+        def reject(query_vectors, query_domain, target_domain, target_vectors):
+            q = np.asarray(query_vectors, np.float32)
+            t = np.asarray(target_vectors, np.float32)
+            nearest = (q @ t.T).max(axis=1) if len(t) and len(q) else [None] * len(q)
+            ds = [self.decide(v, target_domain, None if c is None else float(c), query_domain)
+                  for v, c in zip(q, nearest)]
+            return (np.array([d.accepted for d in ds], dtype=bool),
+                    np.array([d.score for d in ds], dtype=np.float64))
+
+        return reject
