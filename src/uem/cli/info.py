@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from ..engine.bundle import read_bundle
-from .inputs import BUNDLE_HELP, bundle_path, printable
+from .inputs import BUNDLE_HELP, chosen_bundle, printable
 from .root import app, out
 
 
@@ -23,7 +23,7 @@ def info(
     as_json: bool = typer.Option(False, "--json", help="Print the facts as JSON."),
 ) -> None:
     """Verify a bundle (checksums included) and describe it."""
-    s = read_bundle(bundle_path(bundle)).summary()
+    s = read_bundle(chosen_bundle(bundle)).summary()
     if as_json:
         out.print(json.dumps(s, indent=1), markup=False)
         return

@@ -20,15 +20,21 @@ def bundle_path(given: Path | None) -> Path:
     return Path(os.environ.get(BUNDLE_ENV) or DEFAULT_BUNDLE)
 
 
-def open_engine(given: Path | None, threads: int | None = None):
-    """Engine.open on the chosen bundle; a missing default bundle says how to choose one."""
-    from ..engine import Engine
+def chosen_bundle(given: Path | None) -> Path:
+    """bundle_path(), and when the default is missing, an error that says how to choose one."""
     from ..engine.errors import BundleError
 
     path = bundle_path(given)
     if given is None and not path.exists():
-        raise BundleError(f"{path}: no such bundle (pass --bundle PATH or set ${BUNDLE_ENV})")
-    return Engine.open(path, threads=threads)
+        raise BundleError(f"{path}: no such bundle (pass a bundle path or set ${BUNDLE_ENV})")
+    return path
+
+
+def open_engine(given: Path | None, threads: int | None = None):
+    """Engine.open on the chosen bundle."""
+    from ..engine import Engine
+
+    return Engine.open(chosen_bundle(given), threads=threads)
 
 
 def printable(s: str | os.PathLike) -> str:
