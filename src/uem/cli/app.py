@@ -9,6 +9,7 @@ from . import data as _data  # noqa: F401  (each import registers its commands)
 from . import index as _index  # noqa: F401
 from . import info as _info  # noqa: F401
 from . import query as _query  # noqa: F401
+from . import train as _train  # noqa: F401
 from .root import app, err
 
 

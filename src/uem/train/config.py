@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..engine.preprocess import IMAGENET_MEAN, IMAGENET_STD, PreprocessSpec
+from .augment import AugmentConfig
 
 
 @dataclass
@@ -18,7 +19,7 @@ class ModelConfig:
     embed_dim: int = 128
     head_hidden: int = 512
     # Blocks [0, freeze_blocks) of the 16 MBConv blocks (plus the stem) stay at their ImageNet weights.
-    freeze_blocks: int = 9
+    freeze_blocks: int = 11
 
     def preprocess(self) -> PreprocessSpec:
         return PreprocessSpec(size=self.input_size, mean=IMAGENET_MEAN, std=IMAGENET_STD)
@@ -32,6 +33,35 @@ class TrainConfig:
     domains: list[str] = field(default_factory=list)
     model: ModelConfig = field(default_factory=ModelConfig)
     seed: int = 2024
+
+    # -- schedule (UEM-METHOD.md: IDSE then CDSM; far fewer epochs than the paper on a CPU) --------
+    epochs1: int = 8                 # stage 1, IDSE
+    epochs2: int = 4                 # stage 2, CDSM
+    batch_size: int = 64
+    lr: float = 0.03                 # SGD momentum 0.9, cosine to 0 within each stage (head lr)
+    backbone_lr_mult: float = 0.3    # the trainable backbone blocks learn at lr * this
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    tau: float = 0.07
+    bank_momentum: float = 0.5       # paper 0.99 over 100-200 epochs; a few epochs need a faster bank
+    device: str = "auto"             # auto | cpu | cuda
+
+    # -- the frozen trunk's cache: view 0 = the clean image, plus `views` augmented views ---------
+    views: int = 4
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    keep_cache: bool = False         # keep RUN/trunk_cache.pt after a finished run
+
+    # -- prototypes -----------------------------------------------------------------------------
+    k_min: int = 16                  # range searched by the K estimate (never the true count)
+    k_max: int = 256
+    merge_rule: str = "global"
+
+    # -- switches for ablations -----------------------------------------------------------------
+    merge: bool = True               # --no-merge: pair prototypes but merge nothing
+    sel: bool = True                 # --no-sel: no semantic-enhanced loss
+    spda: bool = True                # --no-spda: no domain classifier and no SPR in stage 2
+    plain_nn: bool = False           # --plain-nn: SN2M replaced by plain nearest-neighbour positives
+    baseline_k: int | None = None    # UCDIR-style baseline: this fixed K, no merge, no SEL
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -1,0 +1,86 @@
+"""The frozen trunk's outputs, computed once per image and view, kept in memory as float16.
+
+The trunk (stem + the first `freeze_blocks` MBConv blocks, BatchNorm in eval mode) never changes
+during training, so its output for a given augmented view never changes either. We compute it for
+view 0 = the clean image and views 1..V = random augmentations (each seeded by (seed, view, image),
+so the cache does not depend on batch order), and training then runs only the top part on it.
+
+Tensor layout: float16 (V + 1, N, C, H, W). Optionally saved in the run dir for --resume.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..engine.preprocess import PreprocessSpec, normalize
+from .augment import AugmentConfig, augment
+from .data import ImageSet
+from .model import Encoder
+from .run import save_torch_atomic
+
+CACHE = "trunk_cache.pt"
+
+
+def view_pixels(images: ImageSet, idx: np.ndarray, view: int, aug: AugmentConfig, seed: int) -> np.ndarray:
+    """uint8 (len(idx), S, S, 3): view 0 is the picture itself, others seeded augmentations."""
+    if view == 0:
+        return images.pixels[idx]
+    return np.stack([augment(images.pixels[i], aug, np.random.default_rng([seed, view, int(i)]))
+                     for i in idx])
+
+
+@torch.no_grad()
+def compute(encoder: Encoder, images: ImageSet, views: int, aug: AugmentConfig, seed: int,
+            spec: PreprocessSpec, device: torch.device, batch: int = 128, progress=None) -> torch.Tensor:
+    """Trunk outputs for view 0 (clean) and `views` augmented views of every image."""
+    encoder.eval()
+    n = len(images)
+    jobs = [(v, np.arange(s, min(s + batch, n))) for v in range(views + 1) for s in range(0, n, batch)]
+    out: torch.Tensor | None = None
+    # Augmenting the next batch (numpy/PIL) overlaps with the trunk on the current one.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(view_pixels, images, jobs[0][1], jobs[0][0], aug, seed)
+        for k, (v, idx) in enumerate(jobs):
+            pix = pending.result()
+            if k + 1 < len(jobs):
+                pending = pool.submit(view_pixels, images, jobs[k + 1][1], jobs[k + 1][0], aug, seed)
+            x = torch.from_numpy(normalize(pix, spec)).to(device)
+            h = encoder.trunk(x).to(torch.float16).cpu()
+            if out is None:
+                out = torch.empty((views + 1, n, *h.shape[1:]), dtype=torch.float16)
+            out[v, idx[0]: idx[-1] + 1] = h
+            if progress is not None:
+                progress(len(idx))
+    assert out is not None
+    return out
+
+
+def fingerprint(images: ImageSet, views: int, aug: AugmentConfig, seed: int, spec: PreprocessSpec,
+                freeze_blocks: int) -> str:
+    """What the cache depends on: the pixels, the views and the frozen part of the model."""
+    h = hashlib.sha256()
+    h.update(json.dumps([views, seed, spec.to_dict(), freeze_blocks, repr(aug)]).encode())
+    h.update(images.pixels.tobytes())
+    h.update(images.domain.tobytes())
+    return h.hexdigest()
+
+
+def load(run_dir: Path, key: str) -> torch.Tensor | None:
+    path = Path(run_dir) / CACHE
+    if not path.is_file():
+        return None
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - a damaged cache is simply recomputed
+        return None
+    return obj["features"] if obj.get("key") == key else None
+
+
+def save(run_dir: Path, key: str, features: torch.Tensor) -> None:
+    save_torch_atomic({"key": key, "features": features}, Path(run_dir) / CACHE)

@@ -1,0 +1,437 @@
+"""The UEM training loop: stage 1 IDSE, then stage 2 CDSM, on a cached frozen trunk.
+
+Read top to bottom:
+  1. images  — every domain's images decoded once (uem.train.data), nothing below a domain read.
+  2. cache   — the frozen trunk's float16 outputs for the clean image + `views` augmented views.
+  3. banks   — one memory-bank row per image, per domain, started from the clean embeddings.
+  4. epochs  — each epoch: re-cluster every bank (K estimated at the start of each stage), pair and
+               merge prototypes across every pair of domains, then one pass over all images in
+               random batches, each image as one of its cached augmented views.
+               stage 1 (IDSE):  sum_d  L_IPM^d + alpha * mean_{d' != d} L_SEL^{d|d'}
+               stage 2 (CDSM):  L_DAL + sum_d ( L_SPR^d + mean_{d' != d} L_SN2M^{d->d'} )
+  5. outputs — encoder.pt + config.json (the export contract), checkpoint.pt after every epoch (for
+               --resume), log.jsonl, loss.png, prototypes.npy/json (the final PrototypeGraph).
+
+The method's math lives in uem.train.losses and uem.train.prototypes; this file only wires it.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from . import cache as trunk_cache
+from . import losses as L
+from .config import TrainConfig, write_json
+from .data import ImageSet, load_images
+from .model import Encoder, build_encoder
+from .prototypes import (DomainPrototypes, PairMerge, domain_prototypes, estimate_k, graph_from,
+                         match_domains)
+from .run import save_encoder, save_torch_atomic
+
+CHECKPOINT = "checkpoint.pt"
+LOG = "log.jsonl"
+LOSS_PNG = "loss.png"
+
+
+# -- small pieces ----------------------------------------------------------------------------------
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        from ..engine.errors import UemError
+
+        raise UemError("--device cuda: no CUDA device available")
+    return torch.device(name)
+
+
+def make_optimizer(encoder: Encoder, cfg: TrainConfig, extra: list[torch.nn.Parameter] = ()) -> torch.optim.SGD:
+    """SGD with two learning rates: the projection head (and the domain classifier) at lr, the
+    trainable backbone blocks at lr * backbone_lr_mult."""
+    head = {id(p) for p in encoder.head.parameters()}
+    trainable = encoder.trainable_parameters()
+    groups = [{"params": [p for p in trainable if id(p) not in head], "lr": cfg.lr * cfg.backbone_lr_mult},
+              {"params": [p for p in trainable if id(p) in head] + list(extra), "lr": cfg.lr}]
+    for g in groups:
+        g["base_lr"] = g["lr"]
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def set_lr(opt: torch.optim.Optimizer, progress: float) -> float:
+    """Cosine from base_lr to 0 over a stage; progress in [0, 1)."""
+    scale = 0.5 * (1.0 + math.cos(math.pi * progress))
+    for g in opt.param_groups:
+        g["lr"] = g["base_lr"] * scale
+    return opt.param_groups[-1]["lr"]
+
+
+def train_mode(encoder: Encoder) -> None:
+    """Trainable part in train mode; the frozen trunk (and its BatchNorm statistics) stays in eval."""
+    encoder.train()
+    for m in encoder.frozen_modules():
+        m.eval()
+
+
+@torch.no_grad()
+def embed_cached(encoder: Encoder, feats: torch.Tensor, device: torch.device, batch: int = 256) -> torch.Tensor:
+    """Embeddings (N, D) float32 of cached trunk outputs (N, C, H, W), eval mode."""
+    was_training = encoder.training
+    encoder.eval()
+    out = torch.cat([encoder.top(feats[i:i + batch].to(device).float()) for i in range(0, len(feats), batch)])
+    encoder.train(was_training)
+    return out
+
+
+@dataclass
+class EpochPrototypes:
+    """Per-domain clusterings and per-pair matches of one epoch, as tensors on the device."""
+
+    protos: dict[str, DomainPrototypes]
+    matches: dict[tuple[str, str], PairMerge]
+    centroids: list[torch.Tensor]            # [d] (K_d, D)
+    assign: list[torch.Tensor]               # [d] (n_d,) bank slot -> own prototype
+    own_unified: dict[tuple[int, int], torch.Tensor]     # (d, e): d's unified set paired with e
+    target_unified: dict[tuple[int, int], torch.Tensor]  # (d, e): e's unified set paired with d
+    tilde_index: dict[tuple[int, int], torch.Tensor]     # (d, e): row of target_unified for d's protos
+
+    def merged_count(self) -> int:
+        return int(sum(m.merged.sum() for m in self.matches.values()))
+
+
+def epoch_prototypes(banks: list[torch.Tensor], domains: list[str], ks: list[int], cfg: TrainConfig,
+                     seed: int, device: torch.device) -> EpochPrototypes:
+    protos = {name: domain_prototypes(banks[d].cpu().numpy(), ks[d], seed=seed)
+              for d, name in enumerate(domains)}
+    matches = match_domains(protos, rule=cfg.merge_rule, merge=cfg.merge and cfg.baseline_k is None)
+    t = lambda a: torch.as_tensor(np.asarray(a)).to(device)  # noqa: E731
+    own, target, tilde = {}, {}, {}
+    for (a, b), m in matches.items():
+        ia, ib = domains.index(a), domains.index(b)
+        for src, dst, view in ((ia, ib, m.ordered(True)), (ib, ia, m.ordered(False))):
+            own[src, dst] = t(view.own_unified).float()
+            target[src, dst] = t(view.target_unified).float()
+            tilde[src, dst] = t(view.tilde_index).long()
+    return EpochPrototypes(protos, matches,
+                           [t(protos[n].centroids).float() for n in domains],
+                           [t(protos[n].assignments).long() for n in domains], own, target, tilde)
+
+
+def estimate_ks(banks: list[torch.Tensor], cfg: TrainConfig, seed: int) -> list[int]:
+    """K per domain: the user's fixed K in baseline mode, otherwise estimated from the bank."""
+    if cfg.baseline_k is not None:
+        return [int(cfg.baseline_k)] * len(banks)
+    return [estimate_k(b.cpu().numpy(), k_min=cfg.k_min, k_max=cfg.k_max, seed=seed) for b in banks]
+
+
+# -- the two stages' losses for one batch ----------------------------------------------------------
+def stage1_loss(f: torch.Tensor, dom: torch.Tensor, slot: torch.Tensor, banks: list[torch.Tensor],
+                ep: EpochPrototypes, a: float, cfg: TrainConfig) -> tuple[torch.Tensor, dict[str, float]]:
+    """L_IDSE = sum_d [ L_INCE^d + a L_PNCE^d + a mean_{e != d} L_SEL^{d|e} ] over the batch's domains."""
+    n_dom = len(banks)
+    total = f.new_zeros(())
+    parts = {"ince": 0.0, "pnce": 0.0, "sel": 0.0}
+    for d in range(n_dom):
+        rows = dom == d
+        if not rows.any():
+            continue
+        fd, sd = f[rows], slot[rows]
+        ince = L.instance_nce(fd, banks[d], sd, cfg.tau)
+        pnce = L.proto_nce(fd, ep.centroids[d], ep.assign[d][sd], cfg.tau)
+        total = total + ince + a * pnce
+        parts["ince"] += ince.item()
+        parts["pnce"] += pnce.item()
+        if cfg.sel and cfg.baseline_k is None:
+            s = torch.stack([L.sel(fd, ep.own_unified[d, e], cfg.tau) for e in range(n_dom) if e != d]).mean()
+            total = total + a * s
+            parts["sel"] += s.item()
+    return total, parts
+
+
+def stage2_loss(f: torch.Tensor, f_frozen: torch.Tensor, dom: torch.Tensor, banks: list[torch.Tensor],
+                ep: EpochPrototypes, disc: L.DomainClassifier | None, cfg: TrainConfig
+                ) -> tuple[torch.Tensor, dict[str, float]]:
+    """L_CDSM = L_DAL + sum_d ( L_SPR^d + mean_{e != d} L_SN2M^{d->e} )."""
+    n_dom = len(banks)
+    total = f.new_zeros(())
+    parts = {"dal": 0.0, "spr": 0.0, "sn2m": 0.0, "trusted": 0.0}
+    if disc is not None:
+        dal = L.domain_adversarial_loss(f, dom, disc)
+        total = total + dal
+        parts["dal"] = dal.item()
+    trusted, seen = 0, 0
+    for d in range(n_dom):
+        rows = dom == d
+        if not rows.any():
+            continue
+        fd = f[rows]
+        if disc is not None and int(rows.sum()) > 1:
+            s = L.spr(fd, f_frozen[rows])
+            total = total + s
+            parts["spr"] += s.item()
+        terms = []
+        for e in range(n_dom):
+            if e == d:
+                continue
+            loss, ok = L.sn2m(fd, ep.centroids[d], ep.tilde_index[d, e], ep.target_unified[d, e], banks[e],
+                              cfg.tau, plain_nn=cfg.plain_nn)
+            terms.append(loss)
+            trusted += int(ok.sum())
+            seen += len(ok)
+        s = torch.stack(terms).mean()
+        total = total + s
+        parts["sn2m"] += s.item()
+    parts["trusted"] = trusted / max(seen, 1)
+    return total, parts
+
+
+# -- checkpoint ------------------------------------------------------------------------------------
+def save_checkpoint(run_dir: Path, epoch: int, encoder: Encoder, opt: torch.optim.Optimizer,
+                    banks: list[torch.Tensor], ks: list[int], frozen: Encoder | None,
+                    disc: torch.nn.Module | None) -> None:
+    """Tensors and plain types only (loaded with weights_only=True). epoch = epochs completed.
+    RNG state needs no saving: every epoch reseeds from (seed, epoch)."""
+    cpu = lambda sd: {k: v.detach().cpu() if torch.is_tensor(v) else v for k, v in sd.items()}  # noqa: E731
+    save_torch_atomic({
+        "epoch": epoch,
+        "model": cpu(encoder.state_dict()),
+        "optimizer": opt.state_dict(),
+        "banks": [b.cpu() for b in banks],
+        "ks": list(ks),
+        "frozen": cpu(frozen.state_dict()) if frozen is not None else None,
+        "disc": cpu(disc.state_dict()) if disc is not None else None,
+    }, run_dir / CHECKPOINT)
+
+
+def load_checkpoint(run_dir: Path) -> dict | None:
+    path = run_dir / CHECKPOINT
+    if not path.is_file():
+        return None
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+# -- logging ---------------------------------------------------------------------------------------
+class Log:
+    """log.jsonl: one line per step; on resume, lines of epochs not covered by the checkpoint go."""
+
+    def __init__(self, path: Path, keep_before_epoch: int):
+        self.path = path
+        kept = []
+        if keep_before_epoch > 0 and path.is_file():
+            kept = [ln for ln in path.read_text(encoding="utf-8").splitlines()
+                    if ln.strip() and json.loads(ln).get("epoch", 0) < keep_before_epoch]
+        path.write_text("".join(ln + "\n" for ln in kept), encoding="utf-8")
+        self.fh = path.open("a", encoding="utf-8")
+
+    def write(self, rec: dict) -> None:
+        self.fh.write(json.dumps(rec) + "\n")
+        self.fh.flush()
+
+    def close(self) -> None:
+        self.fh.close()
+
+
+def plot_losses(log_path: Path, out: Path) -> None:
+    """loss.png: per-step total loss (thin) and per-epoch mean per component, both stages."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    recs = [json.loads(ln) for ln in log_path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    recs = [r for r in recs if "loss" in r]
+    if not recs:
+        return
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for stage, colour in ((1, "tab:blue"), (2, "tab:red")):
+        rs = [r for r in recs if r["stage"] == stage]
+        if rs:
+            axes[0].plot([r["t"] for r in rs], [r["loss"] for r in rs], lw=0.6, color=colour,
+                         label=f"stage {stage} ({'IDSE' if stage == 1 else 'CDSM'})")
+    axes[0].set_xlabel("step")
+    axes[0].set_ylabel("total loss")
+    axes[0].legend()
+    keys = ["ince", "pnce", "sel", "dal", "spr", "sn2m"]
+    epochs = sorted({r["epoch"] for r in recs})
+    for k in keys:
+        ys = [np.mean([r[k] for r in recs if r["epoch"] == e and k in r] or [np.nan]) for e in epochs]
+        if not all(np.isnan(ys)):
+            axes[1].plot(epochs, ys, marker="o", label=k)
+    axes[1].set_xlabel("epoch")
+    axes[1].set_ylabel("mean loss term")
+    axes[1].legend()
+    fig.tight_layout()
+    tmp = out.with_name(f".{out.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(out)
+
+
+def progress_bar(console: Console, enabled: bool) -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                    console=console, disable=not enabled, transient=False)
+
+
+def save_prototypes(run_dir: Path, graph) -> None:
+    """The PrototypeGraph's files, written to a temp folder then moved in (each move atomic)."""
+    with tempfile.TemporaryDirectory(dir=run_dir, prefix=".protos.") as tmp:
+        graph.save(Path(tmp))
+        for f in Path(tmp).iterdir():
+            f.replace(run_dir / f.name)
+
+
+# -- the loop --------------------------------------------------------------------------------------
+def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress: bool = True,
+          pretrained: bool = True, console: Console | None = None) -> Path:
+    """Train on cfg.data into run_dir. With resume, continue from run_dir/checkpoint.pt (its own
+    config.json wins over `cfg`, except the device)."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    console = console or Console(stderr=True)
+    t_start = time.perf_counter()
+    state = load_checkpoint(run_dir) if resume else None
+    if state is not None:
+        device_name = cfg.device
+        cfg = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text(encoding="utf-8")))
+        cfg.device = device_name
+    device = pick_device(cfg.device)
+    spec = cfg.model.preprocess()
+    torch.manual_seed(cfg.seed)
+
+    # 1. images
+    with progress_bar(console, progress) as bar:
+        task = bar.add_task("decode", total=None, info="")
+        images: ImageSet = load_images(cfg.data, spec, cfg.domains or None,
+                                       progress=lambda n: bar.advance(task, n))
+    cfg.domains = images.domains
+    sizes = images.sizes()
+    console.print(f"data: {', '.join(f'{d} {n}' for d, n in zip(images.domains, sizes))} images; "
+                  f"device {device}", markup=False)
+    encoder = build_encoder(cfg.model, pretrained=pretrained).to(device)
+    if state is not None:
+        encoder.load_state_dict(state["model"])
+    write_json(run_dir / "config.json", cfg.to_dict())
+
+    # 2. cache of the frozen trunk
+    key = trunk_cache.fingerprint(images, cfg.views, cfg.augment, cfg.seed, spec, cfg.model.freeze_blocks)
+    feats = trunk_cache.load(run_dir, key) if state is not None else None
+    if feats is None:
+        t0 = time.perf_counter()
+        with progress_bar(console, progress) as bar:
+            task = bar.add_task("trunk cache", total=len(images) * (cfg.views + 1), info="")
+            feats = trunk_cache.compute(encoder, images, cfg.views, cfg.augment, cfg.seed, spec, device,
+                                        progress=lambda n: bar.advance(task, n))
+        if cfg.epochs1 + cfg.epochs2 > 1:
+            trunk_cache.save(run_dir, key, feats)
+        console.print(f"trunk cache: {tuple(feats.shape)} float16, {feats.numel() * 2 / 2**20:.0f} MiB, "
+                      f"{time.perf_counter() - t0:.0f} s", markup=False)
+    members = [torch.as_tensor(images.members(d)) for d in range(len(sizes))]
+    dom_all = torch.as_tensor(images.domain)
+    slot_all = torch.as_tensor(images.slot)
+
+    # 3. memory banks: the clean images' embeddings
+    if state is not None:
+        banks = [b.to(device) for b in state["banks"]]
+    else:
+        clean = embed_cached(encoder, feats[0], device)
+        banks = [clean[m.to(device)].clone() for m in members]
+
+    # 4. epochs
+    e1, e2 = cfg.epochs1, cfg.epochs2
+    start = state["epoch"] if state is not None else 0
+    ks = list(state["ks"]) if state is not None else []
+    frozen: Encoder | None = None
+    disc: L.DomainClassifier | None = None
+    opt: torch.optim.Optimizer | None = None
+    log = Log(run_dir / LOG, start)
+    n = len(images)
+    n_batches = max(1, math.ceil(n / cfg.batch_size))
+    step_t = start * n_batches
+    with progress_bar(console, progress) as bar:
+        task = bar.add_task("train", total=(e1 + e2) * n_batches, completed=start * n_batches, info="")
+        for epoch in range(start, e1 + e2):
+            stage = 1 if epoch < e1 else 2
+            e_in = epoch if stage == 1 else epoch - e1
+            e_total = e1 if stage == 1 else e2
+            rng = np.random.default_rng([cfg.seed, epoch])
+            torch.manual_seed(cfg.seed * 1000 + epoch)
+            # the stage's modules: built fresh at its first epoch, or from the checkpoint
+            if opt is None or e_in == 0:
+                if stage == 2:
+                    # f': the stage-1 encoder, frozen; run with batch statistics like f, so that
+                    # L_SPR is exactly 0 at the start of stage 2
+                    frozen = copy.deepcopy(encoder)
+                    if state is not None and state.get("frozen") is not None and e_in > 0:
+                        frozen.load_state_dict(state["frozen"])
+                    for p in frozen.parameters():
+                        p.requires_grad_(False)
+                    train_mode(frozen)
+                    disc = (L.DomainClassifier(cfg.model.embed_dim, len(sizes)).to(device)
+                            if cfg.spda else None)
+                    if disc is not None and state is not None and state.get("disc") is not None and e_in > 0:
+                        disc.load_state_dict(state["disc"])
+                opt = make_optimizer(encoder, cfg, list(disc.parameters()) if disc is not None else [])
+                if state is not None and e_in > 0 and epoch == start:
+                    opt.load_state_dict(state["optimizer"])
+                if e_in == 0:
+                    ks = estimate_ks(banks, cfg, cfg.seed + epoch)
+            ep = epoch_prototypes(banks, images.domains, ks, cfg, cfg.seed + epoch, device)
+            a = L.alpha(e_in, e_total)
+            bar.update(task, description=f"stage {stage} ep {e_in + 1}/{e_total}")
+            train_mode(encoder)
+            order = rng.permutation(n)
+            views = rng.integers(1, cfg.views + 1, size=n) if cfg.views > 0 else np.zeros(n, dtype=np.int64)
+            for b, idx in enumerate(np.array_split(order, n_batches)):
+                lr = set_lr(opt, (e_in * n_batches + b) / (e_total * n_batches))
+                h = feats[torch.as_tensor(views[idx]), torch.as_tensor(idx)].to(device).float()
+                dom = dom_all[idx].to(device)
+                slot = slot_all[idx].to(device)
+                f = encoder.top(h)
+                if stage == 1:
+                    loss, parts = stage1_loss(f, dom, slot, banks, ep, a, cfg)
+                else:
+                    with torch.no_grad():
+                        f_frozen = frozen.top(h)
+                    loss, parts = stage2_loss(f, f_frozen, dom, banks, ep, disc, cfg)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                for d in range(len(banks)):
+                    rows = dom == d
+                    if rows.any():
+                        L.update_bank(banks[d], slot[rows], f[rows], cfg.bank_momentum)
+                step_t += 1
+                log.write({"t": step_t, "stage": stage, "epoch": epoch, "step": b, "lr": lr, "alpha": a,
+                           "loss": loss.item(), **{k: round(v, 5) for k, v in parts.items()}})
+                bar.update(task, advance=1, info=f"loss {loss.item():.3f}")
+            log.write({"epoch": epoch, "stage": stage, "ks": ks, "merged": ep.merged_count(),
+                       "seconds": round(time.perf_counter() - t_start, 1)})
+            save_checkpoint(run_dir, epoch + 1, encoder, opt, banks, ks, frozen, disc)
+            state = None
+    log.close()
+
+    # 5. outputs: the final prototypes from the clean images' embeddings
+    clean = embed_cached(encoder, feats[0], device).cpu().numpy()
+    vectors = {name: clean[images.members(d)] for d, name in enumerate(images.domains)}
+    final_k = [cfg.baseline_k] * len(sizes) if cfg.baseline_k is not None else [None] * len(sizes)
+    protos = {name: domain_prototypes(vectors[name], final_k[d], seed=cfg.seed, k_min=cfg.k_min, k_max=cfg.k_max)
+              for d, name in enumerate(images.domains)}
+    matches = match_domains(protos, rule=cfg.merge_rule, merge=cfg.merge and cfg.baseline_k is None)
+    save_prototypes(run_dir, graph_from(vectors, protos, matches))
+    save_encoder(run_dir, encoder.cpu(), cfg)
+    plot_losses(run_dir / LOG, run_dir / LOSS_PNG)
+    if not cfg.keep_cache:
+        (run_dir / trunk_cache.CACHE).unlink(missing_ok=True)
+    console.print(f"done in {time.perf_counter() - t_start:.0f} s: {run_dir}", markup=False)
+    return run_dir
