@@ -46,6 +46,24 @@ LOSS_PNG = "loss.png"
 
 
 # -- small pieces ----------------------------------------------------------------------------------
+def keep_freed_memory() -> None:
+    """glibc: serve large tensors from the heap and keep freed memory there (no mmap/munmap per
+    tensor). By default every activation above the mmap threshold is a fresh mapping whose pages
+    fault in on first touch; measured on the 2-core dev VM: ~130k page faults/s and a third of the
+    CPU time in the kernel. Peak RSS stays the same (it is the peak either way). No-op elsewhere."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-1, 1 << 30)   # M_TRIM_THRESHOLD: do not give the heap top back eagerly
+        libc.mallopt(-4, 0)         # M_MMAP_MAX: no separate mappings for large blocks
+    except (OSError, AttributeError):
+        pass
+
+
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -299,6 +317,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress:
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     console = console or Console(stderr=True)
+    keep_freed_memory()
     t_start = time.perf_counter()
     state = load_checkpoint(run_dir) if resume else None
     if state is not None:
@@ -325,7 +344,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress:
 
     # 2. cache of the frozen trunk
     key = trunk_cache.fingerprint(images, cfg.views, cfg.augment, cfg.seed, spec, cfg.model.freeze_blocks)
-    feats = trunk_cache.load(run_dir, key) if state is not None else None
+    feats = trunk_cache.load(run_dir, key)  # a resumed run's (or a copied-in) cache, if it matches
     if feats is None:
         t0 = time.perf_counter()
         with progress_bar(console, progress) as bar:
