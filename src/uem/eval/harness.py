@@ -151,6 +151,17 @@ def evaluate_pair(qv: np.ndarray, q: DomainLabels, rv: np.ndarray, r: DomainLabe
     return res
 
 
+def split_images(data_dir: str | Path, query: str, target: str, protocol: str = "close", seed: int = 0,
+                 labels_csv: str | Path | None = None) -> dict[str, list[Path]]:
+    """{query: [paths], target: [paths]} the protocol keeps for one pair — what transductive training
+    of that split may see. Labels are read here, so the trainer gets bare image lists and never labels."""
+    labels = load_labels(data_dir, [query, target], labels_csv)
+    q, r = labels[query], labels[target]
+    split = split_categories(q.categories, r.categories, protocol, seed)
+    return {query: q.subset(split.query_mask(q.categories)).paths,
+            target: r.subset(split.retrieval_mask(r.categories)).paths}
+
+
 def _summary(pairs: list[dict]) -> dict:
     keys = ["top1_identity", "map", "map_class_balanced"]
     out = {f"mean_{k}": _num(mean_ignoring_nan([p[k] if p[k] is not None else np.nan for p in pairs]))
