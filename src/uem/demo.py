@@ -1,0 +1,169 @@
+"""`uemctl demo` — the whole product on the built-in emoji3 set, end to end, in one command.
+
+1. build emoji3 (Twemoji, OpenMoji, Noto Emoji line art) unless it is there;
+2. make an OPEN-SET copy of it: the target domain keeps a seeded random half of its subgroups, so
+   some concepts exist among the queries but not in the target — the case uem must answer "no match";
+3. train the default model on that copy (no labels), export the int8 bundle;
+4. run example queries (concepts the target has, and concepts it lacks), print the answers, draw a
+   contact sheet; evaluate the open-set pair with the numbers that matter (mAP, detection, acceptance).
+
+Sub-folders are read as labels only here, to choose and judge examples — never by training.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+
+from .engine.errors import DataError
+
+
+@dataclass
+class DemoConfig:
+    data: Path = Path("data/emoji3")
+    workdir: Path = Path("demo")
+    query_domain: str = "twemoji"
+    target_domain: str = "notomono"
+    seed: int = 0
+    examples_shared: int = 4
+    examples_private: int = 4
+    k: int = 5
+    epochs1: int | None = None  # None: the trainer's defaults
+    epochs2: int | None = None
+
+
+def make_open_set_copy(data: Path, out: Path, target: str, seed: int) -> dict:
+    """Symlink DATA into `out`, keeping only a seeded half of `target`'s subgroups (per-file links).
+
+    Returns the split (kept / dropped subgroups). Idempotent: an existing copy with the same split is
+    reused.
+    """
+    from .eval.protocols import random_half
+
+    data, out = data.resolve(), Path(out)
+    domains = sorted(p.name for p in data.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if target not in domains:
+        raise DataError(f"{data}: no domain {target!r} (found {', '.join(domains)})")
+    subgroups = sorted(p.name for p in (data / target).iterdir() if p.is_dir())
+    kept = set(random_half(subgroups, seed))
+    tmp = out.with_name(out.name + ".tmp")
+    if out.exists():
+        return {"kept": sorted(kept), "dropped": sorted(set(subgroups) - kept), "path": str(out)}
+    if tmp.exists():
+        import shutil
+
+        shutil.rmtree(tmp)
+    for domain in domains:
+        for src in sorted((data / domain).rglob("*.png")):
+            rel = src.relative_to(data / domain)
+            if domain == target and rel.parts[0] not in kept:
+                continue
+            dst = tmp / domain / rel
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            os.symlink(src, dst)
+    os.replace(tmp, out)
+    return {"kept": sorted(kept), "dropped": sorted(set(subgroups) - kept), "path": str(out)}
+
+
+def pick_examples(data: Path, domain: str, subgroups: list[str], n: int, seed: int) -> list[Path]:
+    """One image from each of n seeded-random subgroups of `domain` (first file of the subgroup)."""
+    rng = np.random.default_rng(seed)
+    chosen = [subgroups[i] for i in sorted(rng.permutation(len(subgroups))[:n])]
+    out = []
+    for sg in chosen:
+        files = sorted((data / domain / sg).glob("*.png"))
+        if files:
+            out.append(files[int(rng.integers(len(files)))])
+    return out
+
+
+def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict:
+    from .datasets.emoji import build_emoji3
+    from .engine import Engine
+    from .engine.sheet import SheetRow, write_sheet
+    from .eval.harness import evaluate
+    from .export.pipeline import export_run
+    from .train.config import TrainConfig
+    from .train.trainer import train
+
+    console = console or Console(stderr=True, highlight=False)
+    t0 = time.perf_counter()
+    work = Path(cfg.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+
+    console.rule("1. data")
+    if not (Path(cfg.data) / "emoji3.json").is_file():
+        build_emoji3(Path(cfg.data))
+    console.print(f"emoji3 set: {cfg.data}")
+
+    split = make_open_set_copy(Path(cfg.data), work / "data", cfg.target_domain, cfg.seed)
+    console.print(f"open-set copy: {split['path']} — {cfg.target_domain} keeps {len(split['kept'])} "
+                  f"subgroups, lacks {len(split['dropped'])} (e.g. {', '.join(split['dropped'][:3])})")
+
+    console.rule("2. train (unsupervised)")
+    run_dir = work / "run"
+    if (run_dir / "encoder.pt").is_file():
+        console.print(f"reusing the trained run in {run_dir} (delete it to train again)")
+    else:
+        tcfg = TrainConfig(data=str((work / "data").resolve()), seed=2024)
+        if cfg.epochs1 is not None:
+            tcfg.epochs1 = cfg.epochs1
+        if cfg.epochs2 is not None:
+            tcfg.epochs2 = cfg.epochs2
+        train(tcfg, run_dir, console=console)
+    t_train = time.perf_counter()
+
+    console.rule("3. export (int8 ONNX + HNSW + prototypes)")
+    bundle = work / "model.uem"
+    export_run(run_dir, bundle, overwrite=True)
+    t_export = time.perf_counter()
+
+    console.rule("4. queries")
+    eng = Engine.open(bundle)
+    queries = (pick_examples(Path(cfg.data), cfg.query_domain, split["kept"], cfg.examples_shared, cfg.seed)
+               + pick_examples(Path(cfg.data), cfg.query_domain, split["dropped"], cfg.examples_private, cfg.seed))
+    rows, lines = [], []
+    for q in queries:
+        sg = q.parent.name
+        exists = sg in split["kept"]
+        r = eng.query(q, domain=cfg.target_domain, k=cfg.k, source=cfg.query_domain, no_reject=True)
+        right = (r.accepted == exists)
+        verdict = "match" if r.accepted else f"no match ({r.reason})"
+        truth = "exists in target" if exists else "NOT in target"
+        hits = ", ".join(f"{Path(h.path).parent.name}/{Path(h.path).stem} {h.score:.2f}" for h in r.hits[:3])
+        lines.append(f"{'✓' if right else '✗'} {sg}/{q.stem} [{truth}] -> {verdict}; top hits: {hits}")
+        rows.append(SheetRow(query=q, label=f"{sg}/{q.stem}", result=r))
+    for line in lines:
+        console.print(line, markup=False)
+    sheet = write_sheet(rows, work / "queries.png", k=cfg.k)
+
+    console.rule(f"5. open-set evaluation {cfg.query_domain} -> {cfg.target_domain}")
+    rule = eng.open_set_rule
+    res = evaluate(lambda paths: eng.embed(paths), work / "data",
+                   pairs=[(cfg.query_domain, cfg.target_domain)], protocol="close",
+                   reject_fn=rule.reject_fn(), n_examples=0, keep_scores=False)
+    p = res["pairs"][0]
+    o = p.get("open_set") or {}
+    summary = {
+        "bundle": str(bundle), "run": str(run_dir), "sheet": str(sheet), "data": split["path"],
+        "pair": p["pair"], "top1_identity": p["top1_identity"], "map": p["map"],
+        "private_detection": o.get("private_detection"), "known_acceptance": o.get("known_acceptance"),
+        "h_score": o.get("h_score"), "auroc": o.get("auroc"),
+        "seconds": {"train": round(t_train - t0, 1), "export": round(t_export - t_train, 1),
+                    "total": round(time.perf_counter() - t0, 1)},
+    }
+    for key in ("top1_identity", "map", "private_detection", "known_acceptance", "h_score", "auroc"):
+        v = summary[key]
+        console.print(f"{key:>18}: {'n/a' if v is None else f'{v:.3f}'}", markup=False)
+    console.rule("where everything went")
+    for key in ("data", "run", "bundle", "sheet"):
+        console.print(f"{key:>7}: {summary[key]}", markup=False)
+    console.print(f"try:  uemctl query {queries[-1]} --domain {cfg.target_domain} --bundle {bundle}",
+                  markup=False)
+    console.print(f"total time {summary['seconds']['total']:.0f} s", markup=False)
+    return summary

@@ -1,0 +1,35 @@
+"""Score an exported bundle: its int8 encoder embeds DATA, its prototypes decide rejection.
+
+This is what `uemctl eval` runs. Retrieval is scored with exact cosine over the engine's vectors (the
+HNSW index only approximates that ranking; the export parity report measures the difference), and
+open-set rejection is the engine's own rule, so the numbers describe what a user of the bundle gets.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable, Iterable
+
+from .harness import evaluate
+from .report import write_report
+
+
+def evaluate_bundle(bundle: str | Path, data: str | Path, *, protocol: str = "close",
+                    pairs: Iterable | None = None, seed: int = 0, out: str | Path | None = None,
+                    floor: str | Path | None = None, labels_csv: str | Path | None = None,
+                    threads: int | None = None, sheets: bool = True, command: str | None = None,
+                    log: Callable[[str], None] | None = None) -> dict:
+    """Results of `bundle` on `data` under `protocol`; with `out`, also report.md + PNG plots there."""
+    from ..engine import Engine
+
+    eng = Engine.open(bundle, threads=threads)
+    results = evaluate(lambda paths: eng.embed(paths), data, pairs=pairs, protocol=protocol, seed=seed,
+                       reject_fn=eng.open_set_rule.reject_fn(), labels_csv=labels_csv, log=log)
+    results["bundle"] = str(Path(bundle).resolve())
+    if out is not None:
+        floor_data = json.loads(Path(floor).read_text(encoding="utf-8")) if floor else None
+        results["written"] = {k: str(v) for k, v in write_report(
+            results, out, floor=floor_data, title=f"uem evaluation — {protocol}-set",
+            command=command, sheets=sheets).items()}
+    return results
