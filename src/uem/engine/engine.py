@@ -175,6 +175,11 @@ class Engine:
         return self._current().info.preprocess
 
     @property
+    def open_set_rule(self) -> OpenSetRule:
+        """The rejection rule of the current state (evaluation passes it to uem.eval as reject_fn)."""
+        return self._current().rule
+
+    @property
     def generation(self) -> int:
         """The bundle generation this engine serves (grows with every committed write)."""
         return self._current().info.generation
