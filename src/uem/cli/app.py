@@ -6,6 +6,7 @@ import sys
 
 from ..engine.errors import UemError
 from . import data as _data  # noqa: F401  (each import registers its commands)
+from . import export as _export  # noqa: F401
 from . import index as _index  # noqa: F401
 from . import info as _info  # noqa: F401
 from . import query as _query  # noqa: F401

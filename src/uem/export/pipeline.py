@@ -1,0 +1,293 @@
+"""`uemctl export`: a training run -> a bundle the torch-free engine opens.
+
+    run -> ONNX fp32 -> int8 (calibrated on the training domains) -> parity report
+        -> embed every domain with the int8 model, through the engine's own preprocessing and encoder
+        -> prototypes for open-set rejection -> write_bundle (atomic)
+
+Everything that can be refused (not a run, an output that is not a bundle, a missing data folder) is
+refused before the slow part starts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from ..datasets.folders import list_images, scan
+from ..engine.bundle import MANIFEST, DOMAIN_NAME, DomainData, HnswParams, write_bundle
+from ..engine.encoder import Encoder as OnnxEncoder
+from ..engine.errors import DataError, ImageError, UemError
+from ..engine.preprocess import PreprocessSpec, preprocess_batch
+from ..train.run import load_encoder
+from .onnx import export_onnx, torch_embed
+from .parity import ParityReport, parity_report
+from .quantize import DEFAULT, QuantConfig, calibration_sample, quantize_int8
+
+# hnswlib for 128-d unit vectors, 1k to ~1M items per domain: M=32 keeps recall@10 high on large,
+# high-dimensional sets (2*M links at level 0, ~256 B/item), ef_construction=200 is the usual
+# quality/time point, ef_search=128 (>= k) is what recall@10 >= 0.98 needs at 1M items.
+DEFAULT_HNSW = HnswParams(M=32, ef_construction=200, ef_search=128, space="ip")
+PARITY_PER_DOMAIN = 200   # held-out images per domain compared with torch (torch is the slow one)
+EMBED_CHUNK = 128
+
+
+class ExportError(UemError):
+    """An export that cannot start (bad run, bad output path, missing images)."""
+
+
+@dataclass
+class ExportSummary:
+    out: Path
+    domains: dict[str, int]
+    parity: ParityReport
+    quantization: dict
+    sizes: dict[str, int]
+    seconds: float
+    skipped: dict[str, list[str]] = field(default_factory=dict)
+    prototypes: int = 0
+    merged_links: int = 0
+
+    def lines(self) -> list[str]:
+        mb = lambda n: f"{n / 1e6:.1f} MB"  # noqa: E731
+        out = [f"bundle: {self.out}",
+               "domains: " + ", ".join(f"{k} ({v})" for k, v in self.domains.items()),
+               f"encoder: int8 {mb(self.sizes['encoder_int8'])} (fp32 {mb(self.sizes['encoder_fp32'])}); "
+               f"{self.quantization['label']}",
+               f"prototypes: {self.prototypes}, cross-domain links: {self.merged_links}",
+               *self.parity.lines(),
+               f"export took {self.seconds:.0f} s"]
+        for d, files in self.skipped.items():
+            out.append(f"skipped {len(files)} unreadable image(s) in {d}, e.g. {files[0]}")
+        return out
+
+
+def parse_index_args(items: Sequence[str]) -> dict[str, Path]:
+    """['sketch=/data/sk', ...] -> {'sketch': Path}; one-line errors for every malformed entry."""
+    out: dict[str, Path] = {}
+    for item in items:
+        name, sep, folder = item.partition("=")
+        name = name.strip()
+        if not sep or not name or not folder:
+            raise ExportError(f"--index expects DOMAIN=DIR, got {item!r}")
+        if not DOMAIN_NAME.match(name):
+            raise ExportError(f"--index: bad domain name {name!r} (letters, digits, '.', '_', '-'; max 64)")
+        if name in out:
+            raise ExportError(f"--index: domain {name!r} given twice")
+        out[name] = Path(folder).expanduser()
+    return out
+
+
+def check_output(out: Path) -> None:
+    """Refuse an output path that is a file, or a non-empty folder that is not a bundle."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"{out}: exists and is not a bundle directory; choose another -o")
+    if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST).is_file():
+        raise ExportError(f"{out}: exists, is not empty and is not a bundle; refusing to write into it")
+    if not out.parent.exists():
+        raise ExportError(f"{out.parent}: no such directory")
+
+
+def _training_domains(data: str, domains: list[str]) -> dict[str, list[Path]]:
+    if not data or not Path(data).is_dir():
+        raise ExportError(f"the run's training data {data or '(none recorded)'} is not there; "
+                          "pass --index DOMAIN=DIR for every domain to index")
+    try:
+        return scan(Path(data), domains or None, min_domains=1)
+    except DataError as e:
+        raise ExportError(str(e)) from None
+
+
+def _index_domains(index_dirs: dict[str, Path]) -> dict[str, list[Path]]:
+    out = {}
+    for name, folder in index_dirs.items():
+        try:
+            files = list_images(folder)
+        except DataError as e:
+            raise ExportError(f"--index {name}={folder}: {e}") from None
+        if not files:
+            raise ExportError(f"--index {name}={folder}: no images found")
+        out[name] = files
+    return out
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool) -> Iterator[Progress]:
+    console = Console(stderr=True)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True, disable=not enabled) as p:
+        yield p
+
+
+def _preprocess_tolerant(paths: Sequence[Path], spec: PreprocessSpec) -> tuple[np.ndarray, list[int], list[str]]:
+    """Preprocess a chunk; unreadable images are skipped (returned by path), not fatal."""
+    try:
+        return preprocess_batch(paths, spec), list(range(len(paths))), []
+    except ImageError:
+        keep, bad, arrays = [], [], []
+        for i, p in enumerate(paths):
+            try:
+                arrays.append(preprocess_batch([p], spec))
+                keep.append(i)
+            except ImageError:
+                bad.append(str(p))
+        x = np.concatenate(arrays) if arrays else np.zeros((0, 3, spec.size, spec.size), np.float32)
+        return x, keep, bad
+
+
+def _embed_domain(paths: Sequence[Path], spec: PreprocessSpec, encoders: Sequence[OnnxEncoder],
+                  progress: Progress, label: str) -> tuple[list[np.ndarray], list[Path], list[str]]:
+    """Embed `paths` with each encoder (same preprocessed pixels); returns vectors, kept paths, bad."""
+    task = progress.add_task(label, total=len(paths))
+    parts: list[list[np.ndarray]] = [[] for _ in encoders]
+    kept: list[Path] = []
+    bad: list[str] = []
+    for i in range(0, len(paths), EMBED_CHUNK):
+        chunk = list(paths[i:i + EMBED_CHUNK])
+        x, keep, b = _preprocess_tolerant(chunk, spec)
+        bad += b
+        kept += [chunk[j] for j in keep]
+        for k, enc in enumerate(encoders):
+            parts[k].append(enc.embed(x))
+        progress.advance(task, len(chunk))
+    progress.remove_task(task)
+    dim = None
+    vecs = [np.concatenate(p) if p else np.zeros((0, dim or 0), np.float32) for p in parts]
+    return vecs, kept, bad
+
+
+def _held_out(domains: dict[str, list[Path]], exclude: set[Path], n: int, seed: int) -> dict[str, np.ndarray]:
+    """Row numbers (into each domain's kept list) of up to n images per domain not used for calibration."""
+    rng = np.random.default_rng(seed + 1)
+    out = {}
+    for d, files in domains.items():
+        rows = np.array([i for i, f in enumerate(files) if f not in exclude], dtype=np.int64)
+        if len(rows) == 0:  # tiny data sets: everything was calibration; compare on it anyway
+            rows = np.arange(len(files))
+        out[d] = np.sort(rng.choice(rows, size=min(n, len(rows)), replace=False))
+    return out
+
+
+def export_run(run_dir: Path, out: Path, index_dirs: dict[str, Path] | None = None, calib: int = 300,
+               keep_fp32: bool = False, seed: int = 0, quant: QuantConfig = DEFAULT,
+               hnsw: HnswParams = DEFAULT_HNSW, parity_per_domain: int = PARITY_PER_DOMAIN,
+               k_prototypes: int | None = None, progress: bool = True,
+               log: Console | None = None) -> ExportSummary:
+    """Export the run at `run_dir` into the bundle `out` (created, or replaced if it is a bundle)."""
+    t0 = time.perf_counter()
+    log = log or Console(stderr=True, highlight=False)
+    run_dir, out = Path(run_dir), Path(out)
+    if not run_dir.is_dir():
+        raise ExportError(f"{run_dir}: no such run directory")
+    if calib < 1:
+        raise ExportError(f"--calib must be at least 1, got {calib}")
+    check_output(out)
+    encoder, cfg = load_encoder(run_dir)  # RunError (a UemError) when it is not a run
+    spec = cfg.model.preprocess()
+    if index_dirs:
+        targets = _index_domains(index_dirs)
+        roots = dict(index_dirs)
+        try:
+            train = _training_domains(cfg.data, cfg.domains)
+        except ExportError:
+            train = targets  # training images gone: calibrate on what we index
+            log.print("note: the run's training data is not available; calibrating on the --index images")
+    else:
+        train = targets = _training_domains(cfg.data, cfg.domains)
+        roots = {d: Path(cfg.data) / d for d in targets}
+    for d in targets:
+        if not DOMAIN_NAME.match(d):
+            raise ExportError(f"domain folder name {d!r} cannot be a bundle domain name; rename it or use --index")
+
+    calib_paths = calibration_sample(train, calib, seed=seed)
+    with tempfile.TemporaryDirectory(prefix="uem-export-") as tmp, _progress(progress) as prog:
+        work = Path(tmp)
+        step = prog.add_task("ONNX export", total=None)
+        fp32_path = export_onnx(encoder, work / "encoder.fp32.onnx", spec.size)
+        prog.remove_task(step)
+
+        task = prog.add_task("calibration images", total=len(calib_paths))
+        calib_x, _, bad_calib = _preprocess_tolerant(calib_paths, spec)
+        prog.update(task, completed=len(calib_paths))
+        prog.remove_task(task)
+        if len(calib_x) == 0:
+            raise ExportError("no readable calibration image")
+        step = prog.add_task(f"int8 quantization ({len(calib_x)} calibration images)", total=None)
+        int8_path = quantize_int8(fp32_path, work / "encoder.onnx", calib_x, quant)
+        prog.remove_task(step)
+
+        enc8 = OnnxEncoder(int8_path)
+        enc32 = OnnxEncoder(fp32_path)
+        vectors: dict[str, np.ndarray] = {}
+        fp32_vectors: dict[str, np.ndarray] = {}
+        kept: dict[str, list[Path]] = {}
+        skipped: dict[str, list[str]] = {}
+        for d, files in targets.items():
+            (v8, v32), kept[d], bad = _embed_domain(files, spec, [enc8, enc32], prog, f"embedding {d}")
+            if len(kept[d]) == 0:
+                raise ExportError(f"domain {d}: none of its {len(files)} images could be read")
+            vectors[d], fp32_vectors[d] = v8, v32
+            if bad:
+                skipped[d] = bad
+
+        step = prog.add_task("parity vs torch", total=None)
+        held = _held_out(kept, set(calib_paths), parity_per_domain, seed)
+        torch_vecs = {}
+        for d, rows in held.items():
+            x = preprocess_batch([kept[d][i] for i in rows], spec)
+            torch_vecs[d] = torch_embed(encoder, x)
+        report = parity_report(torch_vecs, {d: fp32_vectors[d][r] for d, r in held.items()},
+                               {d: vectors[d][r] for d, r in held.items()}, k=10, database_ref=fp32_vectors,
+                               database_test=vectors)
+        prog.remove_task(step)
+
+        step = prog.add_task("prototypes", total=None)
+        from ..train.prototypes import build_prototype_graph
+        graph = build_prototype_graph(vectors, k=k_prototypes, seed=cfg.seed)
+        prog.remove_task(step)
+
+        quant_info = {**quant.to_dict(), "label": quant.label(), "calibration_images": int(len(calib_x)),
+                      "calibration_seed": seed}
+        sizes = {"encoder_int8": os.path.getsize(int8_path), "encoder_fp32": os.path.getsize(fp32_path)}
+        extra = {"parity": report.to_dict(), "quantization": quant_info, "sizes": sizes,
+                 "source_run": str(run_dir.resolve()), "train_config": cfg.to_dict(),
+                 "skipped_images": {d: len(v) for d, v in skipped.items()},
+                 "versions": _versions()}
+        step = prog.add_task("writing bundle (HNSW indexes)", total=None)
+        domains = [DomainData(name=d, vectors=vectors[d],
+                              items=[{"id": _item_id(p, roots[d]), "path": str(Path(p).resolve())} for p in kept[d]])
+                   for d in targets]
+        write_bundle(out, encoder_onnx=int8_path, encoder_fp32_onnx=fp32_path if keep_fp32 else None,
+                     preprocess=spec, embed_dim=cfg.model.embed_dim, domains=domains, prototypes=graph,
+                     hnsw=hnsw, calibration={}, extra=extra)
+        prog.remove_task(step)
+    if bad_calib:
+        skipped.setdefault("calibration", []).extend(bad_calib)
+    return ExportSummary(out=out, domains={d: len(v) for d, v in vectors.items()}, parity=report,
+                         quantization=quant_info, sizes=sizes, seconds=time.perf_counter() - t0,
+                         skipped=skipped, prototypes=int(len(graph.centroids)), merged_links=int(len(graph.links)))
+
+
+def _item_id(path: Path, root: Path) -> str:
+    """The path below the domain folder: unique within the domain, stable across machines."""
+    try:
+        return Path(path).relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _versions() -> dict:
+    import onnx
+    import onnxruntime
+    import torch
+
+    return {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}

@@ -1,0 +1,222 @@
+"""`uemctl export`: ONNX export, int8 quantization, parity, bundle — and engine-vs-torch retrieval parity.
+
+One tiny run (ImageNet backbone at 64 px, a small head; two generated domains of 18 images) is
+exported once per module; every check reads that bundle. Behaviour only, never timings.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from uem.cli.app import main as cli_main
+from uem.engine import Engine
+from uem.engine.preprocess import preprocess_batch
+from uem.export.biascorrect import fake_quant_weights
+from uem.export.onnx import compare, torch_embed
+from uem.export.parity import cross_domain_overlap, topk, topk_overlap
+from uem.export.pipeline import ExportError, export_run, parse_index_args
+from uem.export.quantize import calibration_sample
+from uem.export.session import make_session, ort_embed
+from uem.train.config import ModelConfig, TrainConfig
+from uem.train.model import build_encoder
+from uem.train.run import save_encoder
+
+SHAPES = ["circle", "square", "triangle", "cross", "bar", "ring"]
+COLOURS = [(220, 40, 40), (40, 160, 60), (40, 70, 210)]
+
+
+def _draw(shape: str, colour: tuple, filled: bool, jitter: int) -> Image.Image:
+    im = Image.new("RGB", (48, 48), "white")
+    d = ImageDraw.Draw(im)
+    a, b = 8 + jitter, 40 - jitter
+    fill, outline, width = (colour, colour, 1) if filled else (None, (0, 0, 0), 3)
+    if shape == "circle":
+        d.ellipse([a, a, b, b], fill=fill, outline=outline, width=width)
+    elif shape == "square":
+        d.rectangle([a, a, b, b], fill=fill, outline=outline, width=width)
+    elif shape == "triangle":
+        d.polygon([(24, a), (a, b), (b, b)], fill=fill, outline=outline, width=width)
+    elif shape == "cross":
+        d.line([a, a, b, b], fill=outline, width=6)
+        d.line([a, b, b, a], fill=outline, width=6)
+    elif shape == "bar":
+        d.rectangle([a, 20, b, 28], fill=fill, outline=outline, width=width)
+    else:
+        d.ellipse([a, a, b, b], outline=outline if not filled else colour, width=6)
+    return im
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """data/{paint,line}/<shape>/<i>.png, a run dir, and the exported bundle."""
+    root = tmp_path_factory.mktemp("export")
+    data = root / "data"
+    for domain, filled in (("paint", True), ("line", False)):
+        for shape in SHAPES:
+            folder = data / domain / shape
+            folder.mkdir(parents=True)
+            for i, colour in enumerate(COLOURS):
+                _draw(shape, colour, filled, jitter=2 * i).save(folder / f"{i}.png")
+    cfg = TrainConfig(data=str(data), domains=["line", "paint"],
+                      model=ModelConfig(input_size=64, embed_dim=32, head_hidden=64), seed=7)
+    torch.manual_seed(cfg.seed)
+    encoder = build_encoder(cfg.model, pretrained=True).eval()
+    run = root / "run"
+    save_encoder(run, encoder, cfg)
+    out = root / "model.uem"
+    summary = export_run(run, out, calib=24, keep_fp32=True, k_prototypes=3, progress=False)
+    return {"root": root, "data": data, "run": run, "out": out, "summary": summary, "encoder": encoder,
+            "cfg": cfg}
+
+
+def _manifest(out: Path) -> dict:
+    return json.loads((out / "manifest.json").read_text())
+
+
+def _engine_file(out: Path, name: str) -> Path:
+    m = _manifest(out)
+    return out / m["files"][name]["path"]
+
+
+def test_bundle_written_and_opens(tiny):
+    out = tiny["out"]
+    m = _manifest(out)
+    assert sorted(d["name"] for d in m["domains"]) == ["line", "paint"]
+    assert all(d["count"] == 18 for d in m["domains"])
+    extra = m["model"]["extra"]
+    assert set(extra["parity"]) >= {"int8_vs_fp32", "onnx_fp32_vs_torch", "top10_overlap"}
+    assert extra["quantization"]["calibration_images"] == 24
+    assert m["hnsw"]["dim"] == 32 and m["hnsw"]["M"] >= 8
+    with Engine.open(out) as eng:
+        assert eng.domains == ["line", "paint"] and eng.count("paint") == 18
+
+
+def test_onnx_fp32_matches_torch(tiny):
+    """The export itself is exact: onnxruntime fp32 == torch to float rounding."""
+    spec = tiny["cfg"].model.preprocess()
+    files = sorted(tiny["data"].rglob("*.png"))
+    x = preprocess_batch(files, spec)
+    fp32 = _engine_file(tiny["out"], "encoder.fp32.onnx")
+    a = compare(ort_embed(make_session(fp32), x), torch_embed(tiny["encoder"], x))
+    assert a.cos_min > 0.99999 and a.max_abs < 1e-4
+    ops = {n.op_type for n in onnx.load(str(fp32)).graph.node}
+    assert not ops & {"BatchNormalization", "Pad", "Expand", "Shape"}  # folded / removed
+    assert "Clip" in ops  # ReLU6
+
+
+def test_int8_is_close_and_quantized(tiny):
+    p = tiny["summary"].parity
+    assert p.onnx_vs_torch.cos_min > 0.99999
+    assert p.int8_vs_fp32.cos_mean >= 0.99 and p.int8_vs_fp32.cos_min >= 0.95
+    assert p.top10_overlap >= 0.8
+    int8 = onnx.load(str(_engine_file(tiny["out"], "encoder.onnx")))
+    ops = [n.op_type for n in int8.graph.node]
+    assert any(op.startswith("QLinear") or op == "QuantizeLinear" for op in ops)
+    assert ops.count("Conv") <= 3  # only the fp32 prefix (stem + block 0) is left unquantized
+    assert tiny["summary"].sizes["encoder_int8"] < tiny["summary"].sizes["encoder_fp32"] / 2
+
+
+def test_engine_vs_torch_retrieval_parity(tiny):
+    """Engine queries (int8 + HNSW) return what exact cosine search over torch embeddings returns."""
+    spec = tiny["cfg"].model.preprocess()
+    queries = sorted((tiny["data"] / "paint").rglob("*.png"))
+    targets = sorted((tiny["data"] / "line").rglob("*.png"))
+    tq = torch_embed(tiny["encoder"], preprocess_batch(queries, spec))
+    tt = torch_embed(tiny["encoder"], preprocess_batch(targets, spec))
+    k = 5
+    want = topk(tq, tt, k)
+    with Engine.open(tiny["out"]) as eng:
+        results = eng.query_batch([str(q) for q in queries], "line", k=k, no_reject=True)
+    overlaps, top1 = [], []
+    for r, w in zip(results, want):
+        got = [Path(h.path).resolve() for h in r.hits]
+        exp = [targets[i].resolve() for i in w]
+        assert len(got) == k
+        overlaps.append(len(set(got) & set(exp)) / k)
+        top1.append(got[0] == exp[0])
+    assert np.mean(overlaps) >= 0.8, overlaps
+    assert np.mean(top1) >= 0.7, top1
+
+
+def test_parity_report_printed(tiny):
+    lines = "\n".join(tiny["summary"].lines())
+    assert "int8 vs fp32" in lines and "top-10 overlap" in lines and "onnx vs torch" in lines
+
+
+def test_refusals(tiny, tmp_path, capsys):
+    not_a_run = tmp_path / "empty"
+    not_a_run.mkdir()
+    cases = [
+        ["export", str(not_a_run), "-o", str(tmp_path / "a.uem")],
+        ["export", str(tmp_path / "missing"), "-o", str(tmp_path / "b.uem")],
+        ["export", str(tiny["run"]), "-o", str(tiny["data"] / "paint")],          # not a bundle
+        ["export", str(tiny["run"]), "-o", str(sorted(tiny["data"].rglob("*.png"))[0])],  # a file
+        ["export", str(tiny["run"]), "-o", str(tmp_path / "c.uem"), "--index", "nodir"],
+        ["export", str(tiny["run"]), "-o", str(tmp_path / "d.uem"), "--index", f"x={tmp_path / 'nope'}"],
+        ["export", str(tiny["run"]), "-o", str(tmp_path / "e.uem"), "--calib", "0"],
+    ]
+    for argv in cases:
+        assert cli_main(argv) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("uemctl: error:"), (argv, err)
+    assert not (tmp_path / "a.uem").exists() and not (tmp_path / "c.uem").exists()
+
+
+def test_parse_index_args():
+    assert parse_index_args(["sk=/a", "ph=b"]) == {"sk": Path("/a"), "ph": Path("b")}
+    for bad in (["sk"], ["=dir"], ["sk=/a", "sk=/b"], ["bad name=/a"]):
+        with pytest.raises(ExportError):
+            parse_index_args(bad)
+
+
+def test_calibration_sample_even_and_seeded():
+    domains = {"a": [Path(f"a{i}") for i in range(100)], "b": [Path(f"b{i}") for i in range(100)],
+               "c": [Path(f"c{i}") for i in range(5)]}
+    s = calibration_sample(domains, 60, seed=1)
+    assert len(s) == 60 and len(set(s)) == 60
+    per = {d: sum(p.name.startswith(d) for p in s) for d in domains}
+    assert per == {"a": 28, "b": 27, "c": 5} or per == {"a": 27, "b": 28, "c": 5}
+    assert s == calibration_sample(domains, 60, seed=1)
+    assert s != calibration_sample(domains, 60, seed=2)
+    assert len(calibration_sample(domains, 1000, seed=0)) == 205
+
+
+def test_fake_quant_matches_onnxruntime(tiny):
+    """Bias correction predicts onnxruntime's int8 weights exactly (symmetric, per channel)."""
+    from onnx import numpy_helper
+
+    fp32 = onnx.load(str(_engine_file(tiny["out"], "encoder.fp32.onnx")))
+    int8 = onnx.load(str(_engine_file(tiny["out"], "encoder.onnx")))
+    w32 = {i.name: numpy_helper.to_array(i) for i in fp32.graph.initializer}
+    w8 = {i.name: numpy_helper.to_array(i) for i in int8.graph.initializer}
+    checked = 0
+    for n in int8.graph.node:
+        if n.op_type != "QLinearConv":
+            continue
+        q, scale = w8[n.input[3]], w8[n.input[4]]
+        src = n.input[3].removesuffix("_quantized")
+        if src not in w32:
+            continue
+        expect = fake_quant_weights(w32[src])
+        got = q.astype(np.float32) * scale.reshape(-1, *[1] * (q.ndim - 1))
+        np.testing.assert_allclose(got, expect, rtol=1e-5, atol=1e-7)
+        checked += 1
+    assert checked >= 10
+
+
+def test_topk_overlap_helpers():
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((20, 8)).astype(np.float32)
+    a /= np.linalg.norm(a, axis=1, keepdims=True)
+    assert topk_overlap(a, a, a, a, 5) == 1.0
+    assert cross_domain_overlap({"x": a[:10], "y": a[10:]}, {"x": a[:10], "y": a[10:]}) == 1.0
+    idx = topk(a[:1], a, 3)[0]
+    assert idx[0] == 0 and math.isclose(float(a[0] @ a[idx[0]]), 1.0, rel_tol=1e-5)
