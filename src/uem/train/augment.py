@@ -9,7 +9,8 @@ One view = a small geometric change (random resized crop + small rotation), then
     phase    the phase-only image (Fourier amplitude set to 1): shape without colour or texture
     invert   the foreground's colours inverted (the white background stays white)
 
-and, with some probability, stroke thickening or thinning (PIL MinFilter / MaxFilter on dark-on-white).
+and, with some probability, stroke thickening or thinning (a 3x3 min / max filter, as PIL's
+MinFilter / MaxFilter, on dark-on-white).
 Every random choice comes from the numpy Generator passed in, so a seed fixes every view.
 """
 
@@ -18,9 +19,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageFilter
+from PIL import Image
 
 STYLES = ("colour", "grey", "edges", "phase", "invert")
+VERSION = 2  # bump when a view changes for the same seed: cached trunk outputs depend on it
 
 
 @dataclass
@@ -37,17 +39,21 @@ def _grey(x: np.ndarray) -> np.ndarray:
 
 
 def geometric(im: Image.Image, cfg: AugmentConfig, rng: np.random.Generator) -> Image.Image:
+    """Random resized crop + small rotation as ONE affine resampling (white fill)."""
     s = im.size[0]
-    angle = float(rng.uniform(-cfg.rotate_deg, cfg.rotate_deg))
-    if angle:
-        im = im.rotate(angle, resample=Image.Resampling.BILINEAR, fillcolor=(255, 255, 255))
+    angle = np.deg2rad(float(rng.uniform(-cfg.rotate_deg, cfg.rotate_deg)))
     area = float(rng.uniform(*cfg.crop_scale)) * s * s
     ratio = float(np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3))))
-    w = int(round(min(s, np.sqrt(area * ratio))))
-    h = int(round(min(s, np.sqrt(area / ratio))))
-    x0 = int(rng.integers(0, s - w + 1))
-    y0 = int(rng.integers(0, s - h + 1))
-    return im.resize((s, s), Image.Resampling.BILINEAR, box=(x0, y0, x0 + w, y0 + h))
+    w = min(s, np.sqrt(area * ratio))
+    h = min(s, np.sqrt(area / ratio))
+    x0 = float(rng.uniform(0, s - w))
+    y0 = float(rng.uniform(0, s - h))
+    # output (u, v) -> crop point p = (x0 + u w/s, y0 + v h/s) -> rotated about the centre c
+    co, si, c = np.cos(angle), np.sin(angle), s / 2
+    coeffs = (co * w / s, si * h / s, co * (x0 - c) + si * (y0 - c) + c,
+              -si * w / s, co * h / s, -si * (x0 - c) + co * (y0 - c) + c)
+    return im.transform((s, s), Image.Transform.AFFINE, coeffs, resample=Image.Resampling.BILINEAR,
+                        fillcolor=(255, 255, 255))
 
 
 def colour_jitter(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -95,9 +101,17 @@ def invert_foreground(x: np.ndarray) -> np.ndarray:
     return out
 
 
-def stroke(im: Image.Image, rng: np.random.Generator) -> Image.Image:
-    """Thicken (MinFilter spreads dark) or thin (MaxFilter spreads white) the drawn strokes."""
-    return im.filter(ImageFilter.MinFilter(3) if rng.random() < 2 / 3 else ImageFilter.MaxFilter(3))
+def _extreme3(x: np.ndarray, fn) -> np.ndarray:
+    """3x3 min or max filter (edge-replicated), separable: what PIL MinFilter(3)/MaxFilter(3) do."""
+    p = np.pad(x, ((1, 1), (0, 0), (0, 0)), mode="edge")
+    x = fn(fn(p[:-2], p[1:-1]), p[2:])
+    p = np.pad(x, ((0, 0), (1, 1), (0, 0)), mode="edge")
+    return fn(fn(p[:, :-2], p[:, 1:-1]), p[:, 2:])
+
+
+def stroke(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Thicken (min filter spreads dark) or thin (max filter spreads white) the drawn strokes."""
+    return _extreme3(x, np.minimum if rng.random() < 2 / 3 else np.maximum)
 
 
 def augment(pixels: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
@@ -106,7 +120,9 @@ def augment(pixels: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) ->
     x = np.asarray(im, dtype=np.float32)
     style = STYLES[int(rng.choice(len(STYLES), p=np.asarray(cfg.style_p) / np.sum(cfg.style_p)))]
     if style == "colour":
+        bg = _grey(x) >= 250                                            # the background stays white
         x = colour_jitter(x, rng)
+        x[bg] = 255.0
     elif style == "grey":
         g = _grey(x)
         g = (g - 255.0) * rng.uniform(0.6, 1.4) + 255.0               # contrast around the white
@@ -117,7 +133,7 @@ def augment(pixels: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) ->
         x = phase_image(x)
     else:
         x = invert_foreground(x)
-    out = Image.fromarray(np.clip(x, 0, 255).astype(np.uint8))
+    out = np.clip(x, 0, 255).astype(np.uint8)
     if rng.random() < cfg.stroke_p:
         out = stroke(out, rng)
-    return np.asarray(out, dtype=np.uint8)
+    return out

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ..engine.preprocess import PreprocessSpec, normalize
+from .augment import VERSION as AUGMENT_VERSION
 from .augment import AugmentConfig, augment
 from .data import ImageSet
 from .model import Encoder
@@ -65,7 +66,7 @@ def fingerprint(images: ImageSet, views: int, aug: AugmentConfig, seed: int, spe
                 freeze_blocks: int) -> str:
     """What the cache depends on: the pixels, the views and the frozen part of the model."""
     h = hashlib.sha256()
-    h.update(json.dumps([views, seed, spec.to_dict(), freeze_blocks, repr(aug)]).encode())
+    h.update(json.dumps([views, seed, spec.to_dict(), freeze_blocks, repr(aug), AUGMENT_VERSION]).encode())
     h.update(images.pixels.tobytes())
     h.update(images.domain.tobytes())
     return h.hexdigest()

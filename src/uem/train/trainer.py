@@ -267,7 +267,7 @@ def plot_losses(log_path: Path, out: Path) -> None:
     import matplotlib.pyplot as plt
 
     recs = [json.loads(ln) for ln in log_path.read_text(encoding="utf-8").splitlines() if ln.strip()]
-    recs = [r for r in recs if "loss" in r]
+    recs = [r for r in recs if "t" in r]  # step records (epoch summaries have no "t")
     if not recs:
         return
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
@@ -411,6 +411,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress:
             train_mode(encoder)
             order = rng.permutation(n)
             views = rng.integers(1, cfg.views + 1, size=n) if cfg.views > 0 else np.zeros(n, dtype=np.int64)
+            epoch_losses = []
             for b, idx in enumerate(np.array_split(order, n_batches)):
                 lr = set_lr(opt, (e_in * n_batches + b) / (e_total * n_batches))
                 h = feats[torch.as_tensor(views[idx]), torch.as_tensor(idx)].to(device).float()
@@ -431,11 +432,15 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress:
                     if rows.any():
                         L.update_bank(banks[d], slot[rows], f[rows], cfg.bank_momentum)
                 step_t += 1
+                epoch_losses.append(loss.item())
                 log.write({"t": step_t, "stage": stage, "epoch": epoch, "step": b, "lr": lr, "alpha": a,
                            "loss": loss.item(), **{k: round(v, 5) for k, v in parts.items()}})
                 bar.update(task, advance=1, info=f"loss {loss.item():.3f}")
-            log.write({"epoch": epoch, "stage": stage, "ks": ks, "merged": ep.merged_count(),
-                       "seconds": round(time.perf_counter() - t_start, 1)})
+            summary = {"epoch": epoch, "stage": stage, "ks": ks, "merged": ep.merged_count(),
+                       "loss": round(float(np.mean(epoch_losses)), 4), "seconds": round(time.perf_counter() - t_start, 1)}
+            log.write(summary)
+            bar.console.print(f"stage {stage} epoch {e_in + 1}/{e_total}: loss {summary['loss']:.4f}, K {ks}, "
+                              f"{summary['merged']} merged pairs, {summary['seconds']:.0f} s", markup=False)
             save_checkpoint(run_dir, epoch + 1, encoder, opt, banks, ks, frozen, disc)
             state = None
     log.close()
