@@ -141,9 +141,12 @@ def test_local_rule_is_per_pair():
 
 # -- K estimate and clustering ---------------------------------------------------------------------
 def test_knee_hand_curve():
-    # ks 2,4,8,16 -> x = log2(k/2)/3 = 0, 1/3, 2/3, 1; inertia 100,20,15,12 -> y = (I-12)/88 = 1, .0909, .0341, 0
-    # below chord (1-x) - y = 0, 0.5758, 0.2992, 0 -> knee at k = 4
+    # ks 2,4,8,16 -> x = (k-2)/14 = 0, 0.1429, 0.4286, 1; inertia 100,20,15,12 -> y = (I-12)/88 = 1, .0909, .0341, 0
+    # below chord (1-x) - y = 0, 0.8571-0.0909 = 0.7662, 0.5714-0.0341 = 0.5373, 0 -> knee at k = 4
     assert knee([2, 4, 8, 16], [100, 20, 15, 12]) == 4
+    # ks 2,4,8,16 with inertia 100,95,80,0: y = 1, .95, .8, 0; (1-x) - y = 0, -.093, -.229, 0 -> no
+    # point below the chord (a concave curve has no elbow) -> smallest k
+    assert knee([2, 4, 8, 16], [100, 95, 80, 0]) == 2
     assert knee([2, 4, 8], [5, 5, 5]) == 2  # flat: no elbow -> smallest k
 
 

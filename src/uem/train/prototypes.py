@@ -63,13 +63,13 @@ def k_grid(k_min: int, k_max: int, steps: int = 12) -> list[int]:
 def knee(ks: list[int], inertia: list[float]) -> int:
     """Kneedle on a decreasing curve: the k furthest below the chord joining the ends.
 
-    x is log k (the grid is geometric, and the answer should not depend on where the grid stops on a
-    linear scale), y the inertia; both scaled to [0, 1]. A curve with no point below the chord (no
-    elbow at all) gives the smallest k.
+    x is k, y the inertia, both scaled to [0, 1] (Kneedle, Satopaa et al. 2011). Not log k: measured
+    on pretrained emoji embeddings the inertia is concave in log k, so a log axis always answers the
+    smallest k. A curve with no point below the chord (no elbow at all) gives the smallest k.
     """
     if len(ks) < 3:
         return int(ks[0])
-    x = np.log(np.asarray(ks, dtype=np.float64))
+    x = np.asarray(ks, dtype=np.float64)
     y = np.asarray(inertia, dtype=np.float64)
     x = (x - x[0]) / (x[-1] - x[0])
     span = y[0] - y[-1]
