@@ -6,6 +6,8 @@ import sys
 
 from ..engine.errors import UemError
 from . import data as _data  # noqa: F401  (each import registers its commands)
+from . import demo as _demo  # noqa: F401
+from . import eval as _eval  # noqa: F401
 from . import export as _export  # noqa: F401
 from . import index as _index  # noqa: F401
 from . import info as _info  # noqa: F401
