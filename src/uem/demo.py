@@ -120,7 +120,7 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict:
 
     console.rule("3. export (int8 ONNX + HNSW + prototypes)")
     bundle = work / "model.uem"
-    export_run(run_dir, bundle, overwrite=True)
+    export_run(run_dir, bundle, overwrite=True, log=console)
     t_export = time.perf_counter()
 
     console.rule("4. queries")
