@@ -71,6 +71,40 @@ def cached_embed_fn(run: Path, batch_size: int = 256):
     return embed
 
 
+def retrain(base: Path, out: Path, settings: list[str]) -> Path:
+    """Experiments: train again on the trunk cache of `base` (same images, input size, freeze point
+    and views) with some config fields changed (`--set epochs1=6 --set lr=0.05 ...`), keeping the
+    cache so `--from-cache` can score it. Only the training part is timed."""
+    import torch
+
+    from uem.train.cache import CACHE
+    from uem.train.run import load_config
+    from uem.train.trainer import train
+
+    cfg = load_config(base)
+    for item in settings:
+        key, value = item.split("=", 1)
+        obj = cfg.model if hasattr(cfg.model, key) and not hasattr(cfg, key) else cfg
+        old = getattr(obj, key)
+        setattr(obj, key, None if value == "None" else type(old)(json.loads(value)) if old is not None
+                else json.loads(value))
+    cfg.keep_cache = True
+    feats = torch.load(base / CACHE, map_location="cpu", weights_only=True)["features"]
+    base_blocks = load_config(base).model.freeze_blocks
+    if cfg.model.freeze_blocks > base_blocks:  # run the newly frozen blocks over the old cache
+        from uem.train.cache import advance
+        from uem.train.model import build_encoder
+
+        feats = advance(build_encoder(cfg.model, pretrained=True), feats, base_blocks)
+    elif cfg.model.freeze_blocks < base_blocks:
+        raise SystemExit("--retrain can only freeze more blocks than the base run, not fewer")
+    cfg.views = feats.shape[0] - 1
+    t0 = time.perf_counter()
+    train(cfg, out, trunk_features=feats)
+    print(f"retrain {out.name}: {time.perf_counter() - t0:.0f} s (training only, cache reused)", flush=True)
+    return out
+
+
 def score(name: str, embed_fn, data: Path, protocol: str, seed: int) -> dict:
     from uem.eval.harness import evaluate
 
@@ -105,8 +139,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--imagenet-size", type=int, default=None)
     ap.add_argument("--from-cache", action="store_true", help="embed from RUN/trunk_cache.pt (fast, dev only)")
     ap.add_argument("--out-dir", type=Path, default=HERE / "results")
+    ap.add_argument("--retrain", type=Path, default=None, metavar="NEW_RUN",
+                    help="first train NEW_RUN on the cache of the (single) run given, with --set changes")
+    ap.add_argument("--set", action="append", default=[], help="config field=value for --retrain")
     args = ap.parse_args(argv)
     args.out_dir.mkdir(parents=True, exist_ok=True)
+    if args.retrain:
+        (base,) = args.runs
+        args.runs = [retrain(base, args.retrain, args.set)]
     make = cached_embed_fn if args.from_cache else encoder_embed_fn
     jobs = [(run.name, make(run)) for run in args.runs]
     if args.imagenet_size:

@@ -85,3 +85,13 @@ def load(run_dir: Path, key: str) -> torch.Tensor | None:
 
 def save(run_dir: Path, key: str, features: torch.Tensor) -> None:
     save_torch_atomic({"key": key, "features": features}, Path(run_dir) / CACHE)
+
+
+@torch.no_grad()
+def advance(encoder: Encoder, feats: torch.Tensor, from_blocks: int, batch: int = 512) -> torch.Tensor:
+    """A cache for a later freeze point from one for an earlier point: run the frozen blocks
+    [from_blocks, encoder.cfg.freeze_blocks) (eval mode) over it. Float16 in, float16 out."""
+    blocks = encoder.backbone._blocks[from_blocks: encoder.cfg.freeze_blocks].eval()
+    flat = feats.reshape(-1, *feats.shape[2:])
+    out = torch.cat([blocks(flat[i:i + batch].float()).to(torch.float16) for i in range(0, len(flat), batch)])
+    return out.reshape(*feats.shape[:2], *out.shape[1:])

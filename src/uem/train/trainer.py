@@ -311,9 +311,11 @@ def save_prototypes(run_dir: Path, graph) -> None:
 
 # -- the loop --------------------------------------------------------------------------------------
 def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress: bool = True,
-          pretrained: bool = True, console: Console | None = None) -> Path:
+          pretrained: bool = True, console: Console | None = None,
+          trunk_features: torch.Tensor | None = None) -> Path:
     """Train on cfg.data into run_dir. With resume, continue from run_dir/checkpoint.pt (its own
-    config.json wins over `cfg`, except the device)."""
+    config.json wins over `cfg`, except the device). `trunk_features` (experiments only): a cache
+    computed earlier for the same images, input size and freeze point, used as is."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     console = console or Console(stderr=True)
@@ -344,7 +346,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress:
 
     # 2. cache of the frozen trunk
     key = trunk_cache.fingerprint(images, cfg.views, cfg.augment, cfg.seed, spec, cfg.model.freeze_blocks)
-    feats = trunk_cache.load(run_dir, key)  # a resumed run's (or a copied-in) cache, if it matches
+    feats = trunk_features if trunk_features is not None else trunk_cache.load(run_dir, key)
     if feats is None:
         t0 = time.perf_counter()
         with progress_bar(console, progress) as bar:
@@ -355,6 +357,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress:
             trunk_cache.save(run_dir, key, feats)
         console.print(f"trunk cache: {tuple(feats.shape)} float16, {feats.numel() * 2 / 2**20:.0f} MiB, "
                       f"{time.perf_counter() - t0:.0f} s", markup=False)
+    elif trunk_features is not None and cfg.keep_cache:
+        trunk_cache.save(run_dir, "given", feats)
     members = [torch.as_tensor(images.members(d)) for d in range(len(sizes))]
     dom_all = torch.as_tensor(images.domain)
     slot_all = torch.as_tensor(images.slot)
