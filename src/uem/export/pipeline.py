@@ -52,6 +52,7 @@ class ExportSummary:
     quantization: dict
     sizes: dict[str, int]
     seconds: float
+    stages: dict[str, float] = field(default_factory=dict)
     skipped: dict[str, list[str]] = field(default_factory=dict)
     prototypes: int = 0
     merged_links: int = 0
@@ -64,7 +65,8 @@ class ExportSummary:
                f"{self.quantization['label']}",
                f"prototypes: {self.prototypes}, cross-domain links: {self.merged_links}",
                *self.parity.lines(),
-               f"export took {self.seconds:.0f} s"]
+               f"export took {self.seconds:.0f} s ("
+               + ", ".join(f"{k} {v:.0f} s" for k, v in self.stages.items()) + ")"]
         for d, files in self.skipped.items():
             out.append(f"skipped {len(files)} unreadable image(s) in {d}, e.g. {files[0]}")
         return out
@@ -86,9 +88,12 @@ def parse_index_args(items: Sequence[str]) -> dict[str, Path]:
     return out
 
 
-def check_output(out: Path) -> None:
-    """Refuse an output path that is a file, or a non-empty folder that is not a bundle."""
+def check_output(out: Path, overwrite: bool = True) -> None:
+    """Refuse an output path that is a file, or a non-empty folder that is not a bundle (or is one,
+    unless `overwrite`)."""
     out = Path(out)
+    if not overwrite and (out / MANIFEST).is_file():
+        raise ExportError(f"{out}: a bundle is already there; refusing to replace it")
     if out.exists() and not out.is_dir():
         raise ExportError(f"{out}: exists and is not a bundle directory; choose another -o")
     if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST).is_file():
@@ -118,6 +123,23 @@ def _index_domains(index_dirs: dict[str, Path]) -> dict[str, list[Path]]:
             raise ExportError(f"--index {name}={folder}: no images found")
         out[name] = files
     return out
+
+
+class _Stages:
+    """Wall time per export stage (reported, so a slow export says where its time went)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str, progress: Progress, total: int | None = None) -> Iterator[int]:
+        t = time.perf_counter()
+        task = progress.add_task(name, total=total)
+        try:
+            yield task
+        finally:
+            progress.remove_task(task)
+            self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - t, 2)
 
 
 @contextlib.contextmanager
@@ -180,9 +202,10 @@ def _held_out(domains: dict[str, list[Path]], exclude: set[Path], n: int, seed: 
 def export_run(run_dir: Path, out: Path, index_dirs: dict[str, Path] | None = None, calib: int = 300,
                keep_fp32: bool = False, seed: int = 0, quant: QuantConfig = DEFAULT,
                hnsw: HnswParams = DEFAULT_HNSW, parity_per_domain: int = PARITY_PER_DOMAIN,
-               k_prototypes: int | None = None, progress: bool = True,
+               k_prototypes: int | None = None, progress: bool = True, overwrite: bool = True,
                log: Console | None = None) -> ExportSummary:
-    """Export the run at `run_dir` into the bundle `out` (created, or replaced if it is a bundle)."""
+    """Export the run at `run_dir` into the bundle `out` (created, or — with `overwrite` — replaced
+    if it is a bundle; the replacement is atomic, readers see the old or the new one)."""
     t0 = time.perf_counter()
     log = log or Console(stderr=True, highlight=False)
     run_dir, out = Path(run_dir), Path(out)
@@ -190,7 +213,7 @@ def export_run(run_dir: Path, out: Path, index_dirs: dict[str, Path] | None = No
         raise ExportError(f"{run_dir}: no such run directory")
     if calib < 1:
         raise ExportError(f"--calib must be at least 1, got {calib}")
-    check_output(out)
+    check_output(out, overwrite)
     encoder, cfg = load_encoder(run_dir)  # RunError (a UemError) when it is not a run
     spec = cfg.model.preprocess()
     if index_dirs:
@@ -209,21 +232,18 @@ def export_run(run_dir: Path, out: Path, index_dirs: dict[str, Path] | None = No
             raise ExportError(f"domain folder name {d!r} cannot be a bundle domain name; rename it or use --index")
 
     calib_paths = calibration_sample(train, calib, seed=seed)
+    stage = _Stages()
     with tempfile.TemporaryDirectory(prefix="uem-export-") as tmp, _progress(progress) as prog:
         work = Path(tmp)
-        step = prog.add_task("ONNX export", total=None)
-        fp32_path = export_onnx(encoder, work / "encoder.fp32.onnx", spec.size)
-        prog.remove_task(step)
-
-        task = prog.add_task("calibration images", total=len(calib_paths))
-        calib_x, _, bad_calib = _preprocess_tolerant(calib_paths, spec)
-        prog.update(task, completed=len(calib_paths))
-        prog.remove_task(task)
+        with stage("ONNX export", prog):
+            fp32_path = export_onnx(encoder, work / "encoder.fp32.onnx", spec.size)
+        with stage("calibration images", prog, len(calib_paths)) as task:
+            calib_x, _, bad_calib = _preprocess_tolerant(calib_paths, spec)
+            prog.update(task, completed=len(calib_paths))
         if len(calib_x) == 0:
             raise ExportError("no readable calibration image")
-        step = prog.add_task(f"int8 quantization ({len(calib_x)} calibration images)", total=None)
-        int8_path = quantize_int8(fp32_path, work / "encoder.onnx", calib_x, quant)
-        prog.remove_task(step)
+        with stage("int8 quantization", prog):
+            int8_path = quantize_int8(fp32_path, work / "encoder.onnx", calib_x, quant)
 
         enc8 = OnnxEncoder(int8_path)
         enc32 = OnnxEncoder(fp32_path)
@@ -231,29 +251,28 @@ def export_run(run_dir: Path, out: Path, index_dirs: dict[str, Path] | None = No
         fp32_vectors: dict[str, np.ndarray] = {}
         kept: dict[str, list[Path]] = {}
         skipped: dict[str, list[str]] = {}
-        for d, files in targets.items():
-            (v8, v32), kept[d], bad = _embed_domain(files, spec, [enc8, enc32], prog, f"embedding {d}")
-            if len(kept[d]) == 0:
-                raise ExportError(f"domain {d}: none of its {len(files)} images could be read")
-            vectors[d], fp32_vectors[d] = v8, v32
-            if bad:
-                skipped[d] = bad
+        with stage("embedding (int8 + fp32)", prog):
+            for d, files in targets.items():
+                (v8, v32), kept[d], bad = _embed_domain(files, spec, [enc8, enc32], prog, f"embedding {d}")
+                if len(kept[d]) == 0:
+                    raise ExportError(f"domain {d}: none of its {len(files)} images could be read")
+                vectors[d], fp32_vectors[d] = v8, v32
+                if bad:
+                    skipped[d] = bad
 
-        step = prog.add_task("parity vs torch", total=None)
-        held = _held_out(kept, set(calib_paths), parity_per_domain, seed)
-        torch_vecs = {}
-        for d, rows in held.items():
-            x = preprocess_batch([kept[d][i] for i in rows], spec)
-            torch_vecs[d] = torch_embed(encoder, x)
-        report = parity_report(torch_vecs, {d: fp32_vectors[d][r] for d, r in held.items()},
-                               {d: vectors[d][r] for d, r in held.items()}, k=10, database_ref=fp32_vectors,
-                               database_test=vectors)
-        prog.remove_task(step)
+        with stage("parity vs torch", prog):
+            held = _held_out(kept, set(calib_paths), parity_per_domain, seed)
+            torch_vecs = {}
+            for d, rows in held.items():
+                x = preprocess_batch([kept[d][i] for i in rows], spec)
+                torch_vecs[d] = torch_embed(encoder, x)
+            report = parity_report(torch_vecs, {d: fp32_vectors[d][r] for d, r in held.items()},
+                                   {d: vectors[d][r] for d, r in held.items()}, k=10,
+                                   database_ref=fp32_vectors, database_test=vectors)
 
-        step = prog.add_task("prototypes", total=None)
-        from ..train.prototypes import build_prototype_graph
-        graph = build_prototype_graph(vectors, k=k_prototypes, seed=cfg.seed)
-        prog.remove_task(step)
+        with stage("prototypes", prog):
+            from ..train.prototypes import build_prototype_graph
+            graph = build_prototype_graph(vectors, k=k_prototypes, seed=cfg.seed)
 
         quant_info = {**quant.to_dict(), "label": quant.label(), "calibration_images": int(len(calib_x)),
                       "calibration_seed": seed}
@@ -261,20 +280,20 @@ def export_run(run_dir: Path, out: Path, index_dirs: dict[str, Path] | None = No
         extra = {"parity": report.to_dict(), "quantization": quant_info, "sizes": sizes,
                  "source_run": str(run_dir.resolve()), "train_config": cfg.to_dict(),
                  "skipped_images": {d: len(v) for d, v in skipped.items()},
-                 "versions": _versions()}
-        step = prog.add_task("writing bundle (HNSW indexes)", total=None)
-        domains = [DomainData(name=d, vectors=vectors[d],
-                              items=[{"id": _item_id(p, roots[d]), "path": str(Path(p).resolve())} for p in kept[d]])
-                   for d in targets]
-        write_bundle(out, encoder_onnx=int8_path, encoder_fp32_onnx=fp32_path if keep_fp32 else None,
-                     preprocess=spec, embed_dim=cfg.model.embed_dim, domains=domains, prototypes=graph,
-                     hnsw=hnsw, calibration={}, extra=extra)
-        prog.remove_task(step)
+                 "export_seconds": stage.seconds, "versions": _versions()}
+        with stage("bundle (HNSW indexes)", prog):
+            domains = [DomainData(name=d, vectors=vectors[d],
+                                  items=[{"id": _item_id(p, roots[d]), "path": str(Path(p).resolve())}
+                                         for p in kept[d]])
+                       for d in targets]
+            write_bundle(out, encoder_onnx=int8_path, encoder_fp32_onnx=fp32_path if keep_fp32 else None,
+                         preprocess=spec, embed_dim=cfg.model.embed_dim, domains=domains, prototypes=graph,
+                         hnsw=hnsw, calibration={}, extra=extra)
     if bad_calib:
         skipped.setdefault("calibration", []).extend(bad_calib)
     return ExportSummary(out=out, domains={d: len(v) for d, v in vectors.items()}, parity=report,
                          quantization=quant_info, sizes=sizes, seconds=time.perf_counter() - t0,
-                         skipped=skipped, prototypes=int(len(graph.centroids)), merged_links=int(len(graph.links)))
+                         stages=stage.seconds, skipped=skipped, prototypes=int(len(graph.centroids)), merged_links=int(len(graph.links)))
 
 
 def _item_id(path: Path, root: Path) -> str:

@@ -7,6 +7,8 @@ measured (benchmarks/quant_sweep.py); `DEFAULT` is the one that won — see benc
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import tempfile
 import warnings
@@ -71,7 +73,7 @@ class QuantConfig:
         return " ".join(parts)
 
 
-DEFAULT = QuantConfig(format="qoperator", fp32_convs=3, bias_correction=True)
+DEFAULT = QuantConfig(format="qoperator", fp32_convs=3, bias_correction=True, method="percentile")
 
 
 class ArrayReader(CalibrationDataReader):
@@ -191,8 +193,8 @@ def quantize_int8(fp32_path: Path, out_path: Path, calib_images: np.ndarray,
         root = logging.getLogger()
         level = root.level
         root.setLevel(logging.ERROR)  # the quantizer logs every node at INFO
-        try:
-            with warnings.catch_warnings():
+        try:  # the histogram calibrators print their progress on stdout
+            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
                 warnings.simplefilter("ignore")
                 quantize_static(
                     str(pre), str(out_path), ArrayReader(input_name, calib_images, batch),
