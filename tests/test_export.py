@@ -72,7 +72,7 @@ def tiny(tmp_path_factory):
     run = root / "run"
     save_encoder(run, encoder, cfg)
     out = root / "model.uem"
-    summary = export_run(run, out, calib=24, keep_fp32=True, k_prototypes=3, progress=False)
+    summary = export_run(run, out, calib=16, keep_fp32=True, k_prototypes=3, progress=False)
     return {"root": root, "data": data, "run": run, "out": out, "summary": summary, "encoder": encoder,
             "cfg": cfg}
 
@@ -93,7 +93,7 @@ def test_bundle_written_and_opens(tiny):
     assert all(d["count"] == 18 for d in m["domains"])
     extra = m["model"]["extra"]
     assert set(extra["parity"]) >= {"int8_vs_fp32", "onnx_fp32_vs_torch", "top10_overlap"}
-    assert extra["quantization"]["calibration_images"] == 24
+    assert extra["quantization"]["calibration_images"] == 16
     assert m["hnsw"]["dim"] == 32 and m["hnsw"]["M"] >= 8
     with Engine.open(out) as eng:
         assert eng.domains == ["line", "paint"] and eng.count("paint") == 18

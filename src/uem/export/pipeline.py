@@ -182,9 +182,7 @@ def _embed_domain(paths: Sequence[Path], spec: PreprocessSpec, encoders: Sequenc
             parts[k].append(enc.embed(x))
         progress.advance(task, len(chunk))
     progress.remove_task(task)
-    dim = None
-    vecs = [np.concatenate(p) if p else np.zeros((0, dim or 0), np.float32) for p in parts]
-    return vecs, kept, bad
+    return [np.concatenate(p) for p in parts], kept, bad
 
 
 def _held_out(domains: dict[str, list[Path]], exclude: set[Path], n: int, seed: int) -> dict[str, np.ndarray]:
