@@ -19,7 +19,7 @@ class ModelConfig:
     embed_dim: int = 128
     head_hidden: int = 512
     # Blocks [0, freeze_blocks) of the 16 MBConv blocks (plus the stem) stay at their ImageNet weights.
-    freeze_blocks: int = 11
+    freeze_blocks: int = 14
 
     def preprocess(self) -> PreprocessSpec:
         return PreprocessSpec(size=self.input_size, mean=IMAGENET_MEAN, std=IMAGENET_STD)
@@ -35,8 +35,8 @@ class TrainConfig:
     seed: int = 2024
 
     # -- schedule (UEM-METHOD.md: IDSE then CDSM; far fewer epochs than the paper on a CPU) --------
-    epochs1: int = 8                 # stage 1, IDSE
-    epochs2: int = 4                 # stage 2, CDSM
+    epochs1: int = 4                 # stage 1, IDSE
+    epochs2: int = 2                 # stage 2, CDSM
     batch_size: int = 64
     lr: float = 0.03                 # SGD momentum 0.9, cosine to 0 within each stage (head lr)
     backbone_lr_mult: float = 0.3    # the trainable backbone blocks learn at lr * this
@@ -47,7 +47,7 @@ class TrainConfig:
     device: str = "auto"             # auto | cpu | cuda
 
     # -- the frozen trunk's cache: view 0 = the clean image, plus `views` augmented views ---------
-    views: int = 4
+    views: int = 3
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     keep_cache: bool = False         # keep RUN/trunk_cache.pt after a finished run
 
