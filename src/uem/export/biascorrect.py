@@ -41,9 +41,11 @@ def fake_quant_weights(w: np.ndarray, per_channel: bool = True) -> np.ndarray:
 
 
 def _convs(model: onnx.ModelProto) -> list[onnx.NodeProto]:
+    """Convs with constant weights and explicit pads (what the exporter writes)."""
     inits = {i.name for i in model.graph.initializer}
     return [n for n in model.graph.node
-            if n.op_type == "Conv" and len(n.input) >= 2 and n.input[1] in inits and _attr(n, "auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET")]
+            if n.op_type == "Conv" and len(n.input) >= 2 and n.input[1] in inits
+            and _attr(n, "auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET")]
 
 
 def _input_means(model: onnx.ModelProto, tensors: list[str], images: np.ndarray,

@@ -32,9 +32,11 @@ from .onnx import export_onnx, torch_embed
 from .parity import ParityReport, parity_report
 from .quantize import DEFAULT, QuantConfig, calibration_sample, quantize_int8
 
-# hnswlib for 128-d unit vectors, 1k to ~1M items per domain: M=32 keeps recall@10 high on large,
-# high-dimensional sets (2*M links at level 0, ~256 B/item), ef_construction=200 is the usual
-# quality/time point, ef_search=128 (>= k) is what recall@10 >= 0.98 needs at 1M items.
+# hnswlib for 128-d unit vectors, 1k to ~1M items per domain. M=32 (2*M links at level 0, ~256 B per
+# item): on 100k random unit 128-d vectors, the structure-free worst case, it reached recall@10 0.62
+# at ef=128 where M=16 reached 0.37 (benchmarks/RESULTS.md). ef_construction=200 is the usual
+# quality/time point; ef_search=128 is a starting point that the 1M index benchmark should confirm
+# on embedding-like data (the engine may raise it per query).
 DEFAULT_HNSW = HnswParams(M=32, ef_construction=200, ef_search=128, space="ip")
 PARITY_PER_DOMAIN = 200   # held-out images per domain compared with torch (torch is the slow one)
 EMBED_CHUNK = 128

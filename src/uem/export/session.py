@@ -1,8 +1,7 @@
-"""onnxruntime sessions for the export side: embed arrays in batches, time one image on one thread."""
+"""onnxruntime sessions for the export side (calibration statistics, parity, benchmarks)."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -27,17 +26,3 @@ def ort_embed(session: ort.InferenceSession, x: np.ndarray, batch: int = 64) -> 
     out = [session.run(None, {name: np.ascontiguousarray(x[i:i + batch], dtype=np.float32)})[0]
            for i in range(0, len(x), batch)]
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
-
-
-def median_latency_ms(fns: dict, iters: int = 50, warmup: int = 5) -> dict[str, float]:
-    """Median wall time per call of each function, interleaved so that machine noise hits all alike."""
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(iters):
-        for k, fn in fns.items():
-            t = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - t)
-    return {k: float(np.median(v) * 1e3) for k, v in times.items()}
