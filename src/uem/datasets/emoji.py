@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
+from ..engine.atomic import fsync_dir
 from ..engine.errors import DataError
 from .emoji_art import (CANVAS, DOMAINS, FIT, NOTO_PT, OPENMOJI_PX, Emoji, NotoDrawer, Skip, Sources,
                         draw_openmoji, draw_twemoji, png_bytes, read_emoji_list, slug)
@@ -120,14 +121,6 @@ def _write(path: Path, data: bytes) -> None:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def read_manifest(out: Path) -> dict | None:
@@ -249,10 +242,10 @@ def build_emoji3(out: str | Path, *, force: bool = False, subgroups: list[str] |
                 written.append((domain, e))
         manifest = _manifest(items, selection, written, left_out)
         for d in sorted(p for p in tmp.rglob("*") if p.is_dir()):
-            _fsync_dir(d)
+            fsync_dir(d)
         # The manifest is the completion marker: written last, then the whole folder is renamed in.
         _write(tmp / MANIFEST, (json.dumps(manifest, indent=1, ensure_ascii=False) + "\n").encode("utf-8"))
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         _swap_in(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -270,7 +263,7 @@ def _swap_in(tmp: Path, out: Path) -> None:
     elif out.is_dir():
         out.rmdir()
     os.rename(tmp, out)
-    _fsync_dir(out.parent)
+    fsync_dir(out.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
+from ..engine.atomic import replace_atomic
 from ..engine.preprocess import IMAGENET_MEAN, IMAGENET_STD, PreprocessSpec
 from .augment import AugmentConfig
 
@@ -92,20 +93,7 @@ def _resolve(cls: type, name: str) -> Any:
 
 
 def write_json(path: Path, obj: Any) -> None:
-    """Atomic JSON write (temp file + fsync + rename)."""
-    import os
-    import tempfile
-
+    """Atomic JSON write (temp file + fsync + rename): a crash never leaves half a config."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(obj, fh, indent=2, sort_keys=False)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    replace_atomic(path, (json.dumps(obj, indent=2) + "\n").encode("utf-8"))
