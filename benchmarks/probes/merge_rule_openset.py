@@ -1,6 +1,6 @@
 """Probe (run after `uemctl demo --workdir /tmp/demo-full`): open-set metrics of the engine rule on the
 demo bundle's int8 vectors, prototypes rebuilt with the global vs the local merge rule."""
-import sys, numpy as np
+
 from pathlib import Path
 from uem.engine import Engine
 from uem.engine.openset import OpenSetRule
