@@ -40,10 +40,13 @@ class DemoConfig:
 def make_open_set_copy(data: Path, out: Path, target: str, seed: int) -> dict:
     """Symlink DATA into `out`, keeping only a seeded half of `target`'s subgroups (per-file links).
 
-    Returns the split (kept / dropped subgroups). Idempotent: an existing copy with the same split is
-    reused.
+    Returns the split (kept / dropped subgroups), also stored as `out/split.json`: an existing copy of
+    the same split is reused, a copy of another split is rebuilt.
     """
     from .eval.protocols import random_half
+
+    import json
+    import shutil
 
     data, out = data.resolve(), Path(out)
     domains = sorted(p.name for p in data.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -51,12 +54,15 @@ def make_open_set_copy(data: Path, out: Path, target: str, seed: int) -> dict:
         raise DataError(f"{data}: no domain {target!r} (found {', '.join(domains)})")
     subgroups = sorted(p.name for p in (data / target).iterdir() if p.is_dir())
     kept = set(random_half(subgroups, seed))
-    tmp = out.with_name(out.name + ".tmp")
+    split = {"source": str(data), "target": target, "seed": seed, "kept": sorted(kept),
+             "dropped": sorted(set(subgroups) - kept), "path": str(out)}
+    record = out / "split.json"
     if out.exists():
-        return {"kept": sorted(kept), "dropped": sorted(set(subgroups) - kept), "path": str(out)}
+        if record.is_file() and json.loads(record.read_text(encoding="utf-8")) == split:
+            return split
+        shutil.rmtree(out)  # a copy of another split (or an interrupted one): rebuild
+    tmp = out.with_name(out.name + ".tmp")
     if tmp.exists():
-        import shutil
-
         shutil.rmtree(tmp)
     for domain in domains:
         for src in sorted((data / domain).rglob("*.png")):
@@ -66,8 +72,9 @@ def make_open_set_copy(data: Path, out: Path, target: str, seed: int) -> dict:
             dst = tmp / domain / rel
             dst.parent.mkdir(parents=True, exist_ok=True)
             os.symlink(src, dst)
+    (tmp / "split.json").write_text(json.dumps(split), encoding="utf-8")
     os.replace(tmp, out)
-    return {"kept": sorted(kept), "dropped": sorted(set(subgroups) - kept), "path": str(out)}
+    return split
 
 
 def pick_examples(data: Path, domain: str, subgroups: list[str], n: int, seed: int) -> list[Path]:
