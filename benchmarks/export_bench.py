@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from uem.export.pipeline import export_run
-from uem.export.session import make_session
+from uem.engine.encoder import open_session
 from uem.train.run import load_encoder
 
 
@@ -47,7 +47,7 @@ def main() -> None:
     size = cfg.model.input_size
     x = np.random.default_rng(0).standard_normal((1, 3, size, size)).astype(np.float32)
     tx = torch.from_numpy(x)
-    s8, s32 = make_session(int8, threads=1), make_session(fp32, threads=1)
+    s8, s32 = open_session(int8, threads=1), open_session(fp32, threads=1)
     name = s8.get_inputs()[0].name
 
     def torch_fn():

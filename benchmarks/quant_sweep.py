@@ -27,7 +27,7 @@ from uem.engine.preprocess import preprocess_batch
 from uem.export.onnx import compare, export_onnx
 from uem.export.parity import cross_domain_overlap
 from uem.export.quantize import DEFAULT, QuantConfig, calibration_sample, quantize_int8
-from uem.export.session import make_session, ort_embed
+from uem.engine.encoder import Encoder, open_session
 from uem.train.run import load_encoder
 
 Q = QuantConfig
@@ -92,7 +92,7 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="uem-sweep-"))
     fp32 = export_onnx(encoder, tmp / "fp32.onnx", spec.size)
-    ref = {d: ort_embed(make_session(fp32), v) for d, v in x.items()}
+    ref = {d: Encoder(fp32).embed(v) for d, v in x.items()}
     cat = lambda v, idx: np.concatenate([v[d][idx[d]] for d in sorted(v)])  # noqa: E731
 
     rows = {}
@@ -103,18 +103,18 @@ def main() -> None:
         t0 = time.time()
         path = quantize_int8(fp32, tmp / f"{key}.onnx", calib, qc)
         qt = time.time() - t0
-        q = {d: ort_embed(make_session(path), v) for d, v in x.items()}
+        q = {d: Encoder(path).embed(v) for d, v in x.items()}
         c = compare(cat(q, not_calib), cat(ref, not_calib))
         ov = cross_domain_overlap({d: ref[d][held[d]] for d in ref}, {d: q[d][held[d]] for d in q}, 10, ref, q)
         rows[key] = dict(label=qc.label(), cos_mean=c.cos_mean, cos_min=c.cos_min, overlap=ov,
                          mb=os.path.getsize(path) / 1e6, quant_s=qt)
-        sessions[key] = make_session(path, threads=1)
+        sessions[key] = open_session(path, threads=1)
         print(f"{key}: cos {c.cos_mean:.4f} min {c.cos_min:.4f} top-10 {ov:.3f} ({qt:.0f} s)", file=sys.stderr, flush=True)
 
     torch.set_num_threads(1)
     one = x[sorted(x)[0]][:1].copy()
     tone = torch.from_numpy(one)
-    s32 = make_session(fp32, threads=1)
+    s32 = open_session(fp32, threads=1)
     name = s32.get_inputs()[0].name
 
     def torch_fn():

@@ -18,13 +18,13 @@ from PIL import Image, ImageDraw
 
 from uem.cli.app import main as cli_main
 from uem.engine import Engine
+from uem.engine.encoder import Encoder as OnnxEncoder
 from uem.engine.preprocess import preprocess_batch
 from uem.export.biascorrect import fake_quant_weights
 from uem.export.onnx import compare, torch_embed
 from uem.export.parity import cross_domain_overlap, topk, topk_overlap
 from uem.export.pipeline import ExportError, export_run, parse_index_args
 from uem.export.quantize import calibration_sample
-from uem.export.session import make_session, ort_embed
 from uem.train.config import ModelConfig, TrainConfig
 from uem.train.model import build_encoder
 from uem.train.run import save_encoder
@@ -105,7 +105,7 @@ def test_onnx_fp32_matches_torch(tiny):
     files = sorted(tiny["data"].rglob("*.png"))
     x = preprocess_batch(files, spec)
     fp32 = _engine_file(tiny["out"], "encoder.fp32.onnx")
-    a = compare(ort_embed(make_session(fp32), x), torch_embed(tiny["encoder"], x))
+    a = compare(OnnxEncoder(fp32).embed(x), torch_embed(tiny["encoder"], x))
     assert a.cos_min > 0.99999 and a.max_abs < 1e-4
     ops = {n.op_type for n in onnx.load(str(fp32)).graph.node}
     assert not ops & {"BatchNormalization", "Pad", "Expand", "Shape"}  # folded / removed

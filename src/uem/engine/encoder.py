@@ -15,21 +15,29 @@ from .errors import BundleError
 DEFAULT_BATCH = 32
 
 
+def open_session(path: Path, threads: int | None = None):
+    """The one way uem opens an ONNX model: CPU, full graph optimisation, sequential execution.
+
+    threads None/0 lets onnxruntime use every physical core; 1 pins it to one thread. Export
+    (calibration statistics, parity) and the benchmarks use it too, so they measure what the engine runs.
+    """
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.intra_op_num_threads = int(threads or 0)
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+
+
 class Encoder:
     """CPU onnxruntime session with full graph optimisation; batch size read from the model."""
 
     def __init__(self, path: Path, *, threads: int | None = None, batch_size: int = DEFAULT_BATCH) -> None:
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.intra_op_num_threads = int(threads or 0)  # 0: onnxruntime picks (physical cores)
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
         try:
-            self._session = ort.InferenceSession(str(path), sess_options=opts,
-                                                 providers=["CPUExecutionProvider"])
+            self._session = open_session(path, threads)
         except Exception as e:  # onnxruntime raises its own exception types for a bad model
             raise BundleError(f"{path}: onnxruntime cannot load the encoder ({e})") from None
         inputs, outputs = self._session.get_inputs(), self._session.get_outputs()

@@ -22,7 +22,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from .session import make_session
+from ..engine.encoder import open_session
 
 
 def _attr(node: onnx.NodeProto, name: str, default):
@@ -58,7 +58,7 @@ def _input_means(model: onnx.ModelProto, tensors: list[str], images: np.ndarray,
     with tempfile.TemporaryDirectory(prefix="uem-bias-") as tmp:
         path = Path(tmp) / "means.onnx"
         onnx.save(aug, str(path))
-        sess = make_session(path)
+        sess = open_session(path)
         input_name = sess.get_inputs()[0].name
         sums: dict[str, np.ndarray] = {}
         for i in range(0, len(images), batch):
