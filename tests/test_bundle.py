@@ -24,13 +24,6 @@ def base(tmp_path_factory) -> Path:
                        calibration={"radius_scale": {"sketch": 1.5}})
 
 
-@pytest.fixture
-def fresh(base, tmp_path) -> Path:
-    dst = tmp_path / "model.uem"
-    shutil.copytree(base, dst)
-    return dst
-
-
 def _manifest(b: Path) -> dict:
     return json.loads((b / MANIFEST).read_text())
 

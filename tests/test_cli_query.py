@@ -22,13 +22,6 @@ def base(tmp_path_factory) -> Path:
     return make_bundle(tmp_path_factory.mktemp("cli"))
 
 
-@pytest.fixture
-def fresh(base, tmp_path) -> Path:
-    dst = tmp_path / "model.uem"
-    shutil.copytree(base, dst)
-    return dst
-
-
 def data(base: Path) -> Path:
     return base.parent / "data"
 

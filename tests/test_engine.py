@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 import threading
@@ -25,13 +24,6 @@ def base(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def eng(base) -> Engine:
     return Engine.open(base, threads=1)
-
-
-@pytest.fixture
-def fresh(base, tmp_path) -> Path:
-    dst = tmp_path / "model.uem"
-    shutil.copytree(base, dst)
-    return dst
 
 
 def pic(colour, domain, seed=7):
