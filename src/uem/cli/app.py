@@ -5,7 +5,8 @@ from __future__ import annotations
 import sys
 
 from ..engine.errors import UemError
-from . import data as _data  # noqa: F401  (each import registers its commands)
+from . import bench as _bench  # noqa: F401  (each import registers its commands)
+from . import data as _data  # noqa: F401
 from . import demo as _demo  # noqa: F401
 from . import eval as _eval  # noqa: F401
 from . import export as _export  # noqa: F401

@@ -1,0 +1,88 @@
+"""Small measuring tools shared by every benchmark: interleaved timing, percentiles, RSS, machine facts.
+
+Why interleaved: on a shared machine the load changes from second to second; running candidate A,
+then B, then C inside one loop exposes all of them to the same load, so their *ratios* hold even when
+the absolute times do not.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import time
+from typing import Callable
+
+import numpy as np
+
+
+def interleaved(fns: dict[str, Callable[[], object]], iters: int, warmup: int = 3) -> dict[str, np.ndarray]:
+    """Milliseconds of each call, `iters` rounds of calling every function once in turn."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    ms = {k: np.empty(iters) for k in fns}
+    for i in range(iters):
+        for k, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            ms[k][i] = (time.perf_counter() - t) * 1e3
+    return ms
+
+
+def summary(ms: np.ndarray) -> dict:
+    """p50 / p99 / mean of a sample of milliseconds (JSON-ready)."""
+    ms = np.asarray(ms, dtype=np.float64)
+    return {"p50_ms": float(np.median(ms)), "p99_ms": float(np.percentile(ms, 99)),
+            "mean_ms": float(ms.mean()), "n": int(len(ms))}
+
+
+def rss_mb() -> float | None:
+    """Resident set size of this process in MB (Linux /proc; None elsewhere)."""
+    return _status_field("VmRSS")
+
+
+def peak_rss_mb() -> float | None:
+    """Peak resident set size of this process in MB."""
+    v = _status_field("VmHWM")
+    if v is None:
+        v = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    return v
+
+
+def _status_field(name: str) -> float | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(name + ":"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        return None
+    return None
+
+
+def load_average() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def machine() -> dict:
+    """What the numbers were measured on: CPU, cores, load, library versions."""
+    import hnswlib  # noqa: F401  (its version is not exposed; the import proves it is there)
+    import onnxruntime
+
+    cpu = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {"cpu": cpu, "logical_cpus": os.cpu_count(), "load_average": load_average(),
+            "python": platform.python_version(), "numpy": np.__version__,
+            "onnxruntime": onnxruntime.__version__,
+            "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}

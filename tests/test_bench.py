@@ -1,0 +1,121 @@
+"""`uemctl bench --quick` on a tiny bundle (output well formed, never a timing) and the index
+benchmark's exact search / synthetic data helpers."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bundle_factory import make_bundle
+from uem.bench.synthetic import ClusterSpec, clustered, exact_topk, recall_at_k, uniform
+from uem.cli.app import main
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> Path:
+    return make_bundle(tmp_path_factory.mktemp("bench"), keep_fp32=True)
+
+
+@pytest.fixture(scope="module")
+def int8_only(tmp_path_factory) -> Path:
+    return make_bundle(tmp_path_factory.mktemp("bench8"))
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    c = capsys.readouterr()
+    return code, c.out, c.err
+
+
+def _positive(x) -> bool:
+    return isinstance(x, float) and math.isfinite(x) and x > 0
+
+
+def test_quick_json_is_well_formed(base, capsys):
+    code, out, err = run(capsys, "bench", base, "--quick", "--json", "--items", "40")
+    assert code == 0, err
+    r = json.loads(out)
+    assert r["quick"] is True and r["bundle"] == str(base)
+    enc = r["encoder"]
+    for name in ("onnxruntime int8", "onnxruntime fp32"):
+        col = enc["columns"][name]
+        assert col["available"] and col["file_bytes"] > 0
+        b1 = col["batch1_1thread"]
+        assert b1["n"] == r["plan"]["encoder_iters"]
+        assert _positive(b1["p50_ms"]) and b1["p99_ms"] >= b1["p50_ms"]
+        assert _positive(col["batch32_all_threads"]["images_per_s"])
+    torch_col = enc["columns"]["torch eager fp32"]
+    assert torch_col["available"] is False and "--run" in torch_col["note"]
+    assert set(enc["int8_speedup_batch1"]) == {"vs onnxruntime fp32"}
+    par = enc["parity"]
+    # The tiny bundle stores the same ONNX file as int8 and fp32 encoder: identical embeddings.
+    assert par["images"] > 0 and par["cos_mean"] == pytest.approx(1.0, abs=1e-5)
+    assert par["top10_overlap"] == pytest.approx(1.0)
+
+    q = r["query"]
+    assert q["rounds"] == r["plan"]["query_rounds"] and q["source"] != q["target"]
+    assert list(q["stages"]) == ["decode", "resize", "normalise", "encode", "search + reject", "reject only"]
+    shares = [s["share_of_stage_sum"] for n, s in q["stages"].items() if n != "reject only"]
+    assert sum(shares) == pytest.approx(1.0) and all(0 <= s <= 1 for s in shares)
+    assert _positive(q["end_to_end"]["p50_ms"]) and 0 <= q["accepted_fraction"] <= 1
+
+    fp = r["footprint"]
+    assert fp["as_is"]["items"] == 12 and fp["grown"]["items"] == 40
+    for p in (fp["as_is"], fp["grown"]):
+        assert _positive(p["open_s"]) and _positive(p["import_s"])
+        assert p["rss_after_query_mb"] >= p["rss_after_import_mb"] > 0
+    assert set(fp["grown"]["file_bytes"]) == {"index.bin", "vectors.npy", "items.jsonl"}
+
+    names = [t["name"] for t in r["targets"]]
+    assert len(names) == 7 and all(t["met"] in (True, False, None) for t in r["targets"])
+    by = {t["name"].split(",")[0]: t for t in r["targets"]}
+    # 40 items is not the 100k of the target: no verdict, and the note says why.
+    assert by["engine RSS after open + query"]["met"] is None
+    assert "100000" in by["Engine.open time"]["note"]
+    assert by["int8 speed-up vs torch eager (batch 1"]["met"] is None
+    assert r["machine"]["logical_cpus"] >= 1
+
+
+def test_quick_table_and_missing_fp32(int8_only, capsys):
+    code, out, err = run(capsys, "bench", int8_only, "--quick")
+    assert code == 0, err
+    assert "Encoder" in out and "End-to-end Engine.query" in out and "Targets (issue 4)" in out
+    assert "--keep-fp32" in out  # the fp32 column says why it is empty
+    assert "Traceback" not in err
+
+
+def test_bad_run_is_one_line(base, tmp_path, capsys):
+    code, out, err = run(capsys, "bench", base, "--quick", "--run", tmp_path)
+    assert code == 2 and out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("uemctl: error:") and "encoder.pt" in lines[0]
+
+
+def test_exact_topk_matches_argsort():
+    rng = np.random.default_rng(1)
+    data, queries = uniform(1000, 16, seed=2), uniform(7, 16, seed=3)
+    got = exact_topk(data, queries, 10, block=96)  # blocks smaller and not dividing the data
+    want = np.argsort(-(queries @ data.T), axis=1, kind="stable")[:, :10]
+    assert np.array_equal(got, want)
+    assert recall_at_k(got, want) == 1.0
+    shuffled = np.stack([rng.permutation(row) for row in got])
+    assert recall_at_k(shuffled, want) == 1.0  # recall ignores order
+    assert recall_at_k(got[:, :5], want) == pytest.approx(0.5)
+
+
+def test_synthetic_vectors_are_unit_and_clustered():
+    x = clustered(2000, 32, seed=0, spec=ClusterSpec(points_per_cluster=100))
+    assert x.dtype == np.float32 and x.shape == (2000, 32)
+    assert np.allclose(np.linalg.norm(x, axis=1), 1.0, atol=1e-5)
+    assert np.array_equal(x, clustered(2000, 32, seed=0, spec=ClusterSpec(points_per_cluster=100)))
+    u = uniform(2000, 32, seed=0)
+    # Clustered points have much closer nearest neighbours than uniform ones.
+    def nn1(a):
+        s = a @ a.T
+        np.fill_diagonal(s, -2)
+        return s.max(1).mean()
+    assert nn1(x) > nn1(u) + 0.2
