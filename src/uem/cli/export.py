@@ -20,13 +20,16 @@ def export_cmd(
     keep_fp32: bool = typer.Option(False, "--keep-fp32", help="Also store the fp32 encoder in the bundle."),
     seed: int = typer.Option(0, "--seed", help="Seed of the calibration / parity image draw."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    to: Optional[str] = typer.Option(
+        None, "--to", help="Serve the domains from Milvus: milvus://HOST:PORT, or a Milvus Lite file "
+        "path ending in .db (needs uem[milvus]). Default: hnswlib indexes inside the bundle."),
 ) -> None:
     """Export RUN as a bundle the torch-free engine opens; prints the int8 parity report."""
     from ..export.pipeline import export_run, parse_index_args
 
     index_dirs = parse_index_args(index or [])
     summary = export_run(run, output, index_dirs=index_dirs or None, calib=calib, keep_fp32=keep_fp32,
-                         seed=seed, progress=not quiet, log=err)
+                         seed=seed, progress=not quiet, log=err, to=to)
     for line in summary.lines():
         out.print(line, markup=False)
     if not summary.parity.passed():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import typer
@@ -11,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ..engine import Engine
 from ..engine.bundle import DEFAULT_LOCK_TIMEOUT_S
 from ..engine.errors import ImageError, UemError
+from .backend import backend_options
 from .inputs import iter_images, printable
 from .root import err, index_app, out
 
@@ -27,12 +29,16 @@ def add(
                                   "instead of adding nothing."),
     lock_timeout: float = typer.Option(DEFAULT_LOCK_TIMEOUT_S, "--lock-timeout", min=0,
                                        help="Seconds to wait while another process writes the bundle."),
+    uri: Optional[str] = typer.Option(None, "--uri", help="For a bundle served from Milvus: the Milvus to "
+                                      "write to instead of the one the bundle records."),
 ) -> None:
     """Embed images and append them to DOMAIN's index, vectors and items (crash-safe).
 
+    A bundle served from Milvus gets the rows in its collection (the one it was exported to).
+
     Images already in the domain (same absolute path) are skipped, so re-running is harmless.
     """
-    eng = Engine.open(bundle)
+    eng = Engine.open(bundle, **backend_options(None, uri))
     eng.check_domains(domain)
     paths = list(iter_images(sources))
     if not paths:

@@ -13,7 +13,8 @@ from rich.progress import Progress, SpinnerColumn, TextColumn
 
 from ..engine import Engine, QueryResult
 from ..engine.errors import ImageError, UemError
-from .inputs import BUNDLE_HELP, iter_images, open_engine, printable
+from .backend import backend_options
+from .inputs import BUNDLE_HELP, chosen_bundle, iter_images, printable
 from .root import app, err, out
 
 BATCH = 32
@@ -75,6 +76,10 @@ def query(
     source: Optional[str] = typer.Option(None, "--from", help="The queries' domain (default: inferred from the prototypes)."),
     bundle: Optional[Path] = typer.Option(None, "--bundle", "-b", help=BUNDLE_HELP, show_default=False),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Encoder threads (default: all cores)."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="hnswlib or milvus (default: what the "
+                                          "bundle was exported for)."),
+    uri: Optional[str] = typer.Option(None, "--uri", help="Milvus to query instead of the one the bundle "
+                                      "records (milvus://HOST:PORT or a Milvus Lite .db path)."),
 ) -> None:
     """Search DOMAIN for each image's matches; reject when its concept does not exist there.
 
@@ -82,7 +87,7 @@ def query(
 
     A bad image is reported on one line, the others still run, and the exit code is 2.
     """
-    eng = open_engine(bundle, threads=threads)
+    eng = Engine.open(chosen_bundle(bundle), threads=threads, **backend_options(backend, uri))
     eng.check_domains(domain, source)
     rows, failures, count = [], 0, 0
     from ..engine.sheet import MAX_ROWS, SheetRow, write_sheet

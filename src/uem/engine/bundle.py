@@ -47,12 +47,12 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 
 from .atomic import exclusive_lock, fsync_dir, fsync_file, replace_atomic
-from .errors import BundleError, BundleVersionError, UnknownDomainError
+from .errors import BundleError, BundleVersionError, UemError, UnknownDomainError
 from .index import SPACES, DomainIndex, check_index_file
 from .preprocess import PreprocessSpec
 from .prototypes import PROTOTYPES_JSON, PROTOTYPES_NPY, PrototypeGraph
@@ -114,6 +114,29 @@ class DomainData:
     items: list[dict]
 
 
+class ExternalIndex(Protocol):
+    """An index kept outside the bundle (a vector database, see milvus.MilvusIndex).
+
+    The bundle still stores every domain's vectors + items (the source of truth); the manifest's
+    "backend" record (what `create` returns) names where the index lives, and such domains have
+    no index.bin. `create` runs before the commit (a failure drops what it made: `discard`);
+    `append` runs under the writer lock before an add commits; `retire` drops what a committed
+    re-export replaced.
+    """
+
+    kind: str
+
+    def create(self, root: Path, domains: Sequence[tuple[str, np.ndarray, list[dict]]],
+               hnsw: "HnswParams", dim: int) -> dict: ...
+
+    def append(self, record: dict, domain: str, vectors: np.ndarray, first_row: int,
+               items: list[dict]) -> None: ...
+
+    def discard(self, record: dict) -> None: ...
+
+    def retire(self, old: dict | None, new: dict | None) -> None: ...
+
+
 @dataclass(frozen=True)
 class FileEntry:
     """One verified file: where it lies and what it hashes to."""
@@ -130,7 +153,7 @@ class DomainInfo:
 
     name: str
     count: int
-    index: FileEntry
+    index: FileEntry | None        # None: the domain is indexed in the bundle's external backend
     vectors: FileEntry
     items_file: FileEntry
     items: list[dict] = field(repr=False, default_factory=list)
@@ -154,6 +177,7 @@ class BundleInfo:
     calibration: dict
     extra: dict
     prototypes: PrototypeGraph = field(repr=False, default=None)  # type: ignore[assignment]
+    backend: dict | None = None    # manifest["backend"]: external index (e.g. Milvus), or None
 
     def load_prototypes(self) -> PrototypeGraph:
         """The verified prototype graph (checked against embed_dim)."""
@@ -183,6 +207,7 @@ class BundleInfo:
                 "extra": self.extra,
             },
             "hnsw": dict(m["hnsw"]),
+            **({"backend": {k: v for k, v in self.backend.items()}} if self.backend else {}),
             "prototypes": {"count": int(len(g.centroids)), "domains": list(g.domains),
                            "per_domain": {d: int(np.sum(g.owner == k)) for k, d in enumerate(g.domains)},
                            "links": int(len(g.links))},
@@ -198,6 +223,9 @@ class BundleInfo:
     def load_index(self, domain: str, *, extra_capacity: int = 0) -> DomainIndex:
         """The domain's hnswlib index (its file was checked by read_bundle)."""
         d = self.domain(domain)
+        if d.index is None:
+            raise BundleError(f"{self.root}: domain {domain} is served by {self.backend['kind']}, "
+                              "it has no hnswlib index")
         return DomainIndex.load(d.index.path, space=self.hnsw.space, dim=self.embed_dim,
                                 count=d.count, ef_search=self.hnsw.ef_search, M=self.hnsw.M,
                                 extra_capacity=extra_capacity, checked=True)
@@ -378,6 +406,28 @@ def _load_prototypes(root: Path, npy: FileEntry, js: FileEntry, dim: int) -> Pro
     return graph
 
 
+_BACKEND_KINDS = ("milvus",)
+_COLLECTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
+
+
+def _check_backend(record: Any, domains: list[str]) -> dict | None:
+    """The manifest's optional "backend" record: which external index serves which domain."""
+    if record is None:
+        return None
+    if not isinstance(record, dict) or record.get("kind") not in _BACKEND_KINDS:
+        raise ValueError(f"unknown backend record {record!r:.80}")
+    cols, index = record.get("collections"), record.get("index")
+    if not isinstance(record.get("uri"), str) or not isinstance(index, dict) or not isinstance(cols, dict):
+        raise ValueError("backend record needs uri, index and collections")
+    if sorted(cols) != sorted(domains):
+        raise ValueError(f"backend collections cover {sorted(cols)}, the bundle has {sorted(domains)}")
+    names = list(cols.values())
+    if len(set(names)) != len(names) or not all(isinstance(c, str) and _COLLECTION_NAME.match(c)
+                                                for c in names):
+        raise ValueError(f"bad backend collection names {names}")
+    return record
+
+
 def _read_once(root: Path) -> BundleInfo:
     manifest = _read_manifest(root)
     try:
@@ -388,6 +438,7 @@ def _read_once(root: Path) -> BundleInfo:
         if int(hnsw_d["dim"]) != dim or dim <= 0:
             raise ValueError(f"hnsw dim {hnsw_d['dim']} != embed_dim {dim}")
         files = _verify_files(root, manifest)
+        backend = _check_backend(manifest.get("backend"), [str(d["name"]) for d in manifest["domains"]])
         encoder = _entry(files, model["encoder"], root)
         fp32 = _entry(files, model["encoder_fp32"], root) if model.get("encoder_fp32") else None
         domains: dict[str, DomainInfo] = {}
@@ -395,11 +446,15 @@ def _read_once(root: Path) -> BundleInfo:
             name, count, f = str(d["name"]), int(d["count"]), d["files"]
             if not DOMAIN_NAME.match(name) or name in domains or count < 1:
                 raise ValueError(f"bad domain entry {name!r} (count {count})")
-            info = DomainInfo(name, count, _entry(files, f["index"], root),
+            external = backend is not None and name in backend["collections"]
+            if external and "index" in f:
+                raise ValueError(f"domain {name} has both an index file and a {backend['kind']} collection")
+            info = DomainInfo(name, count, None if external else _entry(files, f["index"], root),
                               _entry(files, f["vectors"], root), _entry(files, f["items"], root))
             _check_vectors(info.vectors, count, dim)
             info.items = _parse_items(info.items_file, count)
-            check_index_file(info.index.path, dim=dim, count=count, M=hnsw.M)
+            if info.index is not None:
+                check_index_file(info.index.path, dim=dim, count=count, M=hnsw.M)
             domains[name] = info
         protos = manifest["prototypes"]
         npy = _entry(files, protos["centroids"], root)
@@ -412,7 +467,7 @@ def _read_once(root: Path) -> BundleInfo:
                           preprocess=spec, embed_dim=dim, hnsw=hnsw, encoder=encoder,
                           encoder_fp32=fp32, domains=domains, prototypes_npy=npy,
                           prototypes_json=js, calibration=calibration, extra=extra,
-                          prototypes=graph)
+                          prototypes=graph, backend=backend)
     except BundleError:
         raise
     except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as e:
@@ -580,12 +635,16 @@ def _normalise_items(items: list[dict], what: str, seen: set[str] | None = None)
 
 
 def _write_domain_files(gdir: Path, name: str, vecs: np.ndarray, items: list[dict],
-                        index: DomainIndex) -> dict[str, Path]:
+                        index: DomainIndex | None) -> dict[str, Path]:
+    """index None: the domain is indexed externally; only vectors + items are written."""
     ddir = gdir / "domains" / name
     ddir.mkdir(parents=True)
     paths = {"index": ddir / "index.bin", "vectors": ddir / "vectors.npy", "items": ddir / "items.jsonl"}
-    index.save(paths["index"])
-    fsync_file(paths["index"])
+    if index is None:
+        del paths["index"]
+    else:
+        index.save(paths["index"])
+        fsync_file(paths["index"])
     _save_npy(paths["vectors"], vecs)
     _save_items(paths["items"], items)
     return paths
@@ -629,8 +688,12 @@ def _index_threads(n: int) -> int:
 def write_bundle(path: str | Path, *, encoder_onnx: Path, encoder_fp32_onnx: Path | None,
                  preprocess: PreprocessSpec, embed_dim: int, domains: list[DomainData],
                  prototypes: PrototypeGraph, hnsw: HnswParams, calibration: dict,
-                 extra: dict, lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S) -> None:
+                 extra: dict, lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S,
+                 external: ExternalIndex | None = None) -> None:
     """Write a complete bundle at `path` atomically (new, or replacing an existing bundle).
+
+    `external`: index the domains there (e.g. Milvus) instead of in hnswlib files; its record goes
+    into manifest["backend"] and the collections a replaced bundle used there are dropped.
 
     The ONNX files are copied in (the sources are left alone). Builds one hnswlib index per domain.
     `calibration`: {"radius_scale": {target_domain: factor}} (may be {}) plus any other JSON the
@@ -659,6 +722,7 @@ def write_bundle(path: str | Path, *, encoder_onnx: Path, encoder_fp32_onnx: Pat
     with exclusive_lock(root / LOCK_FILE, lock_timeout):
         old = _current_manifest_or_none(root)
         gen, gdir = _new_generation_dir(root, old)
+        record = None
         try:
             written: dict[str, Path] = {}
             written[ENCODER] = gdir / ENCODER
@@ -668,10 +732,9 @@ def write_bundle(path: str | Path, *, encoder_onnx: Path, encoder_fp32_onnx: Pat
                 _copy_file(Path(encoder_fp32_onnx), written[ENCODER_FP32])
             dom_entries = []
             for d, (vecs, items) in zip(domains, checked):
-                index = DomainIndex.build(vecs, space=hnsw.space, M=hnsw.M,
-                                          ef_construction=hnsw.ef_construction,
-                                          ef_search=hnsw.ef_search, seed=hnsw.seed,
-                                          threads=_index_threads(len(vecs)))
+                index = None if external is not None else DomainIndex.build(
+                    vecs, space=hnsw.space, M=hnsw.M, ef_construction=hnsw.ef_construction,
+                    ef_search=hnsw.ef_search, seed=hnsw.seed, threads=_index_threads(len(vecs)))
                 paths = _write_domain_files(gdir, d.name, vecs, items, index)
                 logical = {k: f"domains/{d.name}/{p.name}" for k, p in paths.items()}
                 written.update({logical[k]: p for k, p in paths.items()})
@@ -680,6 +743,9 @@ def write_bundle(path: str | Path, *, encoder_onnx: Path, encoder_fp32_onnx: Pat
             for n in (PROTOTYPES_NPY, PROTOTYPES_JSON):
                 written[n] = gdir / n
                 fsync_file(written[n])
+            if external is not None:
+                record = external.create(root, [(d.name, v, it) for d, (v, it) in zip(domains, checked)],
+                                         hnsw, dim)
             manifest = {
                 "format": FORMAT_NAME,
                 "format_version": FORMAT_VERSION,
@@ -701,12 +767,18 @@ def write_bundle(path: str | Path, *, encoder_onnx: Path, encoder_fp32_onnx: Pat
                 "calibration": json.loads(_canonical(calibration)),
                 "files": {n: _file_record(root, p) for n, p in written.items()},
             }
+            if record is not None:
+                manifest["backend"] = json.loads(_canonical(record))
             _commit(root, manifest, gdir, old)
         except BaseException:
             # Not committed: the old manifest still rules; drop our half-written generation now.
             if not (root / MANIFEST).exists() or _current_generation(root) != gen:
                 shutil.rmtree(gdir, ignore_errors=True)
+                if record is not None:
+                    external.discard(record)
             raise
+        if external is not None:
+            external.retire((old or {}).get("backend"), record)
 
 
 def _current_generation(root: Path) -> int | None:
@@ -716,7 +788,8 @@ def _current_generation(root: Path) -> int | None:
 
 def append_to_domain(path: str | Path, domain: str, vectors: np.ndarray, items: list[dict], *,
                      encoder_sha256: str | None = None,
-                     lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S) -> tuple[int, BundleInfo]:
+                     lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S,
+                     external: ExternalIndex | None = None) -> tuple[int, BundleInfo]:
     """Incremental add: append rows to one existing domain, committed atomically.
 
     Under the writer lock it re-reads the bundle from disk (so two processes adding never lose each
@@ -724,6 +797,9 @@ def append_to_domain(path: str | Path, domain: str, vectors: np.ndarray, items: 
     vectors and items, and commits a generation holding only those three files. When
     `encoder_sha256` is given and the bundle's encoder differs (re-exported meanwhile), the vectors
     were made by another model: BundleError. Returns (rows added, the new verified BundleInfo).
+    A domain indexed externally (Milvus) gets its rows there first (`external`, default: a
+    connection to the manifest's uri), then only vectors + items are committed; rows written there
+    by an add that then failed stay invisible (searches see rows < count) and are overwritten.
     """
     root = Path(path)
     if not (root / MANIFEST).is_file():
@@ -751,8 +827,12 @@ def append_to_domain(path: str | Path, domain: str, vectors: np.ndarray, items: 
         vecs = vecs[keep]
         old_vecs = np.load(dom.vectors.path, allow_pickle=False)
         all_vecs = np.concatenate([old_vecs, vecs]).astype(np.float32, copy=False)
-        index = info.load_index(domain, extra_capacity=len(vecs))
-        index.add(vecs, first_label=dom.count, threads=_index_threads(len(vecs)))
+        if dom.index is None:
+            index = None
+            _append_external(info, external, domain, vecs, dom.count, new_items)
+        else:
+            index = info.load_index(domain, extra_capacity=len(vecs))
+            index.add(vecs, first_label=dom.count, threads=_index_threads(len(vecs)))
         old = info.manifest
         gen, gdir = _new_generation_dir(root, old)
         try:
@@ -772,3 +852,86 @@ def append_to_domain(path: str | Path, domain: str, vectors: np.ndarray, items: 
                 shutil.rmtree(gdir, ignore_errors=True)
             raise
         return len(vecs), read_bundle(root)
+
+
+def _append_external(info: BundleInfo, external: ExternalIndex | None, domain: str,
+                     vecs: np.ndarray, first_row: int, items: list[dict]) -> None:
+    if external is not None:
+        external.append(info.backend, domain, vecs, first_row, items)
+        return
+    from .backend import Backends  # the manifest's own backend; imported late (it imports us)
+
+    backends = Backends()
+    try:
+        backends.external(info).append(info.backend, domain, vecs, first_row, items)
+    finally:
+        backends.close()
+
+
+def reindex_bundle(path: str | Path, external: ExternalIndex | None, *,
+                   lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S) -> BundleInfo:
+    """Move every domain's index to `external` (e.g. Milvus), or back into hnswlib files (None).
+
+    Possible because the bundle keeps each domain's vectors + items: nothing is re-embedded and
+    the encoder, prototypes and calibration are untouched. Commits like any write (a new
+    generation, then the manifest); the collections the bundle used before are dropped afterwards.
+    """
+    root = Path(path)
+    if not (root / MANIFEST).is_file():
+        read_bundle(root)
+    with exclusive_lock(root / LOCK_FILE, lock_timeout):
+        info = read_bundle(root)
+        old = info.manifest
+        gen, gdir = _new_generation_dir(root, old)
+        record = None
+        try:
+            manifest = copy.deepcopy(old)
+            manifest.pop("checksum", None)
+            manifest.pop("backend", None)
+            manifest["generation"] = gen
+            manifest["written_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            if external is not None:
+                record = external.create(root, [(n, info.load_vectors(n, mmap=False), d.items)
+                                                for n, d in info.domains.items()],
+                                         info.hnsw, info.embed_dim)
+                manifest["backend"] = json.loads(_canonical(record))
+            for d in manifest["domains"]:
+                name, files = d["name"], d["files"]
+                if "index" in files:
+                    manifest["files"].pop(files.pop("index"))
+                if external is None:
+                    p = gdir / "domains" / name / "index.bin"
+                    p.parent.mkdir(parents=True)
+                    h = info.hnsw
+                    DomainIndex.build(info.load_vectors(name), space=h.space, M=h.M,
+                                      ef_construction=h.ef_construction, ef_search=h.ef_search,
+                                      seed=h.seed, threads=_index_threads(d["count"])).save(p)
+                    fsync_file(p)
+                    files["index"] = f"domains/{name}/index.bin"
+                    manifest["files"][files["index"]] = _file_record(root, p)
+            _commit(root, manifest, gdir, old)
+        except BaseException:
+            if _current_generation(root) != gen:
+                shutil.rmtree(gdir, ignore_errors=True)
+                if record is not None:
+                    external.discard(record)
+            raise
+        if info.backend is not None:
+            _retire_external(info, external, record)
+        return read_bundle(root)
+
+
+def _retire_external(info: BundleInfo, external: ExternalIndex | None, new: dict | None) -> None:
+    """Drop the collections `info` used (after a commit that no longer needs them)."""
+    if external is not None:
+        external.retire(info.backend, new)
+        return
+    from .backend import Backends
+
+    backends = Backends()
+    try:
+        backends.external(info).retire(info.backend, None)
+    except UemError:
+        pass  # the old Milvus is unreachable: its collections are left for its operator
+    finally:
+        backends.close()

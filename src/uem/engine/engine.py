@@ -21,11 +21,11 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
+from .backend import Backends, DomainBackend
 from .bundle import (DEFAULT_LOCK_TIMEOUT_S, BundleInfo, _current_generation, append_to_domain,
                      read_bundle)
 from .encoder import Encoder
 from .errors import BundleError, UnknownDomainError
-from .index import DomainIndex
 from .openset import OpenSetRule
 from .preprocess import ImageSource, PreprocessSpec, preprocess, preprocess_batch
 
@@ -57,9 +57,9 @@ class _DomainState:
     """Immutable searchable state of one domain."""
 
     name: str
-    index: DomainIndex
+    index: DomainBackend       # hnswlib DomainIndex or milvus.MilvusDomain (backend.py)
     items: list[dict]
-    index_sha256: str
+    index_key: str             # equal across snapshots: the index object is reused
 
     @property
     def count(self) -> int:
@@ -74,6 +74,7 @@ class _Snapshot:
     encoder: Encoder
     rule: OpenSetRule
     states: dict[str, _DomainState]
+    backends: Backends
 
 
 def _is_path(x: object) -> bool:
@@ -91,27 +92,38 @@ class Engine:
 
     # -- opening -----------------------------------------------------------------------------
     @classmethod
-    def open(cls, path: str | os.PathLike, threads: int | None = None, *, fp32: bool = False) -> "Engine":
+    def open(cls, path: str | os.PathLike, threads: int | None = None, *, fp32: bool = False,
+             backend: str | None = None, uri: str | None = None) -> "Engine":
         """Verify the bundle (manifest, checksums, headers) and load it.
 
         `threads`: onnxruntime intra-op threads (None: onnxruntime's default). `fp32`: use the
-        bundle's optional fp32 encoder instead of the int8 one (parity checks). Raises BundleError
-        (missing, corrupt, tampered) or BundleVersionError.
+        bundle's optional fp32 encoder instead of the int8 one (parity checks). `backend`:
+        "hnswlib" or "milvus" (None: what the bundle was exported for; asking for the other one is
+        a BundleError); `uri`: the Milvus to use instead of the one the manifest records. Raises
+        BundleError (missing, corrupt, tampered), BundleVersionError, BackendError (Milvus).
         """
         root = Path(path)
+        backends = Backends(backend, uri)
         for attempt in range(_OPEN_RETRIES):
             info = read_bundle(root)
             try:
-                return cls(cls._load(info, threads, fp32, None), threads, fp32)
+                return cls(cls._load(info, threads, fp32, None, backends), threads, fp32)
             except BundleError:
                 # A concurrent writer may have committed and collected the files we verified.
                 if attempt == _OPEN_RETRIES - 1 or _current_generation(root) == info.generation:
+                    backends.close()
                     raise
+            except BaseException:
+                backends.close()
+                raise
         raise AssertionError("unreachable")
 
     @staticmethod
-    def _load(info: BundleInfo, threads: int | None, fp32: bool, old: _Snapshot | None) -> _Snapshot:
+    def _load(info: BundleInfo, threads: int | None, fp32: bool, old: _Snapshot | None,
+              backends: Backends | None = None) -> _Snapshot:
         """A snapshot of `info`, reusing from `old` whatever did not change on disk."""
+        backends = old.backends if old is not None else (backends or Backends())
+        backends.check(info)
         entry = info.encoder_fp32 if fp32 else info.encoder
         if entry is None:
             raise BundleError(f"{info.root}: the bundle has no fp32 encoder (export with --keep-fp32)")
@@ -125,11 +137,12 @@ class Engine:
         states = {}
         for name, d in info.domains.items():
             prev = old.states.get(name) if old is not None else None
-            if prev is not None and prev.index_sha256 == d.index.sha256:
-                states[name] = _DomainState(name, prev.index, d.items, d.index.sha256)
+            key = backends.key(info, name)
+            if prev is not None and prev.index_key == key:
+                states[name] = _DomainState(name, prev.index, d.items, key)
             else:
-                states[name] = _DomainState(name, info.load_index(name), d.items, d.index.sha256)
-        return _Snapshot(info, encoder, rule, states)
+                states[name] = _DomainState(name, backends.open(info, name), d.items, key)
+        return _Snapshot(info, encoder, rule, states, backends)
 
     def reload(self) -> bool:
         """Pick up what another process committed (e.g. `uemctl index add`). True if changed."""
@@ -142,8 +155,10 @@ class Engine:
             return True
 
     def close(self) -> None:
-        """Release the indexes and the session; later calls raise BundleError."""
-        self._snap = None
+        """Release the indexes, the session and any Milvus connection; later calls raise BundleError."""
+        snap, self._snap = self._snap, None
+        if snap is not None:
+            snap.backends.close()
 
     def __enter__(self) -> "Engine":
         return self
@@ -284,7 +299,8 @@ class Engine:
             old = self._current()
             added, info = append_to_domain(old.info.root, domain, vectors, list(items),
                                            encoder_sha256=old.info.encoder.sha256,
-                                           lock_timeout=lock_timeout)
+                                           lock_timeout=lock_timeout,
+                                           external=old.backends.external(old.info))
             self._snap = self._load(info, self._threads, self._fp32, old)
         return added
 
@@ -317,10 +333,10 @@ def _search(snap: _Snapshot, vecs: np.ndarray, domain: str, k: int, source: str 
     labels, sims = state.index.search(vecs, k)
     out = []
     for q, lab, sim in zip(vecs, labels, sims):
-        d = snap.rule.decide(q, domain, float(sim[0]) if len(sim) else None, source)
+        d = snap.rule.decide(q, domain, float(sim[0]) if len(sim) and lab[0] >= 0 else None, source)
         hits = []
-        if d.accepted or no_reject:
+        if d.accepted or no_reject:  # label -1: a backend answered with fewer than k hits
             hits = [Hit(state.items[j]["id"], state.items[j]["path"], float(s))
-                    for j, s in zip(lab.tolist(), sim.tolist())]
+                    for j, s in zip(lab.tolist(), sim.tolist()) if j >= 0]
         out.append(QueryResult(d.accepted, d.reason, float(d.score), hits, d.source, domain))
     return out

@@ -40,5 +40,9 @@ class DataError(UemError):
     """A data directory that does not have the expected DATA/<domain>/**/<image> layout."""
 
 
+class BackendError(UemError):
+    """The vector database serving a bundle's domains failed or does not match the bundle."""
+
+
 class MissingDependencyError(UemError):
     """An optional package is needed for this command (the message says which extra to install)."""

@@ -169,8 +169,9 @@ class DomainIndex:
     def save(self, path: Path) -> None:
         self._index.save_index(str(path))
 
-    def add(self, vectors: np.ndarray, first_label: int, threads: int = 1) -> None:
-        """Append rows labelled first_label.. (not concurrent with searches of this object)."""
+    def add(self, vectors: np.ndarray, first_label: int, items=None, threads: int = 1) -> None:
+        """Append rows labelled first_label.. (not concurrent with searches of this object).
+        `items` is unused: the bundle's items.jsonl maps labels to items (backend.DomainBackend)."""
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         n = len(vectors)
         if not n:
@@ -179,6 +180,9 @@ class DomainIndex:
         if need > self._index.get_max_elements():
             self._index.resize_index(need)
         self._index.add_items(vectors, np.arange(first_label, need), num_threads=threads)
+
+    def close(self) -> None:
+        """Nothing to release explicitly: the index is freed with the last reference."""
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(labels int64 [Q, k'], cosine float32 [Q, k']) with k' = min(k, count), best first."""

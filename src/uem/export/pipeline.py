@@ -203,9 +203,13 @@ def export_run(run_dir: Path, out: Path, index_dirs: dict[str, Path] | None = No
                keep_fp32: bool = False, seed: int = 0, quant: QuantConfig = DEFAULT,
                hnsw: HnswParams = DEFAULT_HNSW, parity_per_domain: int = PARITY_PER_DOMAIN,
                k_prototypes: int | None = None, progress: bool = True, overwrite: bool = True,
-               log: Console | None = None) -> ExportSummary:
+               log: Console | None = None, to: str | None = None) -> ExportSummary:
     """Export the run at `run_dir` into the bundle `out` (created, or — with `overwrite` — replaced
-    if it is a bundle; the replacement is atomic, readers see the old or the new one)."""
+    if it is a bundle; the replacement is atomic, readers see the old or the new one).
+
+    `to`: serve the domains from Milvus (milvus://HOST:PORT, or a Milvus Lite `*.db` path): one
+    collection per domain instead of hnswlib files; vectors, items and prototypes stay in the
+    bundle. Checked (and connected to) before the slow part starts."""
     t0 = time.perf_counter()
     log = log or Console(stderr=True, highlight=False)
     run_dir, out = Path(run_dir), Path(out)
@@ -230,6 +234,28 @@ def export_run(run_dir: Path, out: Path, index_dirs: dict[str, Path] | None = No
     for d in targets:
         if not DOMAIN_NAME.match(d):
             raise ExportError(f"domain folder name {d!r} cannot be a bundle domain name; rename it or use --index")
+    external = _open_external(to) if to is not None else None
+    try:
+        return _export(run_dir, out, encoder, cfg, spec, train, targets, roots, calib, keep_fp32, seed,
+                       quant, hnsw, parity_per_domain, k_prototypes, progress, log, external, t0)
+    finally:
+        if external is not None:
+            external.close()
+
+
+def _open_external(to: str):
+    """The Milvus the domains go to (connected now, so a wrong address fails before the slow part)."""
+    from ..engine.milvus import MilvusIndex, normalise_uri
+
+    try:
+        normalise_uri(to)
+    except ValueError as e:
+        raise ExportError(f"--to: {e}") from None
+    return MilvusIndex(to)
+
+
+def _export(run_dir, out, encoder, cfg, spec, train, targets, roots, calib, keep_fp32, seed, quant,
+            hnsw, parity_per_domain, k_prototypes, progress, log, external, t0) -> ExportSummary:
 
     calib_paths = calibration_sample(train, calib, seed=seed)
     stage = _Stages()
@@ -281,14 +307,23 @@ def export_run(run_dir: Path, out: Path, index_dirs: dict[str, Path] | None = No
                  "source_run": str(run_dir.resolve()), "train_config": cfg.to_dict(),
                  "skipped_images": {d: len(v) for d, v in skipped.items()},
                  "export_seconds": stage.seconds, "versions": _versions()}
-        with stage("bundle (HNSW indexes)", prog):
+        with stage("bundle (HNSW indexes)" if external is None else "bundle + Milvus collections", prog):
+            if external is not None:
+                tasks: dict[str, int] = {}
+
+                def uploaded(d: str, done: int, total: int) -> None:
+                    if d not in tasks:
+                        tasks[d] = prog.add_task(f"Milvus: {d}", total=total)
+                    prog.update(tasks[d], completed=done)
+
+                external.progress = uploaded
             domains = [DomainData(name=d, vectors=vectors[d],
                                   items=[{"id": _item_id(p, roots[d]), "path": str(Path(p).resolve())}
                                          for p in kept[d]])
                        for d in targets]
             write_bundle(out, encoder_onnx=int8_path, encoder_fp32_onnx=fp32_path if keep_fp32 else None,
                          preprocess=spec, embed_dim=cfg.model.embed_dim, domains=domains, prototypes=graph,
-                         hnsw=hnsw, calibration={}, extra=extra)
+                         hnsw=hnsw, calibration={}, extra=extra, external=external)
     if bad_calib:
         skipped.setdefault("calibration", []).extend(bad_calib)
     return ExportSummary(out=out, domains={d: len(v) for d, v in vectors.items()}, parity=report,
