@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import struct
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -78,7 +79,7 @@ def _check_stream(path: Path, f: BinaryIO, file_size: int, dim: int, count: int,
         raise _fail(path, "entry point out of range")
     if file_size < _HEADER.size + count * size_per + 4 * count:
         raise _fail(path, "truncated")
-    seen = np.zeros(count, dtype=bool)
+    labels = np.empty(count, dtype=np.uint64)
     chunk = max(1, (8 << 20) // size_per)
     for start in range(0, count, chunk):
         n = min(chunk, count - start)
@@ -89,36 +90,57 @@ def _check_stream(path: Path, f: BinaryIO, file_size: int, dim: int, count: int,
         nbrs = l0[:, 4:links0].copy().view("<u4").reshape(n, max_m0)
         if np.any(nbrs[np.arange(max_m0)[None, :] < n_links[:, None]] >= count):
             raise _fail(path, "neighbour id out of range")
-        labels = l0[:, label_off:label_off + 8].copy().view("<u8").reshape(-1)
-        if np.any(labels >= count) or np.any(seen[labels.astype(np.int64)]) \
-                or len(np.unique(labels)) != n:
-            raise _fail(path, "labels are not 0..count-1")
-        seen[labels.astype(np.int64)] = True
-    levels = np.zeros(count, dtype=np.int64)
+        labels[start:start + n] = l0[:, label_off:label_off + 8].copy().view("<u8").reshape(-1)
+    if np.any(labels >= count) or np.any(np.bincount(labels.astype(np.int64), minlength=count) != 1):
+        raise _fail(path, "labels are not 0..count-1")
+    # The link-list section is all that is left: read it at once, walk it as uint32 words to find
+    # the elements that have upper levels, then check all their links in one vectorised pass
+    # (a read() per element and numpy calls per linked element made this most of Engine.open).
     per_level = 4 + 4 * max_m
-    upper_ids, upper_lv = [], []
+    remaining = file_size - f.tell()
+    if remaining > count * (4 + max_level * per_level):
+        raise _fail(path, "unexpected trailing bytes")
+    tail = f.read(remaining)
+    if len(tail) != remaining or remaining % 4:
+        raise _fail(path, "truncated link lists")
+    words = np.frombuffer(tail, "<u4")
+    walk = memoryview(tail).cast("I") if sys.byteorder == "little" else words.tolist()
+    pos, n_words = 0, len(words)
+    owners, starts, counts = [], [], []
     for i in range(count):
-        (size,) = struct.unpack("<I", _read_exact(f, 4, path, "link lists"))
+        if pos >= n_words:
+            raise _fail(path, "truncated link lists")
+        size = walk[pos]
+        pos += 1
         if size:
             lv, rem = divmod(size, per_level)
             if rem or lv > max_level:
                 raise _fail(path, "bad upper-level link list")
-            block = np.frombuffer(_read_exact(f, size, path, "link lists"), "<u4").reshape(lv, -1)
-            n = block[:, 0] & 0xFFFF
-            if np.any(n > max_m):
-                raise _fail(path, "upper-level link list too long")
-            used = np.arange(max_m)[None, :] < n[:, None]
-            upper_ids.append(block[:, 1:][used])
-            upper_lv.append(np.repeat(np.arange(1, lv + 1), n))
-            levels[i] = lv
-    if f.read(1):
+            owners.append(i)
+            starts.append(pos)
+            counts.append(lv)
+            pos += size // 4
+            if pos > n_words:
+                raise _fail(path, "truncated link lists")
+    if pos != n_words:
         raise _fail(path, "unexpected trailing bytes")
-    if count and levels[enter] != max_level:
-        raise _fail(path, "entry point is not on the top level")
-    if upper_ids:
-        ids, lv = np.concatenate(upper_ids).astype(np.int64), np.concatenate(upper_lv)
+    levels = np.zeros(count, dtype=np.int64)
+    if owners:
+        lvs = np.asarray(counts, dtype=np.int64)
+        levels[np.asarray(owners, dtype=np.int64)] = lvs
+        row_of = np.repeat(np.arange(len(lvs)), lvs)                      # one row per (element, level)
+        row_lv = np.arange(len(row_of)) - np.repeat(np.cumsum(lvs) - lvs, lvs) + 1
+        row_at = np.asarray(starts, dtype=np.int64)[row_of] + (row_lv - 1) * (per_level // 4)
+        rows = words[row_at[:, None] + np.arange(1 + max_m)[None, :]]
+        n = rows[:, 0] & 0xFFFF
+        if np.any(n > max_m):
+            raise _fail(path, "upper-level link list too long")
+        used = np.arange(max_m)[None, :] < n[:, None]
+        ids, lv = rows[:, 1:][used].astype(np.int64), np.repeat(row_lv, n)
         if np.any(ids >= count) or np.any(levels[np.minimum(ids, count - 1)] < lv):
             raise _fail(path, "upper-level neighbour out of range")
+    if count and levels[enter] != max_level:
+        raise _fail(path, "entry point is not on the top level")
     return IndexHeader(max_el, cur, dim, m, max_level, enter)
 
 
