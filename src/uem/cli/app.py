@@ -14,14 +14,17 @@ from . import index as _index  # noqa: F401
 from . import info as _info  # noqa: F401
 from . import query as _query  # noqa: F401
 from . import train as _train  # noqa: F401
+from .inputs import printable
+from .quiet import quiet_image_libraries
 from .root import app, err
 
 
 def main(argv: list[str] | None = None) -> int:
+    quiet_image_libraries()
     try:
         app(args=argv, prog_name="uemctl")
     except UemError as e:
-        err.print(f"uemctl: error: {e}", markup=False)
+        err.print(f"uemctl: error: {printable(str(e))}", markup=False)
         return 2
     except KeyboardInterrupt:
         err.print("uemctl: interrupted", markup=False)

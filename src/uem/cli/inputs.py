@@ -37,9 +37,15 @@ def open_engine(given: Path | None, threads: int | None = None):
     return Engine.open(chosen_bundle(given), threads=threads)
 
 
+# Control characters (a file may be named "a\nb.png") would split one output line into several.
+_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))}
+_ESCAPES.update({0x2028: "\\u2028", 0x2029: "\\u2029"})
+
+
 def printable(s: str | os.PathLike) -> str:
-    """A string safe to print/JSON-encode: undecodable file-name bytes become U+FFFD."""
-    return os.fsdecode(s).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    """A string safe to print/JSON-encode on one line: undecodable file-name bytes become U+FFFD,
+    control characters and line separators are shown escaped (\\x0a)."""
+    return os.fsdecode(s).encode("utf-8", "surrogateescape").decode("utf-8", "replace").translate(_ESCAPES)
 
 
 def _walk(folder: Path) -> Iterator[Path]:
@@ -64,7 +70,7 @@ def iter_images(args: Iterable[Path]) -> Iterator[Path]:
     A named file is always yielded (a missing or bad one then fails with its own clear message).
     """
     for a in args:
-        if a.is_dir():
+        if os.path.isdir(a):  # False (not an exception) for a path too long to stat
             yield from _walk(a)
         else:
             yield a

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import struct
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -73,11 +74,17 @@ def _open(source: ImageSource) -> Image.Image:
     """Open lazily (header only) so the pixel limit is checked before any decoding."""
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
-        if not path.exists():
-            raise ImageError(f"{path}: no such file")
-        if path.is_dir():
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            raise ImageError(f"{path}: no such file") from None
+        except OSError as e:  # e.g. a name too long, a loop of links, no permission
+            raise ImageError(f"{path}: cannot read ({e.strerror})") from None
+        if stat.S_ISDIR(st.st_mode):
             raise ImageError(f"{path}: is a directory, not an image")
-        if path.stat().st_size == 0:
+        if not stat.S_ISREG(st.st_mode):  # a FIFO would block the decoder forever
+            raise ImageError(f"{path}: not a regular file")
+        if st.st_size == 0:
             raise ImageError(f"{path}: empty file (0 bytes)")
         fp: BinaryIO | str = str(path)
     elif isinstance(source, (bytes, bytearray)):
