@@ -33,6 +33,8 @@ def train_cmd(
     keep_cache: bool = typer.Option(False, "--keep-cache", help="Keep RUN/trunk_cache.pt after the run."),
     resume: bool = typer.Option(False, "--resume", help="Continue RUN from its last checkpoint (its config wins)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    nproc: int = typer.Option(1, "--nproc", help="Processes on this machine (torchrun + DDP; gloo on CPU, "
+                              "nccl with one GPU each). The batch size stays the global batch."),
 ) -> None:
     """Train the encoder on DATA without labels and write the run to RUN."""
     from ..datasets.folders import scan
@@ -60,7 +62,17 @@ def train_cmd(
         problems.append("epochs and views must be >= 0, batch size and embedding size >= 2")
     if baseline_k is not None and baseline_k < 1:
         problems.append("--baseline-k must be >= 1")
+    if nproc < 1 or nproc > cfg.batch_size // 2:
+        problems.append(f"--nproc must be within 1..batch size / 2 ({cfg.batch_size // 2}), got {nproc}")
     if problems:
         raise UemError("; ".join(problems))
-    run = train(cfg, out, resume=resume, progress=not quiet, console=err)
-    err.print(f"run written to {run}", markup=False)
+    if nproc > 1:
+        from ..train.launch import launch
+
+        run = launch(cfg, out, nproc, resume=resume, quiet=quiet)
+    else:
+        run = train(cfg, out, resume=resume, progress=not quiet, console=err)
+    from ..train.distributed import is_main_process
+
+    if is_main_process():  # under torchrun, one line, not one per rank
+        err.print(f"run written to {run}", markup=False)

@@ -38,11 +38,17 @@ def view_pixels(images: ImageSet, idx: np.ndarray, view: int, aug: AugmentConfig
 
 @torch.no_grad()
 def compute(encoder: Encoder, images: ImageSet, views: int, aug: AugmentConfig, seed: int,
-            spec: PreprocessSpec, device: torch.device, batch: int = 128, progress=None) -> torch.Tensor:
-    """Trunk outputs for view 0 (clean) and `views` augmented views of every image."""
+            spec: PreprocessSpec, device: torch.device, batch: int = 128, progress=None,
+            shard: tuple[int, int] = (0, 1)) -> torch.Tensor:
+    """Trunk outputs for view 0 (clean) and `views` augmented views of every image.
+
+    shard = (rank, world): only every world-th (view, batch) job, starting at `rank`, is computed;
+    the other entries stay 0, and summing the ranks' tensors gives the whole cache (multi-process)."""
     encoder.eval()
     n = len(images)
     jobs = [(v, np.arange(s, min(s + batch, n))) for v in range(views + 1) for s in range(0, n, batch)]
+    rank, world = shard
+    jobs = jobs[rank::world] or [(0, np.arange(0, 0))]  # a rank without jobs still learns the shape
     out: torch.Tensor | None = None
     # Augmenting the next batch (numpy/PIL) overlaps with the trunk on the current one.
     with ThreadPoolExecutor(max_workers=1) as pool:
@@ -54,8 +60,10 @@ def compute(encoder: Encoder, images: ImageSet, views: int, aug: AugmentConfig, 
             x = torch.from_numpy(normalize(pix, spec)).to(device)
             h = encoder.trunk(x).to(torch.float16).cpu()
             if out is None:
-                out = torch.empty((views + 1, n, *h.shape[1:]), dtype=torch.float16)
-            out[v, idx[0]: idx[-1] + 1] = h
+                alloc = torch.empty if world == 1 else torch.zeros
+                out = alloc((views + 1, n, *h.shape[1:]), dtype=torch.float16)
+            if len(idx):
+                out[v, idx[0]: idx[-1] + 1] = h
             if progress is not None:
                 progress(len(idx))
     assert out is not None

@@ -32,6 +32,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from . import cache as trunk_cache
+from . import distributed
 from . import losses as L
 from .config import TrainConfig, write_json
 from .data import ImageSet, load_images
@@ -317,8 +318,12 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress:
     config.json wins over `cfg`, except the device). `trunk_features` (experiments only): a cache
     computed earlier for the same images, input size and freeze point, used as is."""
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    ctx = distributed.setup(pick_device(cfg.device))  # torchrun: this rank; else one process
+    if ctx.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
     console = console or Console(stderr=True)
+    if not ctx.is_main:  # only rank 0 prints and draws progress bars
+        console, progress = Console(stderr=True, quiet=True), False
     keep_freed_memory()
     t_start = time.perf_counter()
     state = load_checkpoint(run_dir) if resume else None
@@ -326,7 +331,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress:
         device_name = cfg.device
         cfg = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text(encoding="utf-8")))
         cfg.device = device_name
-    device = pick_device(cfg.device)
+    ctx.check_same("the checkpoint's epoch", state["epoch"] if state is not None else -1)
+    device = ctx.device
     spec = cfg.model.preprocess()
     torch.manual_seed(cfg.seed)
 
@@ -342,22 +348,28 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress:
     encoder = build_encoder(cfg.model, pretrained=pretrained).to(device)
     if state is not None:
         encoder.load_state_dict(state["model"])
-    write_json(run_dir / "config.json", cfg.to_dict())
+    encoder = ctx.prepare(encoder, encoder.frozen_modules())
+    if ctx.is_main:
+        write_json(run_dir / "config.json", cfg.to_dict())
 
     # 2. cache of the frozen trunk
     key = trunk_cache.fingerprint(images, cfg.views, cfg.augment, cfg.seed, spec, cfg.model.freeze_blocks)
     feats = trunk_features if trunk_features is not None else trunk_cache.load(run_dir, key)
+    if not ctx.all_agree(feats is not None):
+        feats = None
     if feats is None:
         t0 = time.perf_counter()
         with progress_bar(console, progress) as bar:
             task = bar.add_task("trunk cache", total=len(images) * (cfg.views + 1), info="")
             feats = trunk_cache.compute(encoder, images, cfg.views, cfg.augment, cfg.seed, spec, device,
-                                        progress=lambda n: bar.advance(task, n))
-        if cfg.epochs1 + cfg.epochs2 > 1:
+                                        progress=lambda n: bar.advance(task, n * ctx.world),
+                                        shard=(ctx.rank, ctx.world))
+            feats = ctx.sum_shards(feats)
+        if cfg.epochs1 + cfg.epochs2 > 1 and ctx.is_main:
             trunk_cache.save(run_dir, key, feats)
         console.print(f"trunk cache: {tuple(feats.shape)} float16, {feats.numel() * 2 / 2**20:.0f} MiB, "
                       f"{time.perf_counter() - t0:.0f} s", markup=False)
-    elif trunk_features is not None and cfg.keep_cache:
+    elif trunk_features is not None and cfg.keep_cache and ctx.is_main:
         trunk_cache.save(run_dir, "given", feats)
     members = [torch.as_tensor(images.members(d)) for d in range(len(sizes))]
     dom_all = torch.as_tensor(images.domain)
@@ -367,7 +379,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress:
     if state is not None:
         banks = [b.to(device) for b in state["banks"]]
     else:
-        clean = embed_cached(encoder, feats[0], device)
+        clean = ctx.embed(lambda rows: embed_cached(encoder, feats[0][rows], device), n=len(images))
         banks = [clean[m.to(device)].clone() for m in members]
 
     # 4. epochs
@@ -377,7 +389,9 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress:
     frozen: Encoder | None = None
     disc: L.DomainClassifier | None = None
     opt: torch.optim.Optimizer | None = None
-    log = Log(run_dir / LOG, start)
+    log = Log(run_dir / LOG, start) if ctx.is_main else distributed.NullLog()
+    top = ctx.wrap(distributed.Top(encoder))  # encoder.top; under DDP with averaged gradients
+    disc_run = None
     n = len(images)
     n_batches = max(1, math.ceil(n / cfg.batch_size))
     step_t = start * n_batches
@@ -404,12 +418,14 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress:
                             if cfg.spda else None)
                     if disc is not None and state is not None and state.get("disc") is not None and e_in > 0:
                         disc.load_state_dict(state["disc"])
+                    disc_run = ctx.wrap(disc) if disc is not None else None
                 opt = make_optimizer(encoder, cfg, list(disc.parameters()) if disc is not None else [])
                 if state is not None and e_in > 0 and epoch == start:
                     opt.load_state_dict(state["optimizer"])
                 if e_in == 0:
-                    ks = estimate_ks(banks, cfg, cfg.seed + epoch)
-            ep = epoch_prototypes(banks, images.domains, ks, cfg, cfg.seed + epoch, device)
+                    ks = ctx.from_main(lambda: estimate_ks(banks, cfg, cfg.seed + epoch))
+            ep = distributed.share_prototypes(
+                ctx, lambda: epoch_prototypes(banks, images.domains, ks, cfg, cfg.seed + epoch, device), len(sizes))
             a = L.alpha(e_in, e_total)
             bar.update(task, description=f"stage {stage} ep {e_in + 1}/{e_total}")
             train_mode(encoder)
@@ -418,16 +434,17 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress:
             epoch_losses = []
             for b, idx in enumerate(np.array_split(order, n_batches)):
                 lr = set_lr(opt, (e_in * n_batches + b) / (e_total * n_batches))
-                h = feats[torch.as_tensor(views[idx]), torch.as_tensor(idx)].to(device).float()
+                mine = ctx.local(idx)  # this rank's slice; f and f_frozen gathered back to the whole batch
+                h = feats[torch.as_tensor(views[mine]), torch.as_tensor(mine)].to(device).float()
                 dom = dom_all[idx].to(device)
                 slot = slot_all[idx].to(device)
-                f = encoder.top(h)
+                f = ctx.gather(top(h), len(idx))
                 if stage == 1:
                     loss, parts = stage1_loss(f, dom, slot, banks, ep, a, cfg)
                 else:
                     with torch.no_grad():
-                        f_frozen = frozen.top(h)
-                    loss, parts = stage2_loss(f, f_frozen, dom, banks, ep, disc, cfg)
+                        f_frozen = ctx.gather(frozen.top(h), len(idx))
+                    loss, parts = stage2_loss(f, f_frozen, dom, banks, ep, disc_run, cfg)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -445,12 +462,17 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress:
             log.write(summary)
             bar.console.print(f"stage {stage} epoch {e_in + 1}/{e_total}: loss {summary['loss']:.4f}, K {ks}, "
                               f"{summary['merged']} merged pairs, {summary['seconds']:.0f} s", markup=False)
-            save_checkpoint(run_dir, epoch + 1, encoder, opt, banks, ks, frozen, disc)
+            if ctx.is_main:
+                save_checkpoint(run_dir, epoch + 1, encoder, opt, banks, ks, frozen, disc)
             state = None
     log.close()
 
-    # 5. outputs: the final prototypes from the clean images' embeddings
-    clean = embed_cached(encoder, feats[0], device).cpu().numpy()
+    # 5. outputs: the final prototypes from the clean images' embeddings (written by rank 0)
+    clean = ctx.embed(lambda rows: embed_cached(encoder, feats[0][rows], device), n=len(images)).cpu().numpy()
+    if not ctx.is_main:
+        ctx.barrier()  # wait for rank 0's outputs, so the job ends when the run is complete
+        ctx.close()
+        return run_dir
     vectors = {name: clean[images.members(d)] for d, name in enumerate(images.domains)}
     final_k = [cfg.baseline_k] * len(sizes) if cfg.baseline_k is not None else [None] * len(sizes)
     protos = {name: domain_prototypes(vectors[name], final_k[d], seed=cfg.seed, k_min=cfg.k_min, k_max=cfg.k_max)
@@ -462,4 +484,6 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress:
     if not cfg.keep_cache:
         (run_dir / trunk_cache.CACHE).unlink(missing_ok=True)
     console.print(f"done in {time.perf_counter() - t_start:.0f} s: {run_dir}", markup=False)
+    ctx.barrier()
+    ctx.close()
     return run_dir
