@@ -54,6 +54,7 @@ import numpy as np
 from .atomic import exclusive_lock, fsync_dir, fsync_file, replace_atomic
 from .errors import BundleError, BundleVersionError, UemError, UnknownDomainError
 from .index import SPACES, DomainIndex, check_index_file
+from .items import ItemList, ItemsFormatError
 from .preprocess import PreprocessSpec
 from .prototypes import PROTOTYPES_JSON, PROTOTYPES_NPY, PrototypeGraph
 
@@ -378,17 +379,11 @@ def _check_vectors(entry: FileEntry, count: int, dim: int) -> None:
         raise BundleError(f"{entry.name}: size does not match its header")
 
 
-def _parse_items(entry: FileEntry, count: int) -> list[dict]:
-    items: list[dict] = []
+def _parse_items(entry: FileEntry, count: int) -> ItemList:
+    """Every line validated; rows kept compact and parsed on access (see items.py)."""
     try:
-        with open(entry.path, "rb") as f:
-            for lineno, line in enumerate(f, 1):
-                obj = json.loads(line.decode("utf-8"))
-                if not (isinstance(obj, dict) and isinstance(obj.get("id"), str)
-                        and isinstance(obj.get("path"), str)):
-                    raise ValueError(f"line {lineno} lacks a string id/path")
-                items.append(obj)
-    except (ValueError, UnicodeDecodeError, OSError, RecursionError) as e:
+        items = ItemList.parse(entry.path.read_bytes())
+    except (ItemsFormatError, OSError) as e:
         raise BundleError(f"{entry.name}: corrupt items file ({e})") from None
     if len(items) != count:
         raise BundleError(f"{entry.name}: {len(items)} items, manifest says {count}")
