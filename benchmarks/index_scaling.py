@@ -1,0 +1,168 @@
+"""Index scaling: hnswlib vs numpy brute force at 10k / 100k / 1M synthetic embedding-like vectors
+(benchmarks/RESULTS.md, "Performance").
+
+    .venv/bin/python benchmarks/index_scaling.py run --data clustered --sizes 10000 100000
+    .venv/bin/python benchmarks/index_scaling.py run --data clustered --sizes 1000000
+    .venv/bin/python benchmarks/index_scaling.py run --data uniform --sizes 100000
+    .venv/bin/python benchmarks/index_scaling.py plot
+
+`run` measures each size (uem.bench.scaling.measure: build time, RSS of the index loaded in a fresh process, recall@10
+against exact numpy search over 1000 held-out queries, an ef_search sweep, single-query p50 of HNSW
+and brute force interleaved on one thread) with the bundle's HNSW parameters (the exporter's
+DEFAULT_HNSW unless overridden), merges the rows into benchmarks/results/index_scaling.json (keyed
+by data kind and N, so sizes can be run one per process: RSS deltas stay clean) and prints a table.
+`plot` draws benchmarks/results/index_scaling.png from that file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from uem.bench.measure import machine
+from uem.bench.scaling import measure
+from uem.engine.atomic import replace_atomic
+
+RESULTS = Path(__file__).parent / "results"
+JSON = RESULTS / "index_scaling.json"
+PNG = RESULTS / "index_scaling.png"
+err = Console(stderr=True)
+
+
+def _default_hnsw():
+    from uem.export.pipeline import DEFAULT_HNSW  # the parameters every exported bundle gets
+
+    return DEFAULT_HNSW
+
+
+def _load(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {"rows": []}
+
+
+def table(rows: list[dict]) -> str:
+    head = ("| data | N | build s | vec/s | index RSS MB | recall@10 | HNSW p50 ms | p99 ms | "
+            "brute p50 ms | speed-up | load avg |\n|---|---|---|---|---|---|---|---|---|---|---|")
+    lines = [head]
+    for r in sorted(rows, key=lambda r: (r["data"], r["n"])):
+        lines.append(
+            f"| {r['data']} | {r['n']:,} | {r['build_s']:.1f} | {r['build_vectors_per_s']:.0f} | "
+            f"{r['index_rss_mb']:.0f} | {r['recall_at_10']:.4f} | {r['hnsw_query']['p50_ms']:.3f} | "
+            f"{r['hnsw_query']['p99_ms']:.3f} | {r['brute_force_query']['p50_ms']:.2f} | "
+            f"{r['speedup_vs_brute_force']:.1f}x | {r['load_average_start'][0]}-{r['load_average_end'][0]} |")
+    lines.append("\nef_search sweep (recall@10 / single-query p50 ms):\n")
+    efs = sorted({int(e) for r in rows for e in r["ef_sweep"]})
+    lines.append("| data | N | " + " | ".join(f"ef {e}" for e in efs) + " |")
+    lines.append("|---|---|" + "---|" * len(efs))
+    for r in sorted(rows, key=lambda r: (r["data"], r["n"])):
+        cells = [f"{r['ef_sweep'][str(e)]['recall_at_10']:.4f} / {r['ef_sweep'][str(e)]['query']['p50_ms']:.3f}"
+                 if str(e) in r["ef_sweep"] else "-" for e in efs]
+        lines.append(f"| {r['data']} | {r['n']:,} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def cmd_run(args) -> None:
+    h = _default_hnsw()
+    M = args.M or h.M
+    efc = args.ef_construction or h.ef_construction
+    ef = args.ef_search or h.ef_search
+    doc = _load(args.json)
+    for n in args.sizes:
+        with Progress(TextColumn(f"{args.data} N={n:,} build"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=err) as bar:
+            task = bar.add_task("build", total=n)
+            row = measure(args.data, n, dim=args.dim, M=M, ef_construction=efc, ef_search=ef,
+                          queries=args.queries, timed=args.timed, threads=args.threads, seed=args.seed,
+                          progress=lambda done, total: bar.update(task, completed=done),
+                          note=lambda m: bar.console.print(m))
+        row["machine"] = machine()
+        row["command"] = " ".join([".venv/bin/python", "benchmarks/index_scaling.py", *sys.argv[1:]])
+        doc["rows"] = [r for r in doc["rows"] if (r["data"], r["n"]) != (args.data, n)] + [row]
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        replace_atomic(args.json, json.dumps(doc, indent=1).encode())
+        err.print(f"{args.data} N={n:,}: recall@10 {row['recall_at_10']:.4f}, HNSW p50 "
+                  f"{row['hnsw_query']['p50_ms']:.3f} ms vs brute force {row['brute_force_query']['p50_ms']:.2f} ms "
+                  f"({row['speedup_vs_brute_force']:.0f}x), build {row['build_s']:.1f} s, index RSS "
+                  f"+{row['index_rss_mb']:.0f} MB -> {args.json}")
+    print(table(doc["rows"]))
+
+
+def cmd_plot(args) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = _load(args.json)["rows"]
+    if not rows:
+        sys.exit(f"{args.json}: no rows yet (run `index_scaling.py run` first)")
+    fig, ax = plt.subplots(1, 4, figsize=(19, 4.6))
+    for kind, marker in (("clustered", "o"), ("uniform", "s")):
+        rs = sorted((r for r in rows if r["data"] == kind), key=lambda r: r["n"])
+        if not rs:
+            continue
+        n = [r["n"] for r in rs]
+        ef = rs[0]["hnsw"]["ef_search"]
+        ax[0].plot(n, [r["hnsw_query"]["p50_ms"] for r in rs], marker=marker, label=f"HNSW ef {ef}, {kind}")
+        ax[0].plot(n, [r["brute_force_query"]["p50_ms"] for r in rs], marker=marker, ls="--",
+                   label=f"numpy brute force, {kind}")
+        ax[1].plot(n, [r["build_s"] for r in rs], marker=marker, label=kind)
+        ax[2].plot(n, [r["index_rss_mb"] for r in rs], marker=marker, label=f"index RSS (loaded), {kind}")
+        ax[2].plot(n, [r["vectors_bytes"] / 2**20 for r in rs], marker=marker, ls=":",
+                   label=f"raw float32 vectors, {kind}")
+        for r in rs:
+            efs = sorted(int(e) for e in r["ef_sweep"])
+            ax[3].plot([r["ef_sweep"][str(e)]["query"]["p50_ms"] for e in efs],
+                       [r["ef_sweep"][str(e)]["recall_at_10"] for e in efs], marker=marker,
+                       label=f"{kind} N={r['n']:,}")
+    ax[0].set(xscale="log", yscale="log", xlabel="vectors in the domain", ylabel="single query p50, ms (1 thread)",
+              title="query latency")
+    ax[1].set(xscale="log", yscale="log", xlabel="vectors", ylabel="seconds", title="HNSW build time")
+    ax[2].set(xscale="log", yscale="log", xlabel="vectors", ylabel="MB", title="memory")
+    ax[3].set(xscale="log", xlabel="single query p50, ms", ylabel="recall@10",
+              title="recall vs latency (ef_search sweep)")
+    ax[3].axhline(0.98, color="grey", lw=0.8, ls="--")
+    for a in ax:
+        a.grid(True, which="both", alpha=0.3)
+        a.legend(fontsize=7)
+    h = rows[0]["hnsw"]
+    fig.suptitle(f"hnswlib (M {h['M']}, ef_construction {h['ef_construction']}, {h['build_threads']} build "
+                 f"threads) vs numpy brute force, {rows[0]['dim']}-d unit vectors; shared 2-core VM", fontsize=10)
+    fig.tight_layout()
+    tmp = args.png.with_name(args.png.name + ".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    os.replace(tmp, args.png)
+    print(f"wrote {args.png}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--data", choices=("clustered", "uniform"), default="clustered")
+    r.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    r.add_argument("--dim", type=int, default=128)
+    r.add_argument("--queries", type=int, default=1000)
+    r.add_argument("--timed", type=int, default=200)
+    r.add_argument("--threads", type=int, default=2)
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--M", type=int, default=None)
+    r.add_argument("--ef-construction", type=int, default=None)
+    r.add_argument("--ef-search", type=int, default=None)
+    r.add_argument("--json", type=Path, default=JSON)
+    r.set_defaults(fn=cmd_run)
+    p = sub.add_parser("plot")
+    p.add_argument("--json", type=Path, default=JSON)
+    p.add_argument("--png", type=Path, default=PNG)
+    p.set_defaults(fn=cmd_plot)
+    args = ap.parse_args()
+    args.fn(args)
+
+
+if __name__ == "__main__":
+    main()
