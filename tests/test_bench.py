@@ -80,9 +80,11 @@ def test_quick_json_is_well_formed(base, capsys):
     assert r["machine"]["logical_cpus"] >= 1
 
 
-def test_quick_table_and_missing_fp32(int8_only, capsys):
-    code, out, err = run(capsys, "bench", int8_only, "--quick")
+def test_quick_table_and_missing_fp32(int8_only, tmp_path, capsys):
+    code, out, err = run(capsys, "bench", int8_only, "--quick", "--out", tmp_path / "r.json")
     assert code == 0, err
+    saved = json.loads((tmp_path / "r.json").read_text())
+    assert saved["encoder"]["columns"]["onnxruntime fp32"]["available"] is False
     assert "Encoder" in out and "End-to-end Engine.query" in out and "Targets (issue 4)" in out
     assert "--keep-fp32" in out  # the fp32 column says why it is empty
     assert "Traceback" not in err

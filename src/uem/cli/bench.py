@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from .inputs import BUNDLE_HELP, chosen_bundle
+from .inputs import BUNDLE_HELP, chosen_bundle, printable
 from .root import app, err, out
 
 
@@ -23,11 +23,13 @@ def bench(
     items: Optional[int] = typer.Option(None, "--items", min=0, help="Grow a temporary copy's largest "
                                         "domain to this many items for the footprint (default 100000; "
                                         "0 with --quick)."),
+    save: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the JSON report here."),
 ) -> None:
     """Measure the bundle's encoder (int8 vs fp32 vs torch), Engine.query stage by stage, and the
     engine's open time and memory; judge issue 4's targets."""
     from ..bench.suite import run_bench
     from ..bench.table import render
+    from ..engine.atomic import replace_atomic
     from ..engine.errors import UemError
 
     path = chosen_bundle(bundle)
@@ -36,7 +38,11 @@ def bench(
     with err.status("benchmarking") as status:
         report = run_bench(path, quick=quick, run_dir=run, items=items,
                            note=lambda m: status.update(m))
+    text = json.dumps(report, indent=1)
+    if save is not None:
+        replace_atomic(save, text.encode())
+        err.print(f"wrote {printable(save)}", markup=False)
     if as_json:
-        out.print(json.dumps(report, indent=1), markup=False)
+        out.print(text, markup=False)
     else:
         render(report, out)
