@@ -69,3 +69,37 @@ def add(
     added = eng.add_vectors(domain, np.concatenate(vecs), items, lock_timeout=lock_timeout)
     out.print(f"added {added} images to {domain} ({before} -> {eng.count(domain)}); "
               f"{len(items) - added} already present, {skipped} skipped", markup=False)
+
+
+@index_app.command("move")
+def move(
+    bundle: Path = typer.Argument(..., help="Bundle directory whose indexes to move."),
+    to: str = typer.Option(..., "--to", help="milvus://HOST:PORT or a Milvus Lite file path ending in .db "
+                           "(needs uem[milvus]); 'hnswlib' moves them back into the bundle."),
+    lock_timeout: float = typer.Option(DEFAULT_LOCK_TIMEOUT_S, "--lock-timeout", min=0,
+                                       help="Seconds to wait while another process writes the bundle."),
+) -> None:
+    """Serve an existing bundle's domains from Milvus (or from hnswlib again), without re-exporting.
+
+    The bundle keeps every domain's vectors and items, so nothing is re-embedded; the commit is
+    atomic and the collections the bundle used before are dropped afterwards.
+    """
+    from ..engine.bundle import reindex_bundle
+
+    external = None
+    if to != "hnswlib":
+        backend_options("milvus", to)  # one-line error for a malformed address
+        from ..engine.milvus import MilvusIndex
+
+        external = MilvusIndex(to)
+    try:
+        info = reindex_bundle(bundle, external, lock_timeout=lock_timeout)
+    finally:
+        if external is not None:
+            external.close()
+    if info.backend:
+        cols = ", ".join(f"{d} -> {c}" for d, c in info.backend["collections"].items())
+        out.print(f"{bundle}: served from Milvus at {info.backend['uri']} ({cols})", markup=False)
+    else:
+        out.print(f"{bundle}: served from hnswlib indexes in the bundle "
+                  f"({', '.join(info.domains)})", markup=False)

@@ -772,8 +772,7 @@ def write_bundle(path: str | Path, *, encoder_onnx: Path, encoder_fp32_onnx: Pat
                 if record is not None:
                     external.discard(record)
             raise
-        if external is not None:
-            external.retire((old or {}).get("backend"), record)
+        _retire_external((old or {}).get("backend"), external, record)
 
 
 def _current_generation(root: Path) -> int | None:
@@ -911,22 +910,24 @@ def reindex_bundle(path: str | Path, external: ExternalIndex | None, *,
                 if record is not None:
                     external.discard(record)
             raise
-        if info.backend is not None:
-            _retire_external(info, external, record)
+        _retire_external(info.backend, external, record)
         return read_bundle(root)
 
 
-def _retire_external(info: BundleInfo, external: ExternalIndex | None, new: dict | None) -> None:
-    """Drop the collections `info` used (after a commit that no longer needs them)."""
-    if external is not None:
-        external.retire(info.backend, new)
+def _retire_external(old: dict | None, external: ExternalIndex | None, new: dict | None) -> None:
+    """Drop the collections the replaced manifest used (after a commit that no longer needs them)."""
+    if not old:
         return
-    from .backend import Backends
-
-    backends = Backends()
+    if external is not None:
+        external.retire(old, new)
+        return
     try:
-        backends.external(info).retire(info.backend, None)
-    except UemError:
-        pass  # the old Milvus is unreachable: its collections are left for its operator
+        from .milvus import MilvusIndex
+
+        previous = MilvusIndex(old["uri"])
+    except (UemError, ValueError):
+        return  # the old Milvus is unreachable: its collections are left for its operator
+    try:
+        previous.retire(old, None)
     finally:
-        backends.close()
+        previous.close()

@@ -140,9 +140,11 @@ class MilvusStore:
                          params={"M": int(index["M"]), "efConstruction": int(index["efConstruction"])})
         if self._call("has_collection", c.has_collection, collection):
             raise BackendError(f"Milvus at {self.uri}: collection {collection} already exists")
-        # Strong consistency: a query right after an add sees the added rows.
+        # Strong consistency: a query right after an add sees the added rows. The index is created
+        # without waiting (pymilvus' wait path needs an RPC Milvus Lite lacks); finish_bulk waits.
         self._call("create_collection", c.create_collection, collection, schema=schema,
-                   index_params=params, consistency_level="Strong")
+                   consistency_level="Strong")
+        self._call("create_index", c.create_index, collection, params, sync=False)
 
     def upsert(self, collection: str, vectors: np.ndarray, first_row: int, items: Sequence[dict],
                progress: Callable[[int], None] | None = None) -> None:

@@ -217,6 +217,8 @@ def export_run(run_dir: Path, out: Path, index_dirs: dict[str, Path] | None = No
         raise ExportError(f"{run_dir}: no such run directory")
     if calib < 1:
         raise ExportError(f"--calib must be at least 1, got {calib}")
+    if to is not None:
+        _check_to(to)
     check_output(out, overwrite)
     encoder, cfg = load_encoder(run_dir)  # RunError (a UemError) when it is not a run
     spec = cfg.model.preprocess()
@@ -234,28 +236,30 @@ def export_run(run_dir: Path, out: Path, index_dirs: dict[str, Path] | None = No
     for d in targets:
         if not DOMAIN_NAME.match(d):
             raise ExportError(f"domain folder name {d!r} cannot be a bundle domain name; rename it or use --index")
-    external = _open_external(to) if to is not None else None
-    try:
-        return _export(run_dir, out, encoder, cfg, spec, train, targets, roots, calib, keep_fp32, seed,
-                       quant, hnsw, parity_per_domain, k_prototypes, progress, log, external, t0)
-    finally:
-        if external is not None:
-            external.close()
+    if to is not None:
+        _open_external(to).close()  # reachable? (a wrong address fails before the slow part)
+    return _export(run_dir, out, encoder, cfg, spec, train, targets, roots, calib, keep_fp32, seed,
+                   quant, hnsw, parity_per_domain, k_prototypes, progress, log, to, t0)
 
 
-def _open_external(to: str):
-    """The Milvus the domains go to (connected now, so a wrong address fails before the slow part)."""
-    from ..engine.milvus import MilvusIndex, normalise_uri
+def _check_to(to: str) -> None:
+    from ..engine.milvus import normalise_uri
 
     try:
         normalise_uri(to)
     except ValueError as e:
         raise ExportError(f"--to: {e}") from None
-    return MilvusIndex(to)
+
+
+def _open_external(to: str, progress=None):
+    """A connection to the Milvus the domains go to."""
+    from ..engine.milvus import MilvusIndex
+
+    return MilvusIndex(to, progress=progress)
 
 
 def _export(run_dir, out, encoder, cfg, spec, train, targets, roots, calib, keep_fp32, seed, quant,
-            hnsw, parity_per_domain, k_prototypes, progress, log, external, t0) -> ExportSummary:
+            hnsw, parity_per_domain, k_prototypes, progress, log, to, t0) -> ExportSummary:
 
     calib_paths = calibration_sample(train, calib, seed=seed)
     stage = _Stages()
@@ -307,8 +311,9 @@ def _export(run_dir, out, encoder, cfg, spec, train, targets, roots, calib, keep
                  "source_run": str(run_dir.resolve()), "train_config": cfg.to_dict(),
                  "skipped_images": {d: len(v) for d, v in skipped.items()},
                  "export_seconds": stage.seconds, "versions": _versions()}
-        with stage("bundle (HNSW indexes)" if external is None else "bundle + Milvus collections", prog):
-            if external is not None:
+        with stage("bundle (HNSW indexes)" if to is None else "bundle + Milvus collections", prog):
+            external = None
+            if to is not None:
                 tasks: dict[str, int] = {}
 
                 def uploaded(d: str, done: int, total: int) -> None:
@@ -316,14 +321,18 @@ def _export(run_dir, out, encoder, cfg, spec, train, targets, roots, calib, keep
                         tasks[d] = prog.add_task(f"Milvus: {d}", total=total)
                     prog.update(tasks[d], completed=done)
 
-                external.progress = uploaded
+                external = _open_external(to, uploaded)
             domains = [DomainData(name=d, vectors=vectors[d],
                                   items=[{"id": _item_id(p, roots[d]), "path": str(Path(p).resolve())}
                                          for p in kept[d]])
                        for d in targets]
-            write_bundle(out, encoder_onnx=int8_path, encoder_fp32_onnx=fp32_path if keep_fp32 else None,
-                         preprocess=spec, embed_dim=cfg.model.embed_dim, domains=domains, prototypes=graph,
-                         hnsw=hnsw, calibration={}, extra=extra, external=external)
+            try:
+                write_bundle(out, encoder_onnx=int8_path, encoder_fp32_onnx=fp32_path if keep_fp32 else None,
+                             preprocess=spec, embed_dim=cfg.model.embed_dim, domains=domains,
+                             prototypes=graph, hnsw=hnsw, calibration={}, extra=extra, external=external)
+            finally:
+                if external is not None:
+                    external.close()
     if bad_calib:
         skipped.setdefault("calibration", []).extend(bad_calib)
     return ExportSummary(out=out, domains={d: len(v) for d, v in vectors.items()}, parity=report,
