@@ -24,7 +24,7 @@ $(BIN)/python:
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(PIP) install --upgrade pip
 	$(PIP) install $(TORCH)
-	$(PIP) install -e '.[train,data,eval,dev]'
+	$(PIP) install -e '.[train,data,eval,dev,milvus]'
 	@touch $(STAMP)
 
 setup: $(STAMP)
