@@ -38,6 +38,9 @@ def info(
         f"(sha256 {m['encoder']['sha256'][:12]}), fp32 copy {'kept' if m['encoder_fp32'] else 'not kept'}",
         f"hnsw         space {h['space']}, dim {h['dim']}, M {h['M']}, ef_construction "
         f"{h['ef_construction']}, ef_search {h['ef_search']}",
+        "served by    " + (f"Milvus at {printable(s['backend']['uri'])}, collections "
+                           + ", ".join(f"{d} -> {c}" for d, c in s["backend"]["collections"].items())
+                           if s.get("backend") else "hnswlib indexes in the bundle"),
         f"prototypes   {p['count']} ("
         + ", ".join(f"{d} {n}" for d, n in p["per_domain"].items()) + f"), {p['links']} cross-domain links",
     ]
