@@ -178,11 +178,20 @@ def fit_square(im: Image.Image, size: int, resample: str = "bicubic") -> Image.I
 
 
 def normalize(pixels: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
-    """uint8 (..., H, W, 3) -> float32 (..., 3, H, W) with the spec's mean/std."""
-    x = pixels.astype(np.float32) * np.float32(1.0 / 255.0)
-    x -= np.asarray(spec.mean, dtype=np.float32)
-    x /= np.asarray(spec.std, dtype=np.float32)
-    return np.ascontiguousarray(np.moveaxis(x, -1, -3))
+    """uint8 (..., H, W, 3) -> float32 (..., 3, H, W) with the spec's mean/std.
+
+    One channel at a time, written straight into the CHW result: broadcasting a (3,) mean over the
+    last axis makes numpy's inner loop 3 elements long (~5x slower per query image). Same float32
+    operations in the same order as (x / 255 - mean) / std, so the result is bit for bit the same.
+    """
+    pixels = np.asarray(pixels)
+    out = np.empty(pixels.shape[:-3] + (3,) + pixels.shape[-3:-1], dtype=np.float32)
+    for c in range(3):
+        o = out[..., c, :, :]
+        np.multiply(pixels[..., c], np.float32(1.0 / 255.0), out=o, dtype=np.float32)
+        o -= np.float32(spec.mean[c])
+        o /= np.float32(spec.std[c])
+    return out
 
 
 def square_pixels(source: ImageSource, spec: PreprocessSpec) -> np.ndarray:
