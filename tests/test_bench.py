@@ -48,6 +48,7 @@ def test_quick_json_is_well_formed(base, capsys):
         assert b1["n"] == r["plan"]["encoder_iters"]
         assert _positive(b1["p50_ms"]) and b1["p99_ms"] >= b1["p50_ms"]
         assert _positive(col["batch32_all_threads"]["images_per_s"])
+        assert col["batch1_1thread_cpu"]["n"] == b1["n"] and col["batch1_1thread_cpu"]["p50_ms"] >= 0
     torch_col = enc["columns"]["torch eager fp32"]
     assert torch_col["available"] is False and "--run" in torch_col["note"]
     assert set(enc["int8_speedup_batch1"]) == {"vs onnxruntime fp32"}
@@ -62,6 +63,7 @@ def test_quick_json_is_well_formed(base, capsys):
     shares = [s["share_of_stage_sum"] for n, s in q["stages"].items() if n != "reject only"]
     assert sum(shares) == pytest.approx(1.0) and all(0 <= s <= 1 for s in shares)
     assert _positive(q["end_to_end"]["p50_ms"]) and 0 <= q["accepted_fraction"] <= 1
+    assert q["end_to_end_cpu"]["n"] == q["rounds"] and all("cpu" in s for s in q["stages"].values())
 
     fp = r["footprint"]
     assert fp["as_is"]["items"] == 12 and fp["grown"]["items"] == 40
@@ -72,6 +74,7 @@ def test_quick_json_is_well_formed(base, capsys):
 
     names = [t["name"] for t in r["targets"]]
     assert len(names) == 7 and all(t["met"] in (True, False, None) for t in r["targets"])
+    assert all(t["met_cpu"] is None or t["value_cpu"] is not None for t in r["targets"])
     by = {t["name"].split(",")[0]: t for t in r["targets"]}
     # 40 items is not the 100k of the target: no verdict, and the note says why.
     assert by["engine RSS after open + query"]["met"] is None

@@ -117,9 +117,10 @@ def bench_encoder(info: BundleInfo, *, run_dir: Path | None = None, iters: int =
     if torch_fn is not None:
         _torch_threads(1)
         fns[TORCH] = lambda: torch_fn(x1)
-    ms = interleaved(fns, iters, warmup=min(10, iters))
+    ms, cpu = interleaved(fns, iters, warmup=min(10, iters), cpu=True)
     for n, v in ms.items():
         cols[n]["batch1_1thread"] = summary(v)
+        cols[n]["batch1_1thread_cpu"] = summary(cpu[n])
 
     # Batch N, all threads.
     note(f"encoder: batch {batch}, all threads, {batch_iters} interleaved rounds")
@@ -134,10 +135,13 @@ def bench_encoder(info: BundleInfo, *, run_dir: Path | None = None, iters: int =
         s["images_per_s"] = batch / (s["p50_ms"] / 1e3)
         cols[n][f"batch{batch}_all_threads"] = s
 
-    def p50(n: str) -> float | None:
-        return cols[n].get("batch1_1thread", {}).get("p50_ms")
+    def p50(n: str, key: str = "batch1_1thread") -> float | None:
+        return cols[n].get(key, {}).get("p50_ms")
 
     speedup = {f"vs {n}": (p50(n) / p50(INT8)) for n in (FP32, TORCH) if p50(n) and p50(INT8)}
+    k = "batch1_1thread_cpu"
+    speedup_cpu = {f"vs {n}": (p50(n, k) / p50(INT8, k)) for n in (FP32, TORCH)
+                   if p50(n, k) and p50(INT8, k)}
 
     parity: dict = {"note": "skipped: the bundle has no fp32 encoder (export with --keep-fp32)"}
     if FP32 in many:
@@ -154,6 +158,7 @@ def bench_encoder(info: BundleInfo, *, run_dir: Path | None = None, iters: int =
             parity = {"note": "skipped: the bundle's source images were not found"}
     return {"input_size": size, "input": input_note, "batch": batch, "iters_batch1": iters,
             "iters_batch": batch_iters, "columns": cols, "int8_speedup_batch1": speedup,
+            "int8_speedup_batch1_cpu": speedup_cpu,
             "parity": parity}
 
 

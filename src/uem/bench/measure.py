@@ -16,18 +16,26 @@ from typing import Callable
 import numpy as np
 
 
-def interleaved(fns: dict[str, Callable[[], object]], iters: int, warmup: int = 3) -> dict[str, np.ndarray]:
-    """Milliseconds of each call, `iters` rounds of calling every function once in turn."""
+def interleaved(fns: dict[str, Callable[[], object]], iters: int, warmup: int = 3,
+                cpu: bool = False) -> dict[str, np.ndarray] | tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Milliseconds of each call, `iters` rounds of calling every function once in turn.
+
+    cpu=True also returns the calling thread's CPU milliseconds per call (time.thread_time): for
+    single-threaded work that is what a quiet machine would take, whatever else runs on the cores.
+    """
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     ms = {k: np.empty(iters) for k in fns}
+    cms = {k: np.empty(iters) for k in fns}
     for i in range(iters):
         for k, fn in fns.items():
+            c = time.thread_time_ns()
             t = time.perf_counter()
             fn()
             ms[k][i] = (time.perf_counter() - t) * 1e3
-    return ms
+            cms[k][i] = (time.thread_time_ns() - c) / 1e6
+    return (ms, cms) if cpu else ms
 
 
 def summary(ms: np.ndarray) -> dict:

@@ -1,0 +1,67 @@
+"""Where `Engine.open` spends its time, stage by stage, in fresh processes (benchmarks/RESULTS.md,
+"Performance"). Mirrors what read_bundle + Engine._load do, in the same order.
+
+    .venv/bin/python benchmarks/open_breakdown.py BUNDLE [--repeats 3]
+
+Prints the median of each stage over the repeats (each repeat a fresh interpreter, page cache warm).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+
+import numpy as np
+
+STAGES = r"""
+import json, sys, time
+from pathlib import Path
+t = {}
+t0 = time.perf_counter()
+import uem.engine.bundle as B
+from uem.engine.encoder import Encoder
+from uem.engine.index import check_index_file
+t["import uem.engine"] = time.perf_counter() - t0
+root = Path(sys.argv[1])
+def stage(name, fn):
+    s = time.perf_counter(); r = fn(); t[name] = t.get(name, 0.0) + time.perf_counter() - s; return r
+m = stage("manifest (parse + own checksum)", lambda: B._read_manifest(root))
+files = stage("sha256 of every file", lambda: B._verify_files(root, m))
+dim = int(m["model"]["embed_dim"])
+for d in m["domains"]:
+    f = d["files"]
+    stage("items.jsonl (validate + index rows)", lambda: B._parse_items(files[f["items"]], d["count"]))
+    stage("index.bin structural check", lambda: check_index_file(files[f["index"]].path, dim=dim,
+                                                                 count=d["count"], M=m["hnsw"]["M"]))
+info = stage("read_bundle again (everything above, for load_index)", lambda: B.read_bundle(root))
+stage("hnswlib load_index", lambda: [info.load_index(d) for d in info.domains])
+enc = stage("onnxruntime session", lambda: Encoder(info.encoder.path, threads=1))
+stage("encoder check (1 inference)", lambda: enc.check(info.preprocess.size, info.embed_dim))
+print(json.dumps(t))
+"""
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("bundle")
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    runs = []
+    for _ in range(args.repeats):
+        res = subprocess.run([sys.executable, "-c", STAGES, args.bundle], capture_output=True, text=True,
+                             check=True)
+        runs.append(json.loads(res.stdout.strip().splitlines()[-1]))
+    print(f"| Engine.open stage ({args.repeats} fresh processes, median) | s |\n|---|---|")
+    for k in runs[0]:
+        if k.startswith("read_bundle again"):
+            continue
+        print(f"| {k} | {np.median([r[k] for r in runs]):.3f} |")
+    total = [sum(v for k, v in r.items() if k != "import uem.engine" and not k.startswith("read_bundle again"))
+             for r in runs]
+    print(f"| sum of the open stages | {np.median(total):.3f} |")
+
+
+if __name__ == "__main__":
+    main()
