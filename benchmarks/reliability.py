@@ -69,12 +69,22 @@ def kill_rewrite(work: Path, bundle: Path, trials: int, seed: int) -> dict:
 
 def kill_export(work: Path, bundle: Path, trials: int, seed: int) -> dict:
     run = rk.make_tiny_run(work / "run")
+    from uem.export import scratch
+
     done, failures = rk.writer_kill_trials(
         bundle, lambda b: rk.cli("export", str(run), "-o", str(b), "--calib", "8", "-q"),
         work / "trials", trials, seed, compare_vectors=False)
+    tmp = Path(tempfile.gettempdir())
+    killed = [p for p in tmp.glob(scratch.PREFIX + "*") if not scratch._alive(int(p.name.split("-")[2]))]
+    proc = subprocess.run(rk.cli("export", str(run), "-o", str(work / "after.uem"), "--calib", "8", "-q"),
+                          capture_output=True, text=True)
+    left = [p for p in killed if p.exists()]
+    if proc.returncode != 0 or left:
+        failures.append(f"export after the trials: rc {proc.returncode}, scratch left {left}")
     return {"cases": len(done), "failures": failures,
             "detail": f"outcomes {dict(Counter(t.outcome for t in done))}, "
-                      f"phases {dict(Counter(t.phase for t in done))}"}
+                      f"phases {dict(Counter(t.phase for t in done))}; {len(killed)} killed exports' "
+                      f"scratch folders, {len(left)} left after the next export"}
 
 
 def concurrency(work: Path, bundle: Path, queries: int, seed: int) -> dict:

@@ -82,3 +82,29 @@ def test_kill_9_during_uemctl_export(base, tmp_path):
         base, lambda b: rk.cli("export", str(run), "-o", str(b), "--calib", "8", "-q"),
         tmp_path / "w", trials=2, seed=SEED, compare_vectors=False, commit_share=1.0)
     assert failures == [], "\n".join(failures)
+
+
+def test_export_scratch_of_killed_processes_is_removed(tmp_path, monkeypatch):
+    """`uemctl export` keeps every temporary file in one folder per process; the next export
+    removes the folders of processes that are gone (kill -9 cannot clean up after itself)."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    from uem.export import scratch
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    stale = tmp_path / f"{scratch.PREFIX}{dead}-abc"
+    live = tmp_path / f"{scratch.PREFIX}{os.getppid()}-abc"
+    foreign = tmp_path / "uem-scratch-notapid"
+    for p in (stale, live, foreign):
+        (p / "sub").mkdir(parents=True)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with scratch.process_scratch() as work:
+        assert tempfile.gettempdir() == str(work) and work.parent == tmp_path
+        inner = Path(tempfile.mkdtemp())
+        assert inner.parent == work
+    assert not stale.exists() and live.exists() and foreign.exists() and not work.exists()
+    assert tempfile.gettempdir() == str(tmp_path)

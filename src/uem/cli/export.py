@@ -26,10 +26,12 @@ def export_cmd(
 ) -> None:
     """Export RUN as a bundle the torch-free engine opens; prints the int8 parity report."""
     from ..export.pipeline import export_run, parse_index_args
+    from ..export.scratch import process_scratch
 
     index_dirs = parse_index_args(index or [])
-    summary = export_run(run, output, index_dirs=index_dirs or None, calib=calib, keep_fp32=keep_fp32,
-                         seed=seed, progress=not quiet, log=err, to=to)
+    with process_scratch():  # a killed export's temporaries go away with the next export
+        summary = export_run(run, output, index_dirs=index_dirs or None, calib=calib, keep_fp32=keep_fp32,
+                             seed=seed, progress=not quiet, log=err, to=to)
     for line in summary.lines():
         out.print(line, markup=False)
     if not summary.parity.passed():
