@@ -317,3 +317,14 @@ def test_export_to_milvus_end_to_end(lite, store, tmp_path):
     assert cli_main(["export", str(tmp_path / "run"), "-o", str(out), "--to", lite, "--calib", "8", "-q"]) == 0
     new = set(read_bundle(out).backend["collections"].values())
     assert not old & new and not old & _uem_collections(store) and new <= _uem_collections(store)
+
+
+def test_second_process_on_a_lite_file_gets_one_line(served, store, tmp_path):
+    """Milvus Lite: one process per .db (this test process holds it through `store`)."""
+    img = tmp_path / "q.png"
+    draw("red", "photo", np.random.default_rng(4)).save(img)
+    res = subprocess.run([sys.executable, "-m", "uem.cli.app", "query", str(img), "-d", "sketch",
+                          "-b", str(served)], capture_output=True, text=True)
+    assert res.returncode == 2 and res.stdout == ""
+    assert res.stderr.startswith("uemctl: error: cannot connect to Milvus") and res.stderr.count("\n") == 1
+    assert "one process at a time" in res.stderr

@@ -18,6 +18,8 @@ a Milvus-backed bundle is used: `import uem.engine` never imports it.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import re
 import time
@@ -109,8 +111,9 @@ class MilvusStore:
         pymilvus = _import_pymilvus()
         self.uri = normalise_uri(uri)
         try:
-            self._client = pymilvus.MilvusClient(uri=_client_uri(self.uri),
-                                                 token=os.environ.get(TOKEN_ENV, ""), timeout=timeout)
+            with _quiet_lite_start():
+                self._client = pymilvus.MilvusClient(uri=_client_uri(self.uri),
+                                                     token=os.environ.get(TOKEN_ENV, ""), timeout=timeout)
         except Exception as e:  # pymilvus raises its own exceptions and grpc's
             hint = (" (Milvus Lite serves one process at a time: is another process using it?)"
                     if is_lite(self.uri) else "")
@@ -219,6 +222,19 @@ class MilvusStore:
             self._client.close()
         except Exception:  # closing twice or a dead server: nothing left to release
             pass
+
+
+@contextlib.contextmanager
+def _quiet_lite_start():
+    """Milvus Lite logs a full traceback when it cannot start (e.g. another process holds the
+    .db); the caller turns the failure into one line, so that log is muted meanwhile."""
+    log = logging.getLogger("milvus_lite.server_manager")
+    level = log.level
+    log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 def _why(e: BaseException) -> str:
