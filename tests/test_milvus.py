@@ -328,3 +328,18 @@ def test_second_process_on_a_lite_file_gets_one_line(served, store, tmp_path):
     assert res.returncode == 2 and res.stdout == ""
     assert res.stderr.startswith("uemctl: error: cannot connect to Milvus") and res.stderr.count("\n") == 1
     assert "one process at a time" in res.stderr
+
+
+def test_open_engine_follows_a_move_on_reload(base, lite, tmp_path):
+    bundle = tmp_path / "m.uem"
+    shutil.copytree(base, bundle)
+    img = draw("red", "photo", np.random.default_rng(12))
+    with Engine.open(bundle, threads=1) as eng:
+        before = [h.id for h in eng.query(img, "sketch", k=5).hits]
+        ext = MilvusIndex(lite)
+        try:
+            reindex_bundle(bundle, ext)
+        finally:
+            ext.close()
+        assert eng.reload() and eng.info()["backend"]["kind"] == "milvus"
+        assert [h.id for h in eng.query(img, "sketch", k=5).hits] == before

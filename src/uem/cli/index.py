@@ -87,16 +87,27 @@ def move(
     from ..engine.bundle import reindex_bundle
 
     external = None
-    if to != "hnswlib":
-        backend_options("milvus", to)  # one-line error for a malformed address
-        from ..engine.milvus import MilvusIndex
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, transient=True, disable=not err.is_terminal) as progress:
+        tasks: dict[str, int] = {}
 
-        external = MilvusIndex(to)
-    try:
-        info = reindex_bundle(bundle, external, lock_timeout=lock_timeout)
-    finally:
-        if external is not None:
-            external.close()
+        def uploaded(domain: str, done: int, total: int) -> None:
+            if domain not in tasks:
+                tasks[domain] = progress.add_task(f"Milvus: {domain}", total=total)
+            progress.update(tasks[domain], completed=done)
+
+        if to != "hnswlib":
+            backend_options("milvus", to)  # one-line error for a malformed address
+            from ..engine.milvus import MilvusIndex
+
+            external = MilvusIndex(to, progress=uploaded)
+        else:
+            progress.add_task("building hnswlib indexes", total=None)
+        try:
+            info = reindex_bundle(bundle, external, lock_timeout=lock_timeout)
+        finally:
+            if external is not None:
+                external.close()
     if info.backend:
         cols = ", ".join(f"{d} -> {c}" for d, c in info.backend["collections"].items())
         out.print(f"{bundle}: served from Milvus at {info.backend['uri']} ({cols})", markup=False)
