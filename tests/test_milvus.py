@@ -343,3 +343,11 @@ def test_open_engine_follows_a_move_on_reload(base, lite, tmp_path):
             ext.close()
         assert eng.reload() and eng.info()["backend"]["kind"] == "milvus"
         assert [h.id for h in eng.query(img, "sketch", k=5).hits] == before
+
+
+def test_open_refuses_a_collection_that_lost_rows(base, lite, store, tmp_path):
+    bundle = _to_milvus(base, tmp_path / "m.uem", lite)
+    coll = read_bundle(bundle).backend["collections"]["sketch"]
+    store._client.delete(coll, filter="id == 3")
+    with pytest.raises(BackendError, match="holds 15 of the bundle's 16 rows"):
+        Engine.open(bundle)

@@ -181,7 +181,7 @@ class MilvusStore:
 
     # -- reading -------------------------------------------------------------------------------
     def check(self, collection: str, count: int, dim: int) -> None:
-        """The collection exists, has the bundle's dim and at least `count` rows; loaded."""
+        """The collection exists, has the bundle's dim and every row id < count; loaded."""
         c = self._client
         if not self._call("has_collection", c.has_collection, collection):
             raise BackendError(f"Milvus at {self.uri} has no collection {collection} "
@@ -191,12 +191,14 @@ class MilvusStore:
                 if f.get("name") == VECTOR_FIELD]
         if dims != [int(dim)]:
             raise BackendError(f"Milvus collection {collection}: vector dim {dims}, bundle has {dim}")
-        stored = int(self._call("get_collection_stats", c.get_collection_stats, collection)
-                     .get("row_count", 0))
-        if stored < count:
-            raise BackendError(f"Milvus collection {collection} holds {stored} rows, the bundle "
-                               f"has {count}")
         self._call("load_collection", c.load_collection, collection)
+        # count(*) (exact, unlike the statistics, which may lag unflushed rows on a server)
+        res = self._call("count", c.query, collection, filter=f"id < {int(count)}",
+                         output_fields=["count(*)"], consistency_level="Strong")
+        stored = int(res[0]["count(*)"]) if res else 0
+        if stored != count:
+            raise BackendError(f"Milvus collection {collection} holds {stored} of the bundle's "
+                               f"{count} rows")
 
     def search(self, collection: str, queries: np.ndarray, k: int, count: int,
                ef: int) -> tuple[np.ndarray, np.ndarray]:
