@@ -172,6 +172,7 @@ def named_corpus() -> list[Case]:
         Case("png-magic-only.png", b"\x89PNG\r\n\x1a\n", "error", ""),
         Case("jpeg-soi-only.jpg", b"\xff\xd8\xff", "error", ""),
         Case("huge-ihdr.png", png_with_header(100_000, 100_000), "error", "too large"),
+        Case("bomb-ihdr-6500.png", png_with_header(6500, 6500), "error", "too large"),
         Case("huge-ihdr-max.png", png_with_header(2**31 - 1, 2**31 - 1), "error", ""),
         Case("zero-ihdr.png", png_with_header(0, 10), "error", ""),
         Case("huge-gif.gif", gif_with_header(65535, 65535), "error", "too large"),

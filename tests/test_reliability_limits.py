@@ -105,3 +105,28 @@ def test_paths_near_and_beyond_path_max(base, tmp_path, capsys):
     code = main(["index", "add", str(b), str(beyond), "--domain", "photo"])
     out, err = capsys.readouterr()
     assert code == 2 and len(err.splitlines()) == 1 and "File name too long" in err
+
+
+def test_pixel_limit_counts_decoded_pixels():
+    """A 45 MP JPEG decodes at 1/8 scale for a 32 px model, so it passes; decoding it in full, or a
+    PNG declaring 45 MP, is refused before any pixel is decoded."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from bundle_factory import SPEC
+    from uem.engine import ImageError, load_image
+    from uem.engine.preprocess import MAX_PIXELS, square_pixels
+
+    import reliability_kit as rk
+
+    buf = io.BytesIO()
+    Image.new("RGB", (9000, 5000), (220, 30, 30)).save(buf, "JPEG", quality=50)
+    assert 9000 * 5000 > MAX_PIXELS
+    px = square_pixels(buf.getvalue(), SPEC)
+    assert px.shape == (SPEC.size, SPEC.size, 3) and np.abs(px[SPEC.size // 2, 0].astype(int) - (220, 30, 30)).max() < 12
+    with pytest.raises(ImageError, match="too large"):
+        load_image(buf.getvalue())
+    with pytest.raises(ImageError, match="too large"):
+        square_pixels(rk.png_with_header(9000, 5000), SPEC)
