@@ -1,9 +1,11 @@
 """Where `Engine.open` spends its time, stage by stage, in fresh processes (benchmarks/RESULTS.md,
 "Performance"). Mirrors what read_bundle + Engine._load do, in the same order.
 
-    .venv/bin/python benchmarks/open_breakdown.py BUNDLE [--repeats 3]
+    .venv/bin/python benchmarks/open_breakdown.py BUNDLE [--items 100000] [--repeats 3]
 
 Prints the median of each stage over the repeats (each repeat a fresh interpreter, page cache warm).
+--items N: measure a temporary copy whose largest domain was grown to N items with synthetic
+vectors (the same copy `uemctl bench` measures for its footprint).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import argparse
 import json
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import numpy as np
 
@@ -47,12 +51,22 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("bundle")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--items", type=int, default=0)
     args = ap.parse_args()
-    runs = []
-    for _ in range(args.repeats):
-        res = subprocess.run([sys.executable, "-c", STAGES, args.bundle], capture_output=True, text=True,
-                             check=True)
-        runs.append(json.loads(res.stdout.strip().splitlines()[-1]))
+    with tempfile.TemporaryDirectory(prefix="uem-open-") as tmp:
+        bundle = Path(args.bundle)
+        if args.items:
+            from uem.bench.footprint import grown_copy
+            from uem.engine.bundle import read_bundle
+
+            info = read_bundle(bundle)
+            domain = max(info.domains, key=lambda d: info.domains[d].count)
+            bundle = grown_copy(bundle, info, domain, args.items, Path(tmp), seed=0)
+        runs = []
+        for _ in range(args.repeats):
+            res = subprocess.run([sys.executable, "-c", STAGES, str(bundle)], capture_output=True,
+                                 text=True, check=True)
+            runs.append(json.loads(res.stdout.strip().splitlines()[-1]))
     print(f"| Engine.open stage ({args.repeats} fresh processes, median) | s |\n|---|---|")
     for k in runs[0]:
         if k.startswith("read_bundle again"):

@@ -68,7 +68,7 @@ def probe(bundle: Path, domain: str, repeats: int = 3) -> dict:
     return out
 
 
-def _grown_copy(bundle: Path, info: BundleInfo, domain: str, items: int, workdir: Path,
+def grown_copy(bundle: Path, info: BundleInfo, domain: str, items: int, workdir: Path,
                 seed: int) -> Path:
     """A copy of `bundle` whose `domain` holds `items` rows (synthetic rows appended)."""
     copy = workdir / "grown.uem"
@@ -93,7 +93,7 @@ def bench_footprint(bundle: Path, info: BundleInfo, *, items: int = 100_000, rep
         with tempfile.TemporaryDirectory(prefix="uem-bench-") as tmp:
             note(f"footprint: growing a copy's {domain} to {items} items (synthetic vectors, "
                  "uemctl index add's code path)")
-            grown = _grown_copy(bundle, info, domain, items, Path(tmp), seed)
+            grown = grown_copy(bundle, info, domain, items, Path(tmp), seed)
             g = read_bundle(grown)
             d = g.domains[domain]
             note(f"footprint: {repeats} fresh-process probes of the grown copy")
