@@ -33,18 +33,19 @@ def rss(field="VmRSS"):
     except OSError:
         return None
 r0 = rss()
-t0 = time.perf_counter()
+t0, c0 = time.perf_counter(), time.process_time()
 from uem.engine import Engine
-t1 = time.perf_counter()
+t1, c1 = time.perf_counter(), time.process_time()
 r1 = rss()
 eng = Engine.open(sys.argv[1], threads=1)
-t2 = time.perf_counter()
+t2, c2 = time.perf_counter(), time.process_time()
 r2 = rss()
 import numpy as np
 v = np.random.default_rng(0).standard_normal(eng.embed_dim).astype(np.float32)
 eng.query_vector(v, sys.argv[2], k=10)
 t3 = time.perf_counter()
 print(json.dumps({"import_s": t1 - t0, "open_s": t2 - t1, "first_query_s": t3 - t2,
+                  "import_cpu_s": c1 - c0, "open_cpu_s": c2 - c1,
                   "rss_start_mb": r0, "rss_after_import_mb": r1, "rss_after_open_mb": r2,
                   "rss_after_query_mb": rss(), "peak_rss_mb": rss("VmHWM"),
                   "items": eng.count(sys.argv[2])}))

@@ -89,7 +89,7 @@ def targets(r: dict) -> list[dict]:
     rss = _target(f"engine RSS after open + query, {at['items']} items", at.get("rss_after_query_mb"),
                   "<=", 150.0, " MB", why)
     opened = _target(f"Engine.open time, {at['items']} items", at.get("open_s"), "<=", 0.5, " s",
-                     why or f"import uem.engine adds {at.get('import_s', 0):.2f} s")
+                     why or f"import uem.engine adds {at.get('import_s', 0):.2f} s", at.get("open_cpu_s"))
     for t in (rss, opened):
         if not full:
             t["met"] = None

@@ -89,13 +89,14 @@ def _query(q: dict, console: Console) -> None:
 def _footprint(f: dict, console: Console) -> None:
     t = Table(title=f"Engine footprint (fresh process per probe; domain {f['domain']})",
               title_justify="left")
-    for c in ("bundle", "items", "import s", "Engine.open s", "first query s", "RSS import MB",
-              "RSS open MB", "RSS query MB", "peak MB"):
+    for c in ("bundle", "items", "import s", "Engine.open s", "open CPU s", "first query s",
+              "RSS import MB", "RSS open MB", "RSS query MB", "peak MB"):
         t.add_column(c)
     for name, p in (("as is", f["as_is"]), ("grown", f.get("grown"))):
         if p is None:
             continue
         t.add_row(name, str(p["items"]), _f(p["import_s"], ".3f"), _f(p["open_s"], ".3f"),
+                  _f(p.get("open_cpu_s"), ".3f"),
                   _f(p["first_query_s"], ".3f"), _f(p.get("rss_after_import_mb"), ".0f"),
                   _f(p.get("rss_after_open_mb"), ".0f"), _f(p.get("rss_after_query_mb"), ".0f"),
                   _f(p.get("peak_rss_mb"), ".0f"))
