@@ -41,6 +41,12 @@ INSERT_BATCH = 2000
 SEARCH_BATCH = 1024
 INDEX_WAIT_S = 600.0
 _COLLECTION = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
+# Milvus Lite's in-process gRPC server keeps grpc's default ping policy (at most one ping per 5 min
+# without data), while pymilvus pings every 10 s: after ~1.5 idle minutes the server answers
+# GOAWAY "too_many_pings" and the connection can fail to recover (seen during a long export).
+# Keepalive guards against dead network peers; an in-process server has none, so it is off.
+_LITE_GRPC = {"grpc_options": {"grpc.keepalive_time_ms": 2 ** 31 - 1,
+                               "grpc.keepalive_permit_without_calls": 0}}
 
 
 def is_lite(uri: str) -> bool:
@@ -113,7 +119,8 @@ class MilvusStore:
         try:
             with _quiet_lite_start():
                 self._client = pymilvus.MilvusClient(uri=_client_uri(self.uri),
-                                                     token=os.environ.get(TOKEN_ENV, ""), timeout=timeout)
+                                                     token=os.environ.get(TOKEN_ENV, ""), timeout=timeout,
+                                                     **(_LITE_GRPC if is_lite(self.uri) else {}))
         except Exception as e:  # pymilvus raises its own exceptions and grpc's
             hint = (" (Milvus Lite serves one process at a time: is another process using it?)"
                     if is_lite(self.uri) else "")
