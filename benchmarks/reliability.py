@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -33,13 +32,16 @@ CATEGORIES = ("fuzz", "tamper", "manifest", "kill-add", "kill-rewrite", "kill-ex
 
 
 def fuzz(work: Path, bundle: Path, n: int, seed: int) -> dict:
-    cases = rk.write_cases(work / "files", rk.named_corpus() + rk.mutated_corpus(n, seed))
+    bombs = [rk.Case("zlib-bomb-10000.png", rk.zlib_bomb_png(10000), "error", "too large"),  # 316 KB
+             rk.Case("zlib-bomb-6000.png", rk.zlib_bomb_png(6000), "answer")]  # 36 MP: under the limit
+    cases = rk.write_cases(work / "files", rk.named_corpus() + bombs + rk.mutated_corpus(n, seed))
     rep = rk.fuzz_engine(bundle, work / "files", cases, timeout=3600)
     seen, cli_fails = rk.fuzz_cli(bundle, work / "files", rep.records, timeout=3600)
-    slowest = max((r["seconds"] for r in rep.records), default=0.0)
+    slowest = max(rep.records, key=lambda r: r["seconds"], default={"seconds": 0.0, "name": "-"})
     return {"cases": len(cases), "failures": rep.failures + cli_fails,
             "detail": f"{len(cases) - n} named + {n} mutants; engine: {rep.count('answer')} answered, "
-                      f"{rep.count('typed')} typed errors, slowest file {slowest:.2f} s; CLI saw {seen}"}
+                      f"{rep.count('typed')} typed errors, slowest file {slowest['seconds']:.2f} s "
+                      f"({slowest['name']}, limit {rk.HANG_LIMIT_S} s); CLI saw {seen}"}
 
 
 def tamper(work: Path, bundle: Path, flips: int, seed: int) -> dict:
@@ -116,13 +118,15 @@ def two_process(work: Path, bundle: Path, rounds: int, seed: int) -> dict:
     return {"cases": tried, "failures": failures, "detail": f"{rounds} rounds of two concurrent `uemctl index add`"}
 
 
+# VmHWM, not getrusage: ru_maxrss survives exec, so a child of a big parent reports the parent's size.
 _RSS_CHILD = r"""
-import resource, sys
+import sys
 from uem.cli.app import main
 sys.stdout = open(sys.argv[1], "w")
 code = main(sys.argv[2:])
 sys.stdout.close()
-print(code, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)
+hwm = next(line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(code, hwm, file=sys.stderr)
 """
 
 
