@@ -105,7 +105,7 @@ def scale(uri: str, n: int, dim: int, queries: int, iters: int, seed: int) -> di
     ext.store.drop([coll])
     t = time.perf_counter()
     ext.store.create(coll, dim, index_record(H))
-    ext.store.upsert(coll, data, 0, items)
+    ext.store.upsert(coll, data, 0, items, fresh=True)
     out["milvus_insert_s"] = time.perf_counter() - t
     t = time.perf_counter()
     ext.store.finish_bulk(coll)

@@ -134,7 +134,8 @@ class MilvusStore:
 
     # -- writing -------------------------------------------------------------------------------
     def create(self, collection: str, dim: int, index: dict) -> None:
-        """An empty collection (id, vector, item_id, path) with an HNSW/IP index, loaded."""
+        """An empty collection (id, vector, item_id, path) with an HNSW/IP index (finish_bulk
+        loads it once filled)."""
         if not _COLLECTION.match(collection):
             raise ValueError(f"invalid Milvus collection name {collection!r}")
         pymilvus = _import_pymilvus()
@@ -157,8 +158,10 @@ class MilvusStore:
         self._call("create_index", c.create_index, collection, params, sync=False)
 
     def upsert(self, collection: str, vectors: np.ndarray, first_row: int, items: Sequence[dict],
-               progress: Callable[[int], None] | None = None) -> None:
-        """Write rows first_row.. (upsert: re-writing rows a crashed add left behind is harmless)."""
+               progress: Callable[[int], None] | None = None, *, fresh: bool = False) -> None:
+        """Write rows first_row.. (upsert: re-writing rows a crashed add left behind is harmless;
+        `fresh`: the collection was just created, plain inserts — cheaper on a server)."""
+        write = self._client.insert if fresh else self._client.upsert
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if len(items) != len(vectors):
             raise ValueError(f"{len(items)} items for {len(vectors)} vectors")
@@ -166,7 +169,7 @@ class MilvusStore:
             rows = [{"id": first_row + i, VECTOR_FIELD: vectors[i],
                      "item_id": _text(items[i]["id"], "item id"), "path": _text(items[i]["path"], "path")}
                     for i in range(start, min(start + INSERT_BATCH, len(vectors)))]
-            self._call("upsert", self._client.upsert, collection, rows)
+            self._call("insert" if fresh else "upsert", write, collection, rows)
             if progress is not None:
                 progress(len(rows))
 
@@ -313,7 +316,7 @@ class MilvusIndex:
                     if self.progress is not None:
                         self.progress(d, done[0], total)
 
-                self.store.upsert(names[d], vecs, 0, items, progress=tick)
+                self.store.upsert(names[d], vecs, 0, items, progress=tick, fresh=True)
                 self.store.finish_bulk(names[d])
         except BaseException:
             self.discard(record)
