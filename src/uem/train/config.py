@@ -18,7 +18,11 @@ class ModelConfig:
 
     input_size: int = 128
     embed_dim: int = 128
-    head_hidden: int = 512
+    # "linear": one Linear layer started from the PCA of the pooled ImageNet features (the embedding
+    # starts as good as the backbone under it); "mlp": Linear-BN-ReLU-Linear from random weights
+    # (SimCLR-style; measured to halve the floor's identity accuracy at the start, RESULTS.md).
+    head: str = "linear"
+    head_hidden: int = 512           # "mlp" only
     # Blocks [0, freeze_blocks) of the 16 MBConv blocks (plus the stem) stay at their ImageNet weights.
     freeze_blocks: int = 14
 
@@ -62,6 +66,7 @@ class TrainConfig:
     sel: bool = True                 # --no-sel: no semantic-enhanced loss
     spda: bool = True                # --no-spda: no domain classifier and no SPR in stage 2
     plain_nn: bool = False           # --plain-nn: SN2M replaced by plain nearest-neighbour positives
+    mutual_nn: bool = False          # SN2M replaced by cycle-consistent (mutual) neighbours only
     baseline_k: int | None = None    # UCDIR-style baseline: this fixed K, no merge, no SEL
 
     def to_dict(self) -> dict[str, Any]:
@@ -72,8 +77,13 @@ class TrainConfig:
         return _from_dict(cls, d)
 
 
+# Fields added after runs were written with their old behaviour: a config without the key means this.
+LEGACY_DEFAULTS: dict[str, dict[str, Any]] = {"ModelConfig": {"head": "mlp"}}
+
+
 def _from_dict(cls: type, d: dict[str, Any]) -> Any:
     """Rebuild nested dataclasses; unknown keys are ignored so old configs still load."""
+    d = {**LEGACY_DEFAULTS.get(cls.__name__, {}), **d}
     kwargs = {}
     for f in fields(cls):
         if f.name not in d:

@@ -24,6 +24,29 @@ class ProjectionHead(nn.Module):
         return self.net(x)
 
 
+def init_linear_head(head: nn.Linear, pooled: torch.Tensor, groups: torch.Tensor) -> None:
+    """Start a linear head at the PCA of `pooled` (N, 1280): the top principal directions of the
+    features centred within each group (domain), so the first directions describe content rather
+    than the domain; the bias centres on the overall mean. Nothing here reads a label."""
+    x = pooled.double()
+    centred = x.clone()
+    for g in groups.unique():
+        rows = groups == g
+        centred[rows] -= x[rows].mean(0)
+    cov = centred.T @ centred / max(len(x) - 1, 1)
+    vals, vecs = torch.linalg.eigh(cov)                    # ascending eigenvalues
+    vals = vals[-head.out_features:].flip(0)
+    w = vecs[:, -head.out_features:].flip(1).T              # (D, 1280), largest first
+    # An eigenvector's sign (and any direction of a zero eigenvalue) is arbitrary: it may differ
+    # between LAPACK builds and thread counts. Make the largest component of each direction positive,
+    # and give directions without variance (fewer images than dimensions) zero weights.
+    w = w * torch.sign(w.gather(1, w.abs().argmax(1, keepdim=True)))
+    w[vals <= 1e-6 * vals[0].clamp_min(1e-30)] = 0.0
+    with torch.no_grad():
+        head.weight.copy_(w.to(head.weight.dtype))
+        head.bias.copy_((-(w @ x.mean(0))).to(head.bias.dtype))
+
+
 class Encoder(nn.Module):
     """image (N, 3, S, S) normalised -> embedding (N, D), unit length."""
 
@@ -31,16 +54,24 @@ class Encoder(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.backbone = backbone or EfficientNetLite0()
-        self.head = ProjectionHead(FEATURE_DIM, cfg.head_hidden, cfg.embed_dim)
+        if cfg.head == "linear":
+            self.head: nn.Module = nn.Linear(FEATURE_DIM, cfg.embed_dim)
+        elif cfg.head == "mlp":
+            self.head = ProjectionHead(FEATURE_DIM, cfg.head_hidden, cfg.embed_dim)
+        else:
+            raise ValueError(f"unknown head {cfg.head!r} (linear or mlp)")
 
     def trunk(self, x: torch.Tensor) -> torch.Tensor:
         x = self.backbone.stem(x)
         return self.backbone._blocks[: self.cfg.freeze_blocks](x)
 
-    def top(self, h: torch.Tensor) -> torch.Tensor:
+    def pooled(self, h: torch.Tensor) -> torch.Tensor:
+        """Trunk output -> the 1280-d average-pooled backbone features under the head."""
         h = self.backbone._blocks[self.cfg.freeze_blocks:](h)
-        pooled = self.backbone.head(h).mean(dim=(2, 3))
-        return F.normalize(self.head(pooled), dim=1)
+        return self.backbone.head(h).mean(dim=(2, 3))
+
+    def top(self, h: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.head(self.pooled(h)), dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.top(self.trunk(x))

@@ -36,7 +36,7 @@ from . import distributed
 from . import losses as L
 from .config import TrainConfig, write_json
 from .data import ImageSet, load_images
-from .model import Encoder, build_encoder
+from .model import Encoder, build_encoder, init_linear_head
 from .prototypes import (DomainPrototypes, PairMerge, domain_prototypes, estimate_k, graph_from,
                          match_domains)
 from .run import save_encoder, save_torch_atomic
@@ -112,6 +112,16 @@ def embed_cached(encoder: Encoder, feats: torch.Tensor, device: torch.device, ba
     return out
 
 
+@torch.no_grad()
+def pooled_cached(encoder: Encoder, feats: torch.Tensor, device: torch.device, batch: int = 256) -> torch.Tensor:
+    """The 1280-d pooled backbone features (N, 1280) of cached trunk outputs, eval mode."""
+    was_training = encoder.training
+    encoder.eval()
+    out = torch.cat([encoder.pooled(feats[i:i + batch].to(device).float()) for i in range(0, len(feats), batch)])
+    encoder.train(was_training)
+    return out
+
+
 @dataclass
 class EpochPrototypes:
     """Per-domain clusterings and per-pair matches of one epoch, as tensors on the device."""
@@ -177,8 +187,8 @@ def stage1_loss(f: torch.Tensor, dom: torch.Tensor, slot: torch.Tensor, banks: l
     return total, parts
 
 
-def stage2_loss(f: torch.Tensor, f_frozen: torch.Tensor, dom: torch.Tensor, banks: list[torch.Tensor],
-                ep: EpochPrototypes, disc: L.DomainClassifier | None, cfg: TrainConfig
+def stage2_loss(f: torch.Tensor, f_frozen: torch.Tensor, dom: torch.Tensor, slot: torch.Tensor,
+                banks: list[torch.Tensor], ep: EpochPrototypes, disc: L.DomainClassifier | None, cfg: TrainConfig
                 ) -> tuple[torch.Tensor, dict[str, float]]:
     """L_CDSM = L_DAL + sum_d ( L_SPR^d + mean_{e != d} L_SN2M^{d->e} )."""
     n_dom = len(banks)
@@ -202,8 +212,11 @@ def stage2_loss(f: torch.Tensor, f_frozen: torch.Tensor, dom: torch.Tensor, bank
         for e in range(n_dom):
             if e == d:
                 continue
-            loss, ok = L.sn2m(fd, ep.centroids[d], ep.tilde_index[d, e], ep.target_unified[d, e], banks[e],
-                              cfg.tau, plain_nn=cfg.plain_nn)
+            if cfg.mutual_nn:
+                loss, ok = L.mutual_nn(fd, slot[rows], banks[d], banks[e], cfg.tau)
+            else:
+                loss, ok = L.sn2m(fd, ep.centroids[d], ep.tilde_index[d, e], ep.target_unified[d, e], banks[e],
+                                  cfg.tau, plain_nn=cfg.plain_nn)
             terms.append(loss)
             trusted += int(ok.sum())
             seen += len(ok)
@@ -375,7 +388,10 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress:
     dom_all = torch.as_tensor(images.domain)
     slot_all = torch.as_tensor(images.slot)
 
-    # 3. memory banks: the clean images' embeddings
+    # 3. a linear head starts at the PCA of the clean images' pooled features; memory banks hold the
+    #    clean images' embeddings
+    if state is None and cfg.model.head == "linear":
+        init_linear_head(encoder.head, pooled_cached(encoder, feats[0], device).cpu(), dom_all)
     if state is not None:
         banks = [b.to(device) for b in state["banks"]]
     else:
@@ -444,7 +460,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress:
                 else:
                     with torch.no_grad():
                         f_frozen = ctx.gather(frozen.top(h), len(idx))
-                    loss, parts = stage2_loss(f, f_frozen, dom, banks, ep, disc_run, cfg)
+                    loss, parts = stage2_loss(f, f_frozen, dom, slot, banks, ep, disc_run, cfg)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
