@@ -30,6 +30,7 @@ def train_cmd(
     no_spda: bool = typer.Option(False, "--no-spda", help="Ablation: no domain classifier and no SPR."),
     plain_nn: bool = typer.Option(False, "--plain-nn", help="Ablation: SN2M replaced by plain nearest neighbours."),
     baseline_k: Optional[int] = typer.Option(None, "--baseline-k", help="UCDIR-style baseline: this fixed K, no merge, no SEL."),
+    no_line_view: bool = typer.Option(False, "--no-line-view", help="Ablation: no line-art view of each picture."),
     keep_cache: bool = typer.Option(False, "--keep-cache", help="Keep RUN/trunk_cache.pt after the run."),
     resume: bool = typer.Option(False, "--resume", help="Continue RUN from its last checkpoint (its config wins)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
@@ -50,6 +51,7 @@ def train_cmd(
                         ("views", views), ("lr", lr)):
         if value is not None:
             setattr(cfg, name, value)
+    cfg.model.line_view = not no_line_view
     for name, value in (("embed_dim", embed_dim), ("input_size", input_size), ("freeze_blocks", freeze_blocks)):
         if value is not None:
             setattr(cfg.model, name, value)
@@ -60,6 +62,8 @@ def train_cmd(
         problems.append("--freeze-blocks must be within 0..16")
     if cfg.epochs1 < 0 or cfg.epochs2 < 0 or cfg.batch_size < 2 or cfg.views < 0 or cfg.model.embed_dim < 2:
         problems.append("epochs and views must be >= 0, batch size and embedding size >= 2")
+    if cfg.model.line_view and cfg.model.embed_dim % 2:
+        problems.append(f"--embed-dim must be even with the line-art view (two halves), got {cfg.model.embed_dim}")
     if baseline_k is not None and baseline_k < 1:
         problems.append("--baseline-k must be >= 1")
     if nproc < 1 or nproc > cfg.batch_size // 2:

@@ -100,6 +100,7 @@ def advance(encoder: Encoder, feats: torch.Tensor, from_blocks: int, batch: int 
     """A cache for a later freeze point from one for an earlier point: run the frozen blocks
     [from_blocks, encoder.cfg.freeze_blocks) (eval mode) over it. Float16 in, float16 out."""
     blocks = encoder.backbone._blocks[from_blocks: encoder.cfg.freeze_blocks].eval()
-    flat = feats.reshape(-1, *feats.shape[2:])
+    views = encoder.views  # views sit side by side in channels (Encoder.trunk)
+    flat = feats.reshape(-1, feats.shape[2] // views, *feats.shape[3:])
     out = torch.cat([blocks(flat[i:i + batch].float()).to(torch.float16) for i in range(0, len(flat), batch)])
-    return out.reshape(*feats.shape[:2], *out.shape[1:])
+    return out.reshape(*feats.shape[:2], views * out.shape[1], *out.shape[2:])

@@ -17,7 +17,10 @@ class ModelConfig:
     """Encoder shape: EfficientNet-Lite0 trunk + projection head to an L2-normalised embedding."""
 
     input_size: int = 128
-    embed_dim: int = 128
+    embed_dim: int = 128             # with line_view: two halves of embed_dim / 2
+    # Look at each picture also as a line drawing of itself (uem.train.model.LineArtView), through
+    # the same weights; the embedding is both views' halves side by side.
+    line_view: bool = True
     # "linear": one Linear layer started from the PCA of the pooled ImageNet features (the embedding
     # starts as good as the backbone under it); "mlp": Linear-BN-ReLU-Linear from random weights
     # (SimCLR-style; measured to halve the floor's identity accuracy at the start, RESULTS.md).
@@ -78,7 +81,7 @@ class TrainConfig:
 
 
 # Fields added after runs were written with their old behaviour: a config without the key means this.
-LEGACY_DEFAULTS: dict[str, dict[str, Any]] = {"ModelConfig": {"head": "mlp"}}
+LEGACY_DEFAULTS: dict[str, dict[str, Any]] = {"ModelConfig": {"head": "mlp", "line_view": False}}
 
 
 def _from_dict(cls: type, d: dict[str, Any]) -> Any:

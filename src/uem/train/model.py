@@ -2,6 +2,14 @@
 
 Split in two so training can freeze (and cache) the early part: `trunk` = stem + blocks
 [0, freeze_blocks), `top` = the remaining blocks, the 1280-d head conv, average pool and projection.
+
+With `line_view` (the default) the network looks at every picture twice: as given, and as a line
+drawing of itself (`LineArtView`, black strokes where the colour changes). Both views go through the
+same weights; the embedding is the two unit-length halves side by side. A colour emoji's line
+drawing looks like line art, so the line half carries shape across the colour -> line-art gap while
+the colour half keeps what colour-to-colour retrieval needs (benchmarks/RESULTS.md, "Training").
+The view is a layer of the network, so the ONNX model computes it and the engine's preprocessing
+stays the single implementation.
 """
 
 from __future__ import annotations
@@ -22,6 +30,32 @@ class ProjectionHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+
+class LineArtView(nn.Module):
+    """A normalised picture -> the same picture drawn as black strokes on white, normalised.
+
+    A pixel is a stroke where any channel differs from its upper or left neighbour by more than
+    `threshold` (0-255 units): colour-region borders and silhouettes, the way line art draws them.
+    Strokes are then thickened by `thicken` pixels (a max filter), closer to a pen's width. No
+    parameters; exported to ONNX as Slice/Sub/Abs/Max/MaxPool/Greater ops."""
+
+    def __init__(self, mean, std, threshold: float = 30.0, thicken: int = 1):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).reshape(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).reshape(1, 3, 1, 1), persistent=False)
+        self.threshold = float(threshold)
+        self.thicken = int(thicken)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pix = (x * self.std + self.mean) * 255.0
+        gy = F.pad((pix[:, :, 1:, :] - pix[:, :, :-1, :]).abs(), (0, 0, 1, 0))
+        gx = F.pad((pix[:, :, :, 1:] - pix[:, :, :, :-1]).abs(), (1, 0, 0, 0))
+        stroke = (torch.maximum(gx, gy).amax(dim=1, keepdim=True) > self.threshold).to(x.dtype)
+        if self.thicken > 0:
+            k = 2 * self.thicken + 1
+            stroke = F.max_pool2d(stroke, k, stride=1, padding=self.thicken)
+        return ((1.0 - stroke) - self.mean) / self.std  # white (1) background, black (0) strokes
 
 
 def init_linear_head(head: nn.Linear, pooled: torch.Tensor, groups: torch.Tensor) -> None:
@@ -54,24 +88,39 @@ class Encoder(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.backbone = backbone or EfficientNetLite0()
+        self.views = 2 if cfg.line_view else 1
+        if cfg.embed_dim % self.views:
+            raise ValueError(f"embed_dim {cfg.embed_dim} must be even with the line-art view")
+        out = cfg.embed_dim // self.views  # each view's half of the embedding
+        self.line_view = LineArtView(cfg.preprocess().mean, cfg.preprocess().std) if cfg.line_view else None
         if cfg.head == "linear":
-            self.head: nn.Module = nn.Linear(FEATURE_DIM, cfg.embed_dim)
+            self.head: nn.Module = nn.Linear(FEATURE_DIM, out)
         elif cfg.head == "mlp":
-            self.head = ProjectionHead(FEATURE_DIM, cfg.head_hidden, cfg.embed_dim)
+            self.head = ProjectionHead(FEATURE_DIM, cfg.head_hidden, out)
         else:
             raise ValueError(f"unknown head {cfg.head!r} (linear or mlp)")
 
     def trunk(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.backbone.stem(x)
-        return self.backbone._blocks[: self.cfg.freeze_blocks](x)
+        """(N, 3, S, S) -> (N, views * C, H, W): the views' trunk outputs side by side in channels,
+        so a cache of trunk outputs is indexed the same way with or without the line-art view."""
+        if self.line_view is not None:
+            x = torch.cat([x, self.line_view(x)])  # one pass over both views (one set of ONNX convs)
+        h = self.backbone._blocks[: self.cfg.freeze_blocks](self.backbone.stem(x))
+        return torch.cat(h.chunk(self.views), dim=1) if self.views > 1 else h
 
     def pooled(self, h: torch.Tensor) -> torch.Tensor:
-        """Trunk output -> the 1280-d average-pooled backbone features under the head."""
+        """Trunk output (N, views * C, H, W) -> the 1280-d average-pooled backbone features under the
+        head, (views * N, 1280): all first views, then all line-art views."""
+        if self.views > 1:
+            h = torch.cat(h.chunk(self.views, dim=1))
         h = self.backbone._blocks[self.cfg.freeze_blocks:](h)
         return self.backbone.head(h).mean(dim=(2, 3))
 
     def top(self, h: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.head(self.pooled(h)), dim=1)
+        z = F.normalize(self.head(self.pooled(h)), dim=1)
+        if self.views == 1:
+            return z
+        return F.normalize(torch.cat(z.chunk(self.views), dim=1), dim=1)  # each half 1/sqrt(2) long
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.top(self.trunk(x))

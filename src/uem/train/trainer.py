@@ -36,6 +36,7 @@ from . import distributed
 from . import losses as L
 from .config import TrainConfig, write_json
 from .data import ImageSet, load_images
+from .backbone import FEATURE_DIM
 from .model import Encoder, build_encoder, init_linear_head
 from .prototypes import (DomainPrototypes, PairMerge, domain_prototypes, estimate_k, graph_from,
                          match_domains)
@@ -114,12 +115,14 @@ def embed_cached(encoder: Encoder, feats: torch.Tensor, device: torch.device, ba
 
 @torch.no_grad()
 def pooled_cached(encoder: Encoder, feats: torch.Tensor, device: torch.device, batch: int = 256) -> torch.Tensor:
-    """The 1280-d pooled backbone features (N, 1280) of cached trunk outputs, eval mode."""
+    """The 1280-d pooled backbone features (views * N, 1280) of cached trunk outputs, eval mode:
+    all first views, then all line-art views (Encoder.pooled)."""
     was_training = encoder.training
     encoder.eval()
-    out = torch.cat([encoder.pooled(feats[i:i + batch].to(device).float()) for i in range(0, len(feats), batch)])
+    parts = [encoder.pooled(feats[i:i + batch].to(device).float()).reshape(encoder.views, -1, FEATURE_DIM)
+             for i in range(0, len(feats), batch)]
     encoder.train(was_training)
-    return out
+    return torch.cat(parts, dim=1).reshape(-1, FEATURE_DIM)
 
 
 @dataclass
@@ -391,7 +394,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress:
     # 3. a linear head starts at the PCA of the clean images' pooled features; memory banks hold the
     #    clean images' embeddings
     if state is None and cfg.model.head == "linear":
-        init_linear_head(encoder.head, pooled_cached(encoder, feats[0], device).cpu(), dom_all)
+        init_linear_head(encoder.head, pooled_cached(encoder, feats[0], device).cpu(), dom_all.repeat(encoder.views))
     if state is not None:
         banks = [b.to(device) for b in state["banks"]]
     else:

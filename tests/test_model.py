@@ -1,0 +1,99 @@
+"""The encoder's own pieces: the line-art view, the two-view embedding, the PCA-started linear head."""
+
+import numpy as np
+import torch
+
+from uem.engine.preprocess import normalize
+from uem.train.config import ModelConfig, TrainConfig
+from uem.train.model import Encoder, LineArtView, init_linear_head
+
+
+def _view(cfg: ModelConfig, thicken: int) -> LineArtView:
+    spec = cfg.preprocess()
+    return LineArtView(spec.mean, spec.std, threshold=30.0, thicken=thicken)
+
+
+def _pixels_back(x: torch.Tensor, cfg: ModelConfig) -> np.ndarray:
+    spec = cfg.preprocess()
+    mean = torch.tensor(spec.mean).reshape(1, 3, 1, 1)
+    std = torch.tensor(spec.std).reshape(1, 3, 1, 1)
+    return ((x * std + mean) * 255).round().numpy()
+
+
+def test_line_art_view_hand_case():
+    # 6x6 white picture with a red 2x2 square at rows 2-3, cols 2-3. A pixel is a stroke when it
+    # differs from its upper or left neighbour by > 30: the square's top-left corner cells (2,2),
+    # (2,3), (3,2) and the pixels right after it, (2,4), (3,4), (4,2), (4,3). (3,3) equals both
+    # neighbours (red) and stays white.
+    pix = np.full((1, 6, 6, 3), 255, np.uint8)
+    pix[0, 2:4, 2:4] = (200, 0, 0)
+    cfg = ModelConfig()
+    out = _pixels_back(_view(cfg, thicken=0)(torch.from_numpy(normalize(pix, cfg.preprocess()))), cfg)
+    strokes = out[0, 0] == 0
+    assert np.all(out[0, 0] == out[0, 1]) and np.all(out[0, 1] == out[0, 2])  # grey: black or white
+    assert set(np.unique(out)) <= {0.0, 255.0}
+    expected = np.zeros((6, 6), bool)
+    for r, c in [(2, 2), (2, 3), (3, 2), (2, 4), (3, 4), (4, 2), (4, 3)]:
+        expected[r, c] = True
+    assert np.array_equal(strokes, expected)
+
+
+def test_line_art_view_thickens_and_ignores_small_changes():
+    pix = np.full((1, 7, 7, 3), 255, np.uint8)
+    pix[0, 3, 3] = (0, 0, 0)
+    pix[0, 0, :] = (240, 240, 240)  # a change of 15 < threshold 30: no stroke
+    cfg = ModelConfig()
+    x = torch.from_numpy(normalize(pix, cfg.preprocess()))
+    thin = _pixels_back(_view(cfg, 0)(x), cfg)[0, 0] == 0
+    thick = _pixels_back(_view(cfg, 1)(x), cfg)[0, 0] == 0
+    assert thin.sum() == 3 and thin[3, 3] and thin[4, 3] and thin[3, 4]
+    assert np.array_equal(thick, torch.nn.functional.max_pool2d(
+        torch.from_numpy(thin[None, None].astype(np.float32)), 3, 1, 1)[0, 0].numpy() > 0)
+    assert not thin[:2].any()
+
+
+def test_two_view_embedding_is_two_unit_halves_and_top_matches_forward():
+    torch.manual_seed(0)
+    cfg = ModelConfig(input_size=32, embed_dim=16, line_view=True)
+    enc = Encoder(cfg).eval()
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        f = enc(x)
+        h = enc.trunk(x)
+        assert f.shape == (3, 16) and h.shape[1] == 2 * enc.backbone._blocks[cfg.freeze_blocks - 1]._project_conv.out_channels
+        assert torch.allclose(f.norm(dim=1), torch.ones(3), atol=1e-6)
+        assert torch.allclose(f[:, :8].norm(dim=1), torch.full((3,), 0.5 ** 0.5), atol=1e-6)
+        assert torch.allclose(enc.top(h), f, atol=1e-6)
+        # the second half is the first half's computation on the line-art view
+        single = Encoder(ModelConfig(input_size=32, embed_dim=8, line_view=False)).eval()
+        single.load_state_dict(enc.state_dict())
+        assert torch.allclose(f[:, 8:] * 2 ** 0.5, single(enc.line_view(x)), atol=1e-5)
+        assert torch.allclose(f[:, :8] * 2 ** 0.5, single(x), atol=1e-5)
+
+
+def test_old_configs_without_the_new_fields_keep_their_behaviour():
+    cfg = TrainConfig.from_dict({"model": {"input_size": 64, "embed_dim": 32}})
+    assert cfg.model.head == "mlp" and cfg.model.line_view is False
+    assert TrainConfig().model.line_view is True and TrainConfig().model.head == "linear"
+
+
+def test_linear_head_starts_at_the_principal_directions():
+    # 2-d data with variance 9 along (1, 1)/sqrt2 and 1 along (1, -1)/sqrt2, two groups offset by
+    # (10, 0) that the group centring removes: the first row is +-(1, 1)/sqrt2, sign made positive.
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((4000, 1)) * 3
+    b = rng.standard_normal((4000, 1))
+    u, v = np.array([[1, 1]]) / 2 ** 0.5, np.array([[1, -1]]) / 2 ** 0.5
+    x = torch.tensor(a * u + b * v, dtype=torch.float64)
+    groups = torch.arange(4000) % 2
+    x[groups == 1, 0] += 10
+    head = torch.nn.Linear(2, 2).double()
+    init_linear_head(head, x, groups)
+    w = head.weight.detach().numpy()
+    assert np.allclose(w[0], u[0], atol=0.02) and np.allclose(np.abs(w[1]), np.abs(v[0]), atol=0.02)
+    assert w[0].max() > 0 and np.abs(w[1]).argmax() == np.argmax(w[1])
+    assert np.allclose(head(x.mean(0, keepdim=True)).detach().numpy(), 0, atol=1e-9)  # bias centres
+    # fewer samples than dimensions: directions without variance get zero weights, not noise
+    head3 = torch.nn.Linear(5, 4).double()
+    init_linear_head(head3, torch.tensor(rng.standard_normal((3, 5))), torch.zeros(3, dtype=torch.long))
+    assert (head3.weight.abs().sum(1) > 0).sum() == 2  # 3 centred points span 2 directions
