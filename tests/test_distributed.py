@@ -24,6 +24,7 @@ stated from measurements (2026-12-01, the 2-core dev VM, one-off scripts; RESULT
   2-process run: per-rank BatchNorm statistics 0.44, no gradient averaging (no DDP) 1.7, rank 1's
   memory banks never updated 0.08. ATOL = 1e-4 sits between, 8x above the noise and 800x below the
   smallest bug.
+  (Re-measured after the line-art view commit 432cde5: the same numbers.)
 (Even one process with 2 threads instead of 1 differs from itself by rounding: the test pins 1.)
 """
 
