@@ -51,6 +51,18 @@ RECIPES = {
     "qdq-3conv-fp32-bc": Q(format="qdq", fp32_convs=3, bias_correction=True),
     "qop-3conv-fp32-bc-pct": Q(fp32_convs=3, bias_correction=True, method="percentile"),
     "qop-6conv-fp32-bc": Q(fp32_convs=6, bias_correction=True),
+    # linear projection head (centred output): the end of the network in fp32 too
+    "default-gemm-fp32": Q(fp32_convs=3, bias_correction=True, method="percentile", keep_fp32=("Gemm",)),
+    "default-tail1-fp32": Q(fp32_convs=3, bias_correction=True, method="percentile", fp32_tail_convs=1),
+    "default-tail4-fp32": Q(fp32_convs=3, bias_correction=True, method="percentile", fp32_tail_convs=4),
+    "default-tail7-fp32": Q(fp32_convs=3, bias_correction=True, method="percentile", fp32_tail_convs=7),
+    "6conv-fp32-bc-pct": Q(fp32_convs=6, bias_correction=True, method="percentile"),
+    "12conv-fp32-bc-pct": Q(fp32_convs=12, bias_correction=True, method="percentile"),
+    "3conv-fp32-bc-minmax": Q(fp32_convs=3, bias_correction=True),
+    # CPUs without VNNI: u8s8 products can saturate int16 in the AVX2 kernels; 7-bit weights avoid it
+    "3conv-fp32-bc-minmax-rr": Q(fp32_convs=3, bias_correction=True, reduce_range=True),
+    "3conv-fp32-bc-pct-rr": Q(fp32_convs=3, bias_correction=True, method="percentile", reduce_range=True),
+    "3conv-fp32-bc-minmax-s8s8": Q(fp32_convs=3, bias_correction=True, activation="s8"),
 }
 
 

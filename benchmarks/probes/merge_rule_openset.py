@@ -1,21 +1,45 @@
-"""Probe (run after `uemctl demo --workdir /tmp/demo-full`): open-set metrics of the engine rule on the
-demo bundle's int8 vectors, prototypes rebuilt with the global vs the local merge rule."""
+"""Probe: open-set metrics of the engine's rule on a bundle's int8 vectors, with the prototypes
+rebuilt under the global vs the local merge rule (uem.train.prototypes.pair_and_merge).
 
+    .venv/bin/python benchmarks/probes/merge_rule_openset.py BUNDLE DATA [--pairs twemoji->notomono,...]
+
+DATA is the open-set copy the bundle was trained on (e.g. `uemctl demo`'s demo/data, or
+benchmarks/protocols.py's data_open_<seed>); labels are read only to score.
+"""
+
+import argparse
 from pathlib import Path
+
+from uem.datasets.folders import scan
 from uem.engine import Engine
 from uem.engine.openset import OpenSetRule
 from uem.eval.harness import evaluate
 from uem.train.prototypes import build_prototype_graph
-eng = Engine.open("/tmp/demo-full/model.uem")
-data = Path("/tmp/demo-full/data")
-from uem.datasets.folders import scan
-files = scan(data)
+
+ap = argparse.ArgumentParser()
+ap.add_argument("bundle", type=Path)
+ap.add_argument("data", type=Path)
+ap.add_argument("--pairs", default="twemoji->notomono,openmoji->notomono")
+ap.add_argument("--seed", type=int, default=2024)
+args = ap.parse_args()
+eng = Engine.open(args.bundle)
+files = scan(args.data)
 vecs = {d: eng.embed(p) for d, p in files.items()}
+row = {str(p.resolve()): (d, i) for d, ps in files.items() for i, p in enumerate(ps)}
+
+
+def embed(paths):
+    import numpy as np
+
+    return np.stack([vecs[row[str(Path(p).resolve())][0]][row[str(Path(p).resolve())][1]] for p in paths])
+
+
 for rule in ("global", "local"):
-    g = build_prototype_graph(vecs, seed=2024, rule=rule)
+    g = build_prototype_graph(vecs, seed=args.seed, rule=rule)
     r = OpenSetRule(g, {})
-    res = evaluate(lambda paths: eng.embed(paths), data, pairs=[("twemoji", "notomono"), ("openmoji", "notomono")],
-                   reject_fn=r.reject_fn(), n_examples=0, keep_scores=False)
+    res = evaluate(embed, args.data,
+                   pairs=args.pairs.split(","), reject_fn=r.reject_fn(), n_examples=0, keep_scores=False)
     for p in res["pairs"]:
         o = p["open_set"]
-        print(rule, len(g.links), p["pair"], {k: round(o[k], 3) for k in ("private_detection", "known_acceptance", "h_score", "auroc")})
+        print(f"| {rule} | {len(g.links)} | {p['pair']} | " + " | ".join(
+            f"{o[k]:.3f}" for k in ("private_detection", "known_acceptance", "h_score", "auroc")) + " |", flush=True)

@@ -20,6 +20,8 @@ def export_cmd(
     keep_fp32: bool = typer.Option(False, "--keep-fp32", help="Also store the fp32 encoder in the bundle."),
     seed: int = typer.Option(0, "--seed", help="Seed of the calibration / parity image draw."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    merge_rule: str = typer.Option("local", "--merge-rule", help="Which prototype pairs become cross-domain "
+                                   "links for the open-set rule: local (per-pair bar) or global (UEM-METHOD.md's bar)."),
     to: Optional[str] = typer.Option(
         None, "--to", help="Serve the domains from Milvus: milvus://HOST:PORT, or a Milvus Lite file "
         "path ending in .db (needs uem[milvus]). Default: hnswlib indexes inside the bundle."),
@@ -31,7 +33,7 @@ def export_cmd(
     index_dirs = parse_index_args(index or [])
     with process_scratch():  # a killed export's temporaries go away with the next export
         summary = export_run(run, output, index_dirs=index_dirs or None, calib=calib, keep_fp32=keep_fp32,
-                             seed=seed, progress=not quiet, log=err, to=to)
+                             seed=seed, progress=not quiet, log=err, to=to, merge_rule=merge_rule)
     for line in summary.lines():
         out.print(line, markup=False)
     if not summary.parity.passed():

@@ -203,7 +203,8 @@ def export_run(run_dir: Path, out: Path, index_dirs: dict[str, Path] | None = No
                keep_fp32: bool = False, seed: int = 0, quant: QuantConfig = DEFAULT,
                hnsw: HnswParams = DEFAULT_HNSW, parity_per_domain: int = PARITY_PER_DOMAIN,
                k_prototypes: int | None = None, progress: bool = True, overwrite: bool = True,
-               log: Console | None = None, to: str | None = None) -> ExportSummary:
+               log: Console | None = None, to: str | None = None,
+               merge_rule: str = "local") -> ExportSummary:
     """Export the run at `run_dir` into the bundle `out` (created, or — with `overwrite` — replaced
     if it is a bundle; the replacement is atomic, readers see the old or the new one).
 
@@ -212,6 +213,10 @@ def export_run(run_dir: Path, out: Path, index_dirs: dict[str, Path] | None = No
     bundle. Checked (and connected to) before the slow part starts."""
     t0 = time.perf_counter()
     log = log or Console(stderr=True, highlight=False)
+    from ..train.prototypes import MERGE_RULES
+
+    if merge_rule not in MERGE_RULES:
+        raise UemError(f"merge rule must be one of {', '.join(MERGE_RULES)}, not {merge_rule!r}")
     run_dir, out = Path(run_dir), Path(out)
     if not run_dir.is_dir():
         raise ExportError(f"{run_dir}: no such run directory")
@@ -239,7 +244,7 @@ def export_run(run_dir: Path, out: Path, index_dirs: dict[str, Path] | None = No
     if to is not None:
         _open_external(to).close()  # reachable? (a wrong address fails before the slow part)
     return _export(run_dir, out, encoder, cfg, spec, train, targets, roots, calib, keep_fp32, seed,
-                   quant, hnsw, parity_per_domain, k_prototypes, progress, log, to, t0)
+                   quant, hnsw, parity_per_domain, k_prototypes, progress, log, to, t0, merge_rule)
 
 
 def _check_to(to: str) -> None:
@@ -259,7 +264,7 @@ def _open_external(to: str, progress=None):
 
 
 def _export(run_dir, out, encoder, cfg, spec, train, targets, roots, calib, keep_fp32, seed, quant,
-            hnsw, parity_per_domain, k_prototypes, progress, log, to, t0) -> ExportSummary:
+            hnsw, parity_per_domain, k_prototypes, progress, log, to, t0, merge_rule) -> ExportSummary:
 
     calib_paths = calibration_sample(train, calib, seed=seed)
     stage = _Stages()
@@ -302,12 +307,16 @@ def _export(run_dir, out, encoder, cfg, spec, train, targets, roots, calib, keep
 
         with stage("prototypes", prog):
             from ..train.prototypes import build_prototype_graph
-            graph = build_prototype_graph(vectors, k=k_prototypes, seed=cfg.seed)
+            # the bundle's links use the per-pair ("local") merge bar by default: UEM-METHOD.md's global
+            # bar (closer than ANY two prototypes of one domain) links almost nothing at K ~ 90 and the
+            # rule then rejects every query (benchmarks/RESULTS.md, "Demo and the open-set decision")
+            graph = build_prototype_graph(vectors, k=k_prototypes, seed=cfg.seed, rule=merge_rule,
+                                          merge=cfg.merge and cfg.baseline_k is None)
 
         quant_info = {**quant.to_dict(), "label": quant.label(), "calibration_images": int(len(calib_x)),
                       "calibration_seed": seed}
         sizes = {"encoder_int8": os.path.getsize(int8_path), "encoder_fp32": os.path.getsize(fp32_path)}
-        extra = {"parity": report.to_dict(), "quantization": quant_info, "sizes": sizes,
+        extra = {"parity": report.to_dict(), "quantization": quant_info, "sizes": sizes, "merge_rule": merge_rule,
                  "source_run": str(run_dir.resolve()), "train_config": cfg.to_dict(),
                  "skipped_images": {d: len(v) for d, v in skipped.items()},
                  "export_seconds": stage.seconds, "versions": _versions()}

@@ -37,6 +37,9 @@ class QuantConfig:
     fp32_convs: the first N convolutions in graph order, and every node before them, stay fp32
       (EfficientNet-Lite0: 1 = the stem, 3 = stem + block 0). The stem's 3x3x3 kernels see flat
       white input on icons, where int8 rounding adds up instead of averaging out (biascorrect.py).
+    fp32_tail_convs: the last N convolutions in graph order, and every node after them, stay fp32
+      (EfficientNet-Lite0: 1 = the 1280-channel head conv and the projection; on a 4x4 map at 128 px
+      they cost little, and the linear projection's centred output is sensitive to their rounding).
     keep_fp32: ONNX op types left in fp32 everywhere (e.g. "Gemm": the projection head).
     bias_correction: fold the expected weight-rounding error into the biases (biascorrect.py).
     """
@@ -48,6 +51,7 @@ class QuantConfig:
     reduce_range: bool = False
     method: str = "minmax"
     fp32_convs: int = 0
+    fp32_tail_convs: int = 0
     keep_fp32: tuple[str, ...] = ()
     bias_correction: bool = False
     extra: tuple[tuple[str, object], ...] = field(default_factory=tuple)
@@ -65,6 +69,8 @@ class QuantConfig:
             parts.append("reduce_range")
         if self.fp32_convs:
             parts.append(f"fp32:first-{self.fp32_convs}-convs")
+        if self.fp32_tail_convs:
+            parts.append(f"fp32:last-{self.fp32_tail_convs}-convs")
         if self.keep_fp32:
             parts.append("fp32:" + "+".join(self.keep_fp32))
         if self.bias_correction:
@@ -73,7 +79,7 @@ class QuantConfig:
         return " ".join(parts)
 
 
-DEFAULT = QuantConfig(format="qoperator", fp32_convs=3, bias_correction=True, method="percentile")
+DEFAULT = QuantConfig(format="qoperator", fp32_convs=3, bias_correction=True, method="minmax")
 
 
 class ArrayReader(CalibrationDataReader):
@@ -135,9 +141,11 @@ def calibration_sample(domains: dict[str, Sequence[Path]], n: int, seed: int = 0
     return picked
 
 
-def nodes_to_keep(model_path: Path, fp32_convs: int, op_types: Sequence[str] = ()) -> list[str]:
+def nodes_to_keep(model_path: Path, fp32_convs: int, op_types: Sequence[str] = (),
+                  tail_convs: int = 0) -> list[str]:
     """Names of the nodes left in fp32: the graph prefix through the `fp32_convs`-th Conv (and the
-    activation right after it), plus every node of the given op types."""
+    activation right after it), the graph suffix from the `tail_convs`-th last Conv on, plus every
+    node of the given op types."""
     model = onnx.load(str(model_path))
     names: list[str] = []
     seen = 0
@@ -151,6 +159,10 @@ def nodes_to_keep(model_path: Path, fp32_convs: int, op_types: Sequence[str] = (
             if seen == fp32_convs and i + 1 < len(nodes) and nodes[i + 1].op_type in ("Clip", "Relu") \
                     and nodes[i + 1].input[0] == n.output[0]:
                 names.append(nodes[i + 1].name)
+    if tail_convs:
+        convs = [i for i, n in enumerate(nodes) if n.op_type == "Conv"]
+        start = convs[-min(tail_convs, len(convs))]
+        names += [n.name for n in nodes[start:] if n.name not in names]
     names += [n.name for n in nodes if n.op_type in set(op_types) and n.name not in names]
     return names
 
@@ -180,7 +192,7 @@ def quantize_int8(fp32_path: Path, out_path: Path, calib_images: np.ndarray,
     calib_images = np.asarray(calib_images, dtype=np.float32)
     with tempfile.TemporaryDirectory(prefix="uem-quant-") as tmp:
         pre = prepare(fp32_path, Path(tmp) / "pre.onnx")
-        exclude = nodes_to_keep(pre, config.fp32_convs, config.keep_fp32)
+        exclude = nodes_to_keep(pre, config.fp32_convs, config.keep_fp32, config.fp32_tail_convs)
         if config.bias_correction:
             bias_correct(pre, Path(tmp) / "corrected.onnx", calib_images, config.per_channel, skip=set(exclude))
             pre = Path(tmp) / "corrected.onnx"

@@ -38,13 +38,16 @@ def view_pixels(images: ImageSet, idx: np.ndarray, view: int, aug: AugmentConfig
 
 @torch.no_grad()
 def compute(encoder: Encoder, images: ImageSet, views: int, aug: AugmentConfig, seed: int,
-            spec: PreprocessSpec, device: torch.device, batch: int = 128, progress=None,
+            spec: PreprocessSpec, device: torch.device, batch: int | None = None, progress=None,
             shard: tuple[int, int] = (0, 1)) -> torch.Tensor:
     """Trunk outputs for view 0 (clean) and `views` augmented views of every image.
 
     shard = (rank, world): only every world-th (view, batch) job, starting at `rank`, is computed;
     the other entries stay 0, and summing the ranks' tensors gives the whole cache (multi-process)."""
     encoder.eval()
+    # 128 pictures a batch; the line-art view doubles what the trunk sees, so halve it (peak memory
+    # of the early blocks' activations grows with the batch; the cache itself does not depend on it)
+    batch = batch or max(1, 128 // getattr(encoder, "views", 1))
     n = len(images)
     jobs = [(v, np.arange(s, min(s + batch, n))) for v in range(views + 1) for s in range(0, n, batch)]
     rank, world = shard

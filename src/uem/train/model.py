@@ -103,24 +103,28 @@ class Encoder(nn.Module):
     def trunk(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3, S, S) -> (N, views * C, H, W): the views' trunk outputs side by side in channels,
         so a cache of trunk outputs is indexed the same way with or without the line-art view."""
+        n = x.shape[0]
         if self.line_view is not None:
             x = torch.cat([x, self.line_view(x)])  # one pass over both views (one set of ONNX convs)
         h = self.backbone._blocks[: self.cfg.freeze_blocks](self.backbone.stem(x))
-        return torch.cat(h.chunk(self.views), dim=1) if self.views > 1 else h
+        # slices, not chunk(): they keep the batch dimension symbolic in the ONNX export
+        return torch.cat([h[:n], h[n:]], dim=1) if self.views > 1 else h
 
     def pooled(self, h: torch.Tensor) -> torch.Tensor:
         """Trunk output (N, views * C, H, W) -> the 1280-d average-pooled backbone features under the
         head, (views * N, 1280): all first views, then all line-art views."""
         if self.views > 1:
-            h = torch.cat(h.chunk(self.views, dim=1))
+            c = h.shape[1] // 2
+            h = torch.cat([h[:, :c], h[:, c:]])
         h = self.backbone._blocks[self.cfg.freeze_blocks:](h)
         return self.backbone.head(h).mean(dim=(2, 3))
 
     def top(self, h: torch.Tensor) -> torch.Tensor:
+        n = h.shape[0]
         z = F.normalize(self.head(self.pooled(h)), dim=1)
         if self.views == 1:
             return z
-        return F.normalize(torch.cat(z.chunk(self.views), dim=1), dim=1)  # each half 1/sqrt(2) long
+        return F.normalize(torch.cat([z[:n], z[n:]], dim=1), dim=1)  # each half 1/sqrt(2) long
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.top(self.trunk(x))

@@ -1,0 +1,182 @@
+#!/usr/bin/env python
+"""UEM on emoji3 under the benchmark's protocols, measured through the exported int8 bundle.
+
+Each job = (variant, protocol, seed): build the protocol's data (a symlink copy of emoji3 in which one
+domain keeps a seeded half of its subgroups), train on it without labels (transductive, as in the
+paper), export the int8 bundle, and score it with `uem.eval.bundle_eval` (the engine's own
+embeddings and open-set rule). Steps whose output exists are skipped, so the grid can be resumed.
+
+    protocol close    all domains keep everything; all 6 ordered pairs
+    protocol open     notomono keeps a seeded half (R = notomono): twemoji->notomono, openmoji->notomono;
+                      queries of the dropped subgroups must be answered "no match"
+    protocol partial  twemoji keeps a seeded half (Q = twemoji): twemoji->notomono, twemoji->openmoji
+
+Variants are the trainer's switches: full (the defaults), no-merge, no-sel, no-spda, plain-nn,
+no-line-view, baseline (UCDIR-style: fixed K, no merge, no SEL). `--reuse-cache` trains a variant on the
+trunk cache of the `full` run with the same protocol and seed (same images, views and seed, so the
+cache is exactly what the variant would compute; no-line-view takes its first half), which saves the
+slow part of training; the variants then differ only in what they switch.
+
+    .venv/bin/python benchmarks/protocols.py --variants full --protocols close,open --seeds 2024 \
+        --work /tmp/grid --out benchmarks/results/protocols.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+PAIRS = {
+    "close": None,
+    "open": ["twemoji->notomono", "openmoji->notomono"],
+    "partial": ["twemoji->notomono", "twemoji->openmoji"],
+}
+HALF_OF = {"open": "notomono", "partial": "twemoji"}
+VARIANTS = {
+    "full": {},
+    "no-merge": {"merge": False},
+    "no-sel": {"sel": False},
+    "no-spda": {"spda": False},
+    "plain-nn": {"plain_nn": True},
+    "no-line-view": {"model.line_view": False},
+    "baseline": {"baseline_k": 98},
+}
+KEYS = ("top1_identity", "map", "map_class_balanced")
+OPEN_KEYS = ("private_detection", "known_acceptance", "h_score", "auroc")
+
+
+def protocol_data(data: Path, work: Path, protocol: str, seed: int) -> Path:
+    if protocol == "close":
+        return data
+    from uem.demo import make_open_set_copy
+
+    return Path(make_open_set_copy(data, work / f"data_{protocol}_{seed}", HALF_OF[protocol], seed)["path"])
+
+
+def configure(data: Path, variant: str, seed: int, overrides: list[str]):
+    from uem.train.config import TrainConfig
+
+    cfg = TrainConfig(data=str(data.resolve()), seed=seed, keep_cache=variant == "full")
+    settings = dict(VARIANTS[variant])
+    for item in overrides:
+        k, v = item.split("=", 1)
+        settings[k] = json.loads(v)
+    for key, value in settings.items():
+        obj, name = (cfg.model, key[6:]) if key.startswith("model.") else (cfg, key)
+        if not hasattr(obj, name):
+            raise SystemExit(f"unknown setting {key}")
+        setattr(obj, name, value)
+    return cfg
+
+
+def run_job(variant: str, protocol: str, seed: int, args) -> dict:
+    from uem.eval.bundle_eval import evaluate_bundle
+    from uem.export.pipeline import export_run
+    from uem.train.trainer import train
+
+    name = f"{variant}_{protocol}_{seed}"
+    job = args.work / name
+    result_file = job / "result.json"
+    if result_file.is_file():
+        return json.loads(result_file.read_text())
+    data = protocol_data(args.data, args.work, protocol, seed)
+    run, bundle = job / "run", job / "model.uem"
+    times = {}
+    if not (run / "encoder.pt").is_file():
+        cfg = configure(data, variant, seed, args.set)
+        feats = None
+        base_cache = args.work / f"full_{protocol}_{seed}" / "run" / "trunk_cache.pt"
+        if args.reuse_cache and variant != "full" and base_cache.is_file():
+            import torch
+
+            feats = torch.load(base_cache, map_location="cpu", weights_only=True)["features"]
+            if not cfg.model.line_view:
+                feats = feats[:, :, : feats.shape[2] // 2]  # the first view's channels (Encoder.trunk)
+        t0 = time.perf_counter()
+        train(cfg, run, trunk_features=feats, progress=False)
+        times["train_s"] = round(time.perf_counter() - t0, 1)
+    if not (bundle / "manifest.json").is_file():
+        t0 = time.perf_counter()
+        export_run(run, bundle, overwrite=True, progress=False)
+        times["export_s"] = round(time.perf_counter() - t0, 1)
+    t0 = time.perf_counter()
+    res = evaluate_bundle(bundle, data, protocol="close", pairs=PAIRS[protocol], seed=seed, sheets=False,
+                          out=job / "eval" if args.reports else None)
+    times["eval_s"] = round(time.perf_counter() - t0, 1)
+    out = {"variant": variant, "protocol": protocol, "seed": seed, "times": times,
+           "cache_reused": bool(args.reuse_cache and variant != "full"),
+           "pairs": {p["pair"]: {**{k: p.get(k) for k in KEYS},
+                                 **{k: (p.get("open_set") or {}).get(k) for k in OPEN_KEYS}}
+                     for p in res["pairs"]}}
+    log = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines() if x.strip()]
+    out["merged_last_epoch"] = next((r["merged"] for r in reversed(log) if "merged" in r), None)
+    graph = json.loads((run / "prototypes.json").read_text()) if (run / "prototypes.json").is_file() else {}
+    out["prototype_links"] = len(graph.get("links", [])) if isinstance(graph, dict) else None
+    result_file.write_text(json.dumps(out, indent=1))
+    return out
+
+
+def summarise(results: list[dict]) -> str:
+    """Markdown: one row per (variant, protocol, pair), mean ± std over seeds."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in results:
+        for pair, m in r["pairs"].items():
+            groups.setdefault((r["variant"], r["protocol"], pair), []).append(m)
+    lines = ["| variant | protocol | pair | seeds | top-1 identity | mAP@All | detection | acceptance | H | AUROC |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+
+    def cell(ms, k):
+        v = [m[k] for m in ms if m.get(k) is not None]
+        if not v:
+            return "–"
+        return f"{np.mean(v):.3f} ± {np.std(v):.3f}" if len(v) > 1 else f"{v[0]:.3f}"
+
+    for (variant, protocol, pair), ms in sorted(groups.items(), key=lambda x: (x[0][1], x[0][2], x[0][0])):
+        lines.append(f"| {variant} | {protocol} | {pair} | {len(ms)} | " + " | ".join(
+            cell(ms, k) for k in ("top1_identity", "map", "private_detection", "known_acceptance", "h_score",
+                                  "auroc")) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=Path("data/emoji3"))
+    ap.add_argument("--work", type=Path, default=Path("/tmp/uem-grid"))
+    ap.add_argument("--variants", default="full")
+    ap.add_argument("--protocols", default="close,open")
+    ap.add_argument("--seeds", default="2024")
+    ap.add_argument("--set", action="append", default=[], help="extra config field=json for every job")
+    ap.add_argument("--reuse-cache", action="store_true")
+    ap.add_argument("--reports", action="store_true", help="also write uemctl-eval style reports per job")
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args(argv)
+    args.work.mkdir(parents=True, exist_ok=True)
+    results = []
+    for seed in [int(s) for s in args.seeds.split(",")]:
+        for protocol in args.protocols.split(","):
+            for variant in args.variants.split(","):
+                if variant not in VARIANTS or protocol not in PAIRS:
+                    raise SystemExit(f"unknown variant/protocol {variant}/{protocol}")
+                t0 = time.perf_counter()
+                r = run_job(variant, protocol, seed, args)
+                results.append(r)
+                print(f"{variant} {protocol} {seed}: " + "; ".join(
+                    f"{p} top1 {m['top1_identity']:.3f} mAP {m['map']:.3f}"
+                    + (f" H {m['h_score']:.3f} AUROC {m['auroc']:.3f}" if m.get("h_score") is not None else "")
+                    for p, m in r["pairs"].items()) + f"  ({time.perf_counter() - t0:.0f} s)", flush=True)
+                if args.out:
+                    args.out.write_text(json.dumps({"command": " ".join(sys.argv), "results": results}, indent=1))
+    print(summarise(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
