@@ -33,7 +33,8 @@ CATEGORIES = ("fuzz", "tamper", "manifest", "kill-add", "kill-rewrite", "kill-ex
 
 def fuzz(work: Path, bundle: Path, n: int, seed: int) -> dict:
     bombs = [rk.Case("zlib-bomb-10000.png", rk.zlib_bomb_png(10000), "error", "too large"),  # 316 KB
-             rk.Case("zlib-bomb-6000.png", rk.zlib_bomb_png(6000), "answer")]  # 36 MP: under the limit
+             rk.Case("zlib-bomb-6000.png", rk.zlib_bomb_png(6000), "error", "too large"),  # 36 MP
+             rk.Case("zlib-bomb-4800.png", rk.zlib_bomb_png(4800), "answer")]  # 23 MP: just under the limit
     cases = rk.write_cases(work / "files", rk.named_corpus() + bombs + rk.mutated_corpus(n, seed))
     rep = rk.fuzz_engine(bundle, work / "files", cases, timeout=3600)
     seen, cli_fails = rk.fuzz_cli(bundle, work / "files", rep.records, timeout=3600)
