@@ -48,19 +48,11 @@ from uem.train.launch import free_port, torchrun_command
 from uem.train.run import load_encoder
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_train import make_data, tiny_config  # noqa: E402
+from test_train import make_data, one_thread, tiny_config  # noqa: E402,F401  (one_thread: autouse, 1 torch thread)
 
 HERE = Path(__file__).resolve().parent
 ATOL = 1e-4
 LIMIT_S = 300  # a hung process group fails the test (collectives also time out: UEM_DIST_TIMEOUT)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
