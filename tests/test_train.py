@@ -124,7 +124,7 @@ def test_loss_decreases_on_a_fixed_batch(data):
             return trainer.stage1_loss(f, dom, slot, banks, ep, 1.0, cfg)[0]
         with torch.no_grad():
             f0 = frozen.top(h)
-        return trainer.stage2_loss(f, f0, dom, slot, banks, ep, disc, cfg)[0]
+        return trainer.stage2_loss(f, f0, dom, banks, ep, disc, cfg)[0]
 
     for stage in (1, 2):
         opt = trainer.make_optimizer(encoder, cfg, list(disc.parameters()) if stage == 2 else [])

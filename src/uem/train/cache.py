@@ -47,7 +47,7 @@ def compute(encoder: Encoder, images: ImageSet, views: int, aug: AugmentConfig, 
     encoder.eval()
     # 128 pictures a batch; the line-art view doubles what the trunk sees, so halve it (peak memory
     # of the early blocks' activations grows with the batch; the cache itself does not depend on it)
-    batch = batch or max(1, 128 // getattr(encoder, "views", 1))
+    batch = batch or max(1, 128 // encoder.views)
     n = len(images)
     jobs = [(v, np.arange(s, min(s + batch, n))) for v in range(views + 1) for s in range(0, n, batch)]
     rank, world = shard

@@ -69,7 +69,6 @@ class TrainConfig:
     sel: bool = True                 # --no-sel: no semantic-enhanced loss
     spda: bool = True                # --no-spda: no domain classifier and no SPR in stage 2
     plain_nn: bool = False           # --plain-nn: SN2M replaced by plain nearest-neighbour positives
-    mutual_nn: bool = False          # SN2M replaced by cycle-consistent (mutual) neighbours only
     baseline_k: int | None = None    # UCDIR-style baseline: this fixed K, no merge, no SEL
 
     def to_dict(self) -> dict[str, Any]:

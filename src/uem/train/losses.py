@@ -110,33 +110,6 @@ def sn2m_targets(f_a: torch.Tensor, protos_a: torch.Tensor, tilde_index: torch.T
     return p_tilde, nn_idx, trusted
 
 
-@torch.no_grad()
-def mutual_neighbours(f_a: torch.Tensor, slot_a: torch.Tensor, bank_a: torch.Tensor, bank_b: torch.Tensor,
-                      shift: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """x_i's nearest B bank entry x_nn (by D) and whether x_i's own bank slot is x_nn's nearest A
-    entry in turn (a cycle-consistent pair). `shift` (mean(M_B) - mean(M_A)) translates A into B
-    first, as the method translates prototypes."""
-    q = f_a if shift is None else f_a + shift
-    nn_idx = pairwise_d_distance(q, bank_b).argmin(1)
-    back = bank_b[nn_idx] if shift is None else bank_b[nn_idx] - shift
-    mutual = pairwise_d_distance(back, bank_a).argmin(1) == slot_a
-    return nn_idx, mutual
-
-
-def mutual_nn(f_a: torch.Tensor, slot_a: torch.Tensor, bank_a: torch.Tensor, bank_b: torch.Tensor,
-              tau: float = TAU, translate: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cross-domain instance NCE on cycle-consistent neighbours only: a sample of A whose nearest B
-    entry points back at it is pulled to that entry against all of B's bank; other samples add
-    nothing (no prototype positive, which pulls whole neighbourhoods together and costs identity).
-    Returns (loss, mutual mask)."""
-    shift = (bank_b.mean(0) - bank_a.mean(0)) if translate else None
-    nn_idx, mutual = mutual_neighbours(f_a, slot_a, bank_a, bank_b, shift)
-    if not mutual.any():
-        return f_a.new_zeros(()), mutual
-    logits = f_a[mutual] @ bank_b.T / tau
-    return F.cross_entropy(logits, nn_idx[mutual]), mutual
-
-
 def sn2m(f_a: torch.Tensor, protos_a: torch.Tensor, tilde_index: torch.Tensor, unified_b: torch.Tensor,
          bank_b: torch.Tensor, tau: float = TAU, plain_nn: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """L_SN2M for samples of A against domain B (UEM-METHOD.md, SN2M); returns (loss, trusted mask).

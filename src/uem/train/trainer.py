@@ -104,24 +104,25 @@ def train_mode(encoder: Encoder) -> None:
 
 
 @torch.no_grad()
-def embed_cached(encoder: Encoder, feats: torch.Tensor, device: torch.device, batch: int = 256) -> torch.Tensor:
-    """Embeddings (N, D) float32 of cached trunk outputs (N, C, H, W), eval mode."""
+def _over_cache(fn, encoder: Encoder, feats: torch.Tensor, device: torch.device, batch: int) -> list[torch.Tensor]:
+    """fn(batch of cached trunk outputs) for every batch of `feats`, the encoder in eval mode."""
     was_training = encoder.training
     encoder.eval()
-    out = torch.cat([encoder.top(feats[i:i + batch].to(device).float()) for i in range(0, len(feats), batch)])
+    out = [fn(feats[i:i + batch].to(device).float()) for i in range(0, len(feats), batch)]
     encoder.train(was_training)
     return out
 
 
-@torch.no_grad()
+def embed_cached(encoder: Encoder, feats: torch.Tensor, device: torch.device, batch: int = 256) -> torch.Tensor:
+    """Embeddings (N, D) float32 of cached trunk outputs (N, C, H, W), eval mode."""
+    return torch.cat(_over_cache(encoder.top, encoder, feats, device, batch))
+
+
 def pooled_cached(encoder: Encoder, feats: torch.Tensor, device: torch.device, batch: int = 256) -> torch.Tensor:
     """The 1280-d pooled backbone features (views * N, 1280) of cached trunk outputs, eval mode:
     all first views, then all line-art views (Encoder.pooled)."""
-    was_training = encoder.training
-    encoder.eval()
-    parts = [encoder.pooled(feats[i:i + batch].to(device).float()).reshape(encoder.views, -1, FEATURE_DIM)
-             for i in range(0, len(feats), batch)]
-    encoder.train(was_training)
+    parts = _over_cache(lambda h: encoder.pooled(h).reshape(encoder.views, -1, FEATURE_DIM), encoder, feats,
+                        device, batch)
     return torch.cat(parts, dim=1).reshape(-1, FEATURE_DIM)
 
 
@@ -190,8 +191,8 @@ def stage1_loss(f: torch.Tensor, dom: torch.Tensor, slot: torch.Tensor, banks: l
     return total, parts
 
 
-def stage2_loss(f: torch.Tensor, f_frozen: torch.Tensor, dom: torch.Tensor, slot: torch.Tensor,
-                banks: list[torch.Tensor], ep: EpochPrototypes, disc: L.DomainClassifier | None, cfg: TrainConfig
+def stage2_loss(f: torch.Tensor, f_frozen: torch.Tensor, dom: torch.Tensor, banks: list[torch.Tensor],
+                ep: EpochPrototypes, disc: L.DomainClassifier | None, cfg: TrainConfig
                 ) -> tuple[torch.Tensor, dict[str, float]]:
     """L_CDSM = L_DAL + sum_d ( L_SPR^d + mean_{e != d} L_SN2M^{d->e} )."""
     n_dom = len(banks)
@@ -215,11 +216,8 @@ def stage2_loss(f: torch.Tensor, f_frozen: torch.Tensor, dom: torch.Tensor, slot
         for e in range(n_dom):
             if e == d:
                 continue
-            if cfg.mutual_nn:
-                loss, ok = L.mutual_nn(fd, slot[rows], banks[d], banks[e], cfg.tau)
-            else:
-                loss, ok = L.sn2m(fd, ep.centroids[d], ep.tilde_index[d, e], ep.target_unified[d, e], banks[e],
-                                  cfg.tau, plain_nn=cfg.plain_nn)
+            loss, ok = L.sn2m(fd, ep.centroids[d], ep.tilde_index[d, e], ep.target_unified[d, e], banks[e],
+                              cfg.tau, plain_nn=cfg.plain_nn)
             terms.append(loss)
             trusted += int(ok.sum())
             seen += len(ok)
@@ -463,7 +461,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress:
                 else:
                     with torch.no_grad():
                         f_frozen = ctx.gather(frozen.top(h), len(idx))
-                    loss, parts = stage2_loss(f, f_frozen, dom, slot, banks, ep, disc_run, cfg)
+                    loss, parts = stage2_loss(f, f_frozen, dom, banks, ep, disc_run, cfg)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
