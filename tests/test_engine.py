@@ -294,3 +294,29 @@ def test_fp32_encoder_option(tmp_path):
     np.testing.assert_allclose(a.embed([img]), f.embed([img]), atol=1e-6)
     with pytest.raises(BundleError, match="no fp32 encoder"):
         Engine.open(make_bundle(tmp_path / "b"), fp32=True)
+
+
+def test_neighbourhood_contrast_rule_end_to_end(tmp_path):
+    """A bundle calibrated the way export calibrates it (labels never read) rejects each domain's
+    private colour and accepts the shared one, in `query`, `decide_vectors` and `reject_fn` alike."""
+    from uem.export.openset import contrast_calibration
+
+    plain = make_bundle(tmp_path / "plain")
+    with Engine.open(plain) as e:
+        vecs = {d: e.embed([it["path"] for it in e._current().states[d].items]) for d in e.domains}
+    cal = contrast_calibration(vecs, k=3)
+    bundle = make_bundle(tmp_path / "calibrated", calibration={"contrast": cal})
+    with Engine.open(bundle) as e:
+        for src, tgt, shared in (("photo", "sketch", "red"), ("sketch", "photo", "red")):
+            items = e._current().states[src].items
+            paths = [it["path"] for it in items]
+            results = e.query_batch(paths, tgt, k=2, source=src)
+            assert [r.accepted for r in results] == [it["label"] == shared for it in items]
+            assert all("neighbours are much closer" in r.reason for r in results if not r.accepted)
+            v = e.embed(paths)
+            assert [d.accepted for d in e.decide_vectors(v, tgt, source=src)] == [r.accepted for r in results]
+            # the source inferred from prototypes gives the same answers
+            assert [d.accepted for d in e.decide_vectors(v, tgt)] == [r.accepted for r in results]
+            accepted, score = e.reject_fn()(v, src, tgt, e.embed([it["path"] for it in e._current().states[tgt].items]))
+            assert accepted.tolist() == [r.accepted for r in results]
+            assert np.allclose(score, [r.score for r in results], atol=1e-5)

@@ -114,6 +114,21 @@ def test_bundle_written_and_opens(tiny):
     assert m["hnsw"]["dim"] == 32 and m["hnsw"]["M"] >= 8
     with Engine.open(out) as eng:
         assert eng.domains == ["line", "paint"] and eng.count("paint") == 18
+    contrast = m["calibration"]["contrast"]
+    assert sorted(contrast["thresholds"]) == ["line->paint", "paint->line"] and extra["open_set_rule"] == "contrast"
+    assert all(math.isfinite(t) for t in contrast["thresholds"].values())
+
+
+def test_query_and_eval_decide_alike(tiny):
+    """`uemctl query` (HNSW neighbours) and `uemctl eval` (reject_fn) apply the same open-set rule."""
+    paths = sorted((tiny["data"] / "paint").rglob("*.png"))
+    with Engine.open(tiny["out"]) as eng:
+        results = eng.query_batch(paths, "line", k=2, source="paint")
+        targets = eng.embed(sorted((tiny["data"] / "line").rglob("*.png")))
+        accepted, score = eng.reject_fn()(eng.embed(paths), "paint", "line", targets)
+    assert [r.accepted for r in results] == accepted.tolist()
+    assert np.allclose([r.score for r in results], score, atol=1e-5)
+    assert all(len(r.hits) == (2 if r.accepted else 0) for r in results)
 
 
 def test_onnx_fp32_matches_torch(tiny):
@@ -186,6 +201,8 @@ def test_refusals(tiny, tmp_path, capsys):
         ["export", str(tiny["run"]), "-o", str(tmp_path / "c.uem"), "--index", "nodir"],
         ["export", str(tiny["run"]), "-o", str(tmp_path / "d.uem"), "--index", f"x={tmp_path / 'nope'}"],
         ["export", str(tiny["run"]), "-o", str(tmp_path / "e.uem"), "--calib", "0"],
+        ["export", str(tiny["run"]), "-o", str(tmp_path / "f.uem"), "--open-set", "bogus"],
+        ["export", str(tiny["run"]), "-o", str(tmp_path / "g.uem"), "--merge-rule", "bogus"],
     ]
     for argv in cases:
         assert cli_main(argv) == 2, argv

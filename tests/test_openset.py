@@ -7,7 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from uem.engine.openset import UNLINKED_SCORE, OpenSetRule, uem_distance, uem_distance_from_cos
+from uem.engine.errors import BundleError
+from uem.engine.openset import (UNLINKED_SCORE, OpenSetRule, neighbourhood_contrast, uem_distance,
+                                 uem_distance_from_cos)
 from uem.engine.prototypes import PrototypeGraph
 
 
@@ -104,3 +106,66 @@ def test_reject_fn_adapter_for_eval():
     targets = np.stack([unit(1, 0.03, 0), unit(0, 0, 1)])
     accepted, score = reject(queries, "photo", "sketch", targets)
     assert accepted.tolist() == [True, False] and score[1] > score[0]
+
+
+# -- neighbourhood contrast ------------------------------------------------------------------------
+CONTRAST = {"contrast": {"k": 2, "thresholds": {"photo->sketch": 0.1}}}
+
+
+def test_contrast_score_hand_computed():
+    own = np.array([[0.9, 0.8, 0.7], [1.0, 0.6, 0.4]])     # row 2 starts with the query itself
+    tgt = np.array([[0.85, 0.75, 0.1], [0.2, 0.0, -0.5]])
+    s = neighbourhood_contrast(own, tgt, k=2)
+    assert s == pytest.approx([(0.9 + 0.8) / 2 - (0.85 + 0.75) / 2, (0.6 + 0.4) / 2 - (0.2 + 0.0) / 2])
+
+
+def test_contrast_score_skips_self_once_and_handles_short_rows():
+    # an exact duplicate of the query stays a neighbour: only one self hit is skipped
+    assert neighbourhood_contrast([[1.0, 1.0, 0.5]], [[0.5, 0.5]], k=2)[0] == pytest.approx(0.75 - 0.5)
+    # NaN padding (fewer hits than asked) averages what is there; nothing left -> NaN
+    assert neighbourhood_contrast([[0.8, np.nan]], [[0.6, np.nan]], k=2)[0] == pytest.approx(0.2)
+    assert np.isnan(neighbourhood_contrast([[1.0, np.nan]], [[0.6]], k=2)[0])
+    with pytest.raises(ValueError):
+        neighbourhood_contrast(np.ones((2, 3)), np.ones((3, 3)))
+
+
+def test_contrast_rule_decides_calibrated_pairs():
+    rule = OpenSetRule(GRAPH, CONTRAST)
+    q = unit(0, 1, 0)   # photo's private "car": the prototype rule would reject it...
+    near = rule.decide(q, "sketch", 0.8, "photo", target_sims=[0.8, 0.7], own_sims=[0.85, 0.75])
+    assert near.accepted and near.score == pytest.approx(0.05)    # ...contrast 0.05 <= 0.1 accepts
+    far = rule.decide(q, "sketch", 0.3, "photo", target_sims=[0.3, 0.2], own_sims=[0.85, 0.75])
+    assert not far.accepted and far.score == pytest.approx(0.55) and "neighbours" in far.reason
+    # without neighbour lists, or for a pair without a threshold, the prototype rule decides
+    assert rule.decide(q, "sketch", 0.8, "photo").reason == "nearest concept exists only in photo"
+    assert not rule.uses_contrast("sketch", "photo")
+    assert rule.decide(unit(0, 0, 1), "photo", 0.9, "sketch", target_sims=[0.9], own_sims=[0.9]).reason \
+        == "nearest concept exists only in sketch"
+    # nothing left on the own side (only the query itself): prototype rule
+    assert rule.decide(q, "sketch", 0.8, "photo", target_sims=[0.8], own_sims=[1.0]).reason \
+        == "nearest concept exists only in photo"
+
+
+def test_contrast_reject_fn_uses_own_search():
+    rule = OpenSetRule(GRAPH, CONTRAST)
+    own_vectors = np.stack([unit(1, 0, 0), unit(1, 0.05, 0), unit(0, 1, 0), unit(0.05, 1, 0)])
+    targets = np.stack([unit(1, 0.03, 0), unit(1, 0.0, 0.05)])
+    asked = []
+
+    def own_search(domain, vecs, n):
+        asked.append((domain, n))
+        return -np.sort(-(vecs @ own_vectors.T), axis=1)[:, :n]
+
+    queries = own_vectors[[0, 2]]     # a cat (has sketch partners) and a car (has none)
+    accepted, score = rule.reject_fn(own_search)(queries, "photo", "sketch", targets)
+    assert asked == [("photo", 3)]
+    assert accepted.tolist() == [True, False] and score[1] > 0.1 >= score[0]
+
+
+@pytest.mark.parametrize("bad", [{"contrast": {"k": -1, "thresholds": {}}},
+                                 {"contrast": {"thresholds": {"photo->sketch": "x"}}},
+                                 {"contrast": {"thresholds": {"photo->sketch": float("nan")}}},
+                                 {"contrast": []}, {"radius_scale": {"sketch": None}}])
+def test_bad_calibration_is_a_bundle_error(bad):
+    with pytest.raises(BundleError):
+        OpenSetRule(GRAPH, bad)

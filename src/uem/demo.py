@@ -150,10 +150,9 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict:
     sheet = write_sheet(rows, work / "queries.png", k=cfg.k)
 
     console.rule(f"5. open-set evaluation {cfg.query_domain} -> {cfg.target_domain}")
-    rule = eng.open_set_rule
     res = evaluate(lambda paths: eng.embed(paths), work / "data",
                    pairs=[(cfg.query_domain, cfg.target_domain)], protocol="close",
-                   reject_fn=rule.reject_fn(), n_examples=0, keep_scores=False)
+                   reject_fn=eng.reject_fn(), n_examples=0, keep_scores=False)
     p = res["pairs"][0]
     o = p.get("open_set") or {}
     summary = {

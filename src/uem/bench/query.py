@@ -29,7 +29,8 @@ STAGE_NOTES = {
     "normalise": "uint8 -> float32 CHW, mean/std",
     "encode": "onnxruntime int8, batch 1",
     "search + reject": "Engine.query_vectors: HNSW top-k + open-set decision + hits (always built)",
-    "reject only": "OpenSetRule.decide (part of the line above)",
+    "reject only": "Engine.decide_vectors: the open-set decision alone, with its own neighbour searches "
+                   "(part of the line above)",
 }
 
 
@@ -53,7 +54,6 @@ def bench_query(bundle: Path, info: BundleInfo, *, rounds: int = 300, distinct: 
     note(f"query: {rounds} rounds, {len(images)} {src} images searched in {target}, one thread")
     eng = Engine.open(bundle, threads=1)
     spec = eng.preprocess_spec
-    rule = eng.open_set_rule
     e2e, e2e_cpu = np.empty(rounds), np.empty(rounds)
     st = {s: np.empty(rounds) for s in STAGES}
     st_cpu = {s: np.empty(rounds) for s in STAGES}
@@ -77,10 +77,9 @@ def bench_query(bundle: Path, info: BundleInfo, *, rounds: int = 300, distinct: 
         mark()
         v = eng.embed_tensors(x)
         mark()
-        r2 = eng.query_vectors(v, target, k, no_reject=True)[0]
+        eng.query_vectors(v, target, k, no_reject=True)
         mark()
-        top = r2.hits[0].score if r2.hits else None
-        rule.decide(v[0], target, top, None)
+        eng.decide_vectors(v, target)
         mark()
         if i < 0:
             continue

@@ -22,6 +22,8 @@ def export_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
     merge_rule: str = typer.Option("local", "--merge-rule", help="Which prototype pairs become cross-domain "
                                    "links for the open-set rule: local (per-pair bar) or global (UEM-METHOD.md's bar)."),
+    open_set: str = typer.Option("contrast", "--open-set", help="Open-set rule: contrast (own-domain vs "
+                                 "target neighbours, threshold set without labels) or prototype (UEM-METHOD.md's rule)."),
     to: Optional[str] = typer.Option(
         None, "--to", help="Serve the domains from Milvus: milvus://HOST:PORT, or a Milvus Lite file "
         "path ending in .db (needs uem[milvus]). Default: hnswlib indexes inside the bundle."),
@@ -33,7 +35,8 @@ def export_cmd(
     index_dirs = parse_index_args(index or [])
     with process_scratch():  # a killed export's temporaries go away with the next export
         summary = export_run(run, output, index_dirs=index_dirs or None, calib=calib, keep_fp32=keep_fp32,
-                             seed=seed, progress=not quiet, log=err, to=to, merge_rule=merge_rule)
+                             seed=seed, progress=not quiet, log=err, to=to, merge_rule=merge_rule,
+                             open_set=open_set)
     for line in summary.lines():
         out.print(line, markup=False)
     if not summary.parity.passed():

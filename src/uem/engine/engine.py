@@ -26,7 +26,7 @@ from .bundle import (DEFAULT_LOCK_TIMEOUT_S, BundleInfo, _current_generation, ap
                      read_bundle)
 from .encoder import Encoder
 from .errors import BundleError, UnknownDomainError
-from .openset import OpenSetRule
+from .openset import Decision, OpenSetRule
 from .preprocess import ImageSource, PreprocessSpec, preprocess, preprocess_batch
 
 _OPEN_RETRIES = 3
@@ -194,6 +194,18 @@ class Engine:
         """The rejection rule of the current state (evaluation passes it to uem.eval as reject_fn)."""
         return self._current().rule
 
+    def reject_fn(self):
+        """The open-set rule as `uem.eval`'s reject_fn, with own-domain neighbours from this
+        engine's indexes, exactly as `query` decides (what `uemctl eval` scores)."""
+        snap = self._current()
+
+        def own_search(domain: str, vecs: np.ndarray, n: int) -> np.ndarray:
+            if domain not in snap.states:
+                return np.full((len(vecs), n), np.nan)
+            return _own_search(snap, domain, np.asarray(vecs, np.float32), n)
+
+        return snap.rule.reject_fn(own_search)
+
     @property
     def generation(self) -> int:
         """The bundle generation this engine serves (grows with every committed write)."""
@@ -251,6 +263,15 @@ class Engine:
                       no_reject: bool = False) -> list[QueryResult]:
         """`query` for embeddings (N, D). k larger than the domain is clamped."""
         return _search(self._current(), vecs, domain, k, source, no_reject)
+
+    def decide_vectors(self, vecs: np.ndarray, domain: str, source: str | None = None) -> list[Decision]:
+        """Only the open-set decision for embeddings (N, D): does each one's concept exist in `domain`?"""
+        snap = self._current()
+        state = _state(snap, domain)
+        _check_source(snap, source)
+        vecs = _unit_rows(vecs, snap.info.embed_dim)
+        labels, sims = state.index.search(vecs, max(1, snap.rule.contrast_k))
+        return _decide(snap, vecs, domain, labels, sims, source)
 
     # -- extending ---------------------------------------------------------------------------
     def add(self, domain: str, images: Sequence[ImageSource], *, ids: Sequence[str] | None = None,
@@ -318,6 +339,13 @@ def _check_source(snap: _Snapshot, source: str | None) -> None:
         raise UnknownDomainError(source, sorted(set(snap.states) | set(known)))
 
 
+def _unit_rows(vecs: np.ndarray, dim: int) -> np.ndarray:
+    vecs = np.asarray(vecs, dtype=np.float32)
+    if vecs.ndim != 2 or vecs.shape[1] != dim or not np.all(np.isfinite(vecs)):
+        raise ValueError(f"query vectors must be finite (N, {dim}), got {vecs.shape}")
+    return vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+
+
 def _search(snap: _Snapshot, vecs: np.ndarray, domain: str, k: int, source: str | None,
             no_reject: bool) -> list[QueryResult]:
     """Top-k in `domain` + the open-set decision, all from one snapshot."""
@@ -325,18 +353,49 @@ def _search(snap: _Snapshot, vecs: np.ndarray, domain: str, k: int, source: str 
         raise ValueError(f"k must be at least 1, got {k}")
     state = _state(snap, domain)
     _check_source(snap, source)
-    dim = snap.info.embed_dim
-    vecs = np.asarray(vecs, dtype=np.float32)
-    if vecs.ndim != 2 or vecs.shape[1] != dim or not np.all(np.isfinite(vecs)):
-        raise ValueError(f"query vectors must be finite (N, {dim}), got {vecs.shape}")
-    vecs = vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
-    labels, sims = state.index.search(vecs, k)
+    vecs = _unit_rows(vecs, snap.info.embed_dim)
+    labels, sims = state.index.search(vecs, max(int(k), snap.rule.contrast_k))
     out = []
-    for q, lab, sim in zip(vecs, labels, sims):
-        d = snap.rule.decide(q, domain, float(sim[0]) if len(sim) and lab[0] >= 0 else None, source)
+    for d, lab, sim in zip(_decide(snap, vecs, domain, labels, sims, source), labels, sims):
         hits = []
         if d.accepted or no_reject:  # label -1: a backend answered with fewer than k hits
             hits = [Hit(state.items[j]["id"], state.items[j]["path"], float(s))
-                    for j, s in zip(lab.tolist(), sim.tolist()) if j >= 0]
+                    for j, s in zip(lab[:k].tolist(), sim[:k].tolist()) if j >= 0]
         out.append(QueryResult(d.accepted, d.reason, float(d.score), hits, d.source, domain))
+    return out
+
+
+def _decide(snap: _Snapshot, vecs: np.ndarray, target: str, labels: np.ndarray, sims: np.ndarray,
+            source: str | None) -> list[Decision]:
+    """The open-set decision per query, from its target hits (best first) and, where the pair is
+    decided by neighbourhood contrast, its own-domain neighbours."""
+    rule = snap.rule
+    sources = [source if source is not None else rule.infer_source(q) for q in vecs]
+    out = []
+    for q, lab, sim, src, own in zip(vecs, labels, sims, sources, _own_neighbours(snap, vecs, sources, target)):
+        found = lab >= 0
+        out.append(rule.decide(q, target, float(sim[0]) if len(sim) and lab[0] >= 0 else None, src,
+                               target_sims=sim[found] if own is not None else None, own_sims=own))
+    return out
+
+
+def _own_search(snap: _Snapshot, domain: str, vecs: np.ndarray, n: int) -> np.ndarray:
+    """Cosines of `vecs`' n nearest items in `domain`, best first; NaN where fewer were found."""
+    lab, sims = _state(snap, domain).index.search(vecs, n)
+    sims = np.where(lab >= 0, sims, np.nan).astype(np.float64)
+    if sims.shape[1] < n:
+        sims = np.pad(sims, ((0, 0), (0, n - sims.shape[1])), constant_values=np.nan)
+    return sims
+
+
+def _own_neighbours(snap: _Snapshot, vecs: np.ndarray, sources: list[str | None],
+                    target: str) -> list[np.ndarray | None]:
+    """Per query, its own-domain neighbour cosines when its pair is decided by neighbourhood contrast."""
+    out: list[np.ndarray | None] = [None] * len(vecs)
+    for src in set(sources):
+        if src is None or src not in snap.states or not snap.rule.uses_contrast(src, target):
+            continue
+        rows = [i for i, s in enumerate(sources) if s == src]
+        for i, row in zip(rows, _own_search(snap, src, vecs[rows], snap.rule.contrast_k + 1)):
+            out[i] = row
     return out

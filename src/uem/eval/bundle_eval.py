@@ -25,7 +25,7 @@ def evaluate_bundle(bundle: str | Path, data: str | Path, *, protocol: str = "cl
 
     eng = Engine.open(bundle, threads=threads)
     results = evaluate(lambda paths: eng.embed(paths), data, pairs=pairs, protocol=protocol, seed=seed,
-                       reject_fn=eng.open_set_rule.reject_fn(), labels_csv=labels_csv, log=log)
+                       reject_fn=eng.reject_fn(), labels_csv=labels_csv, log=log)
     results["bundle"] = str(Path(bundle).resolve())
     if out is not None:
         floor_data = json.loads(Path(floor).read_text(encoding="utf-8")) if floor else None

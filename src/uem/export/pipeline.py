@@ -29,8 +29,11 @@ from ..engine.errors import DataError, ImageError, UemError
 from ..engine.preprocess import PreprocessSpec, preprocess_batch
 from ..train.run import load_encoder
 from .onnx import export_onnx, torch_embed
+from .openset import contrast_calibration
 from .parity import ParityReport, parity_report
 from .quantize import DEFAULT, QuantConfig, calibration_sample, quantize_int8
+
+OPEN_SET_RULES = ("contrast", "prototype")
 
 # hnswlib for 128-d unit vectors, 1k to ~1M items per domain. M=32 (2*M links at level 0, ~256 B per
 # item): on 100k random unit 128-d vectors, the structure-free worst case, it reached recall@10 0.62
@@ -204,19 +207,22 @@ def export_run(run_dir: Path, out: Path, index_dirs: dict[str, Path] | None = No
                hnsw: HnswParams = DEFAULT_HNSW, parity_per_domain: int = PARITY_PER_DOMAIN,
                k_prototypes: int | None = None, progress: bool = True, overwrite: bool = True,
                log: Console | None = None, to: str | None = None,
-               merge_rule: str = "local") -> ExportSummary:
+               merge_rule: str = "local", open_set: str = "contrast") -> ExportSummary:
     """Export the run at `run_dir` into the bundle `out` (created, or — with `overwrite` — replaced
     if it is a bundle; the replacement is atomic, readers see the old or the new one).
 
     `to`: serve the domains from Milvus (milvus://HOST:PORT, or a Milvus Lite `*.db` path): one
     collection per domain instead of hnswlib files; vectors, items and prototypes stay in the
-    bundle. Checked (and connected to) before the slow part starts."""
+    bundle. Checked (and connected to) before the slow part starts. `open_set`: "contrast" calibrates
+    the neighbourhood-contrast rule (uem.export.openset); "prototype" leaves UEM-METHOD.md's rule alone."""
     t0 = time.perf_counter()
     log = log or Console(stderr=True, highlight=False)
     from ..train.prototypes import MERGE_RULES
 
     if merge_rule not in MERGE_RULES:
         raise UemError(f"merge rule must be one of {', '.join(MERGE_RULES)}, not {merge_rule!r}")
+    if open_set not in OPEN_SET_RULES:
+        raise UemError(f"open-set rule must be one of {', '.join(OPEN_SET_RULES)}, not {open_set!r}")
     run_dir, out = Path(run_dir), Path(out)
     if not run_dir.is_dir():
         raise ExportError(f"{run_dir}: no such run directory")
@@ -244,7 +250,7 @@ def export_run(run_dir: Path, out: Path, index_dirs: dict[str, Path] | None = No
     if to is not None:
         _open_external(to).close()  # reachable? (a wrong address fails before the slow part)
     return _export(run_dir, out, encoder, cfg, spec, train, targets, roots, calib, keep_fp32, seed,
-                   quant, hnsw, parity_per_domain, k_prototypes, progress, log, to, t0, merge_rule)
+                   quant, hnsw, parity_per_domain, k_prototypes, progress, log, to, t0, merge_rule, open_set)
 
 
 def _check_to(to: str) -> None:
@@ -264,7 +270,7 @@ def _open_external(to: str, progress=None):
 
 
 def _export(run_dir, out, encoder, cfg, spec, train, targets, roots, calib, keep_fp32, seed, quant,
-            hnsw, parity_per_domain, k_prototypes, progress, log, to, t0, merge_rule) -> ExportSummary:
+            hnsw, parity_per_domain, k_prototypes, progress, log, to, t0, merge_rule, open_set) -> ExportSummary:
 
     calib_paths = calibration_sample(train, calib, seed=seed)
     stage = _Stages()
@@ -312,12 +318,16 @@ def _export(run_dir, out, encoder, cfg, spec, train, targets, roots, calib, keep
             # rule then rejects every query (benchmarks/RESULTS.md, "Demo and the open-set decision")
             graph = build_prototype_graph(vectors, k=k_prototypes, seed=cfg.seed, rule=merge_rule,
                                           merge=cfg.merge and cfg.baseline_k is None)
+        calibration = {}
+        if open_set == "contrast":
+            with stage("open-set calibration", prog):
+                calibration = {"contrast": contrast_calibration(vectors, seed=seed)}
 
         quant_info = {**quant.to_dict(), "label": quant.label(), "calibration_images": int(len(calib_x)),
                       "calibration_seed": seed}
         sizes = {"encoder_int8": os.path.getsize(int8_path), "encoder_fp32": os.path.getsize(fp32_path)}
         extra = {"parity": report.to_dict(), "quantization": quant_info, "sizes": sizes, "merge_rule": merge_rule,
-                 "source_run": str(run_dir.resolve()), "train_config": cfg.to_dict(),
+                 "open_set_rule": open_set, "source_run": str(run_dir.resolve()), "train_config": cfg.to_dict(),
                  "skipped_images": {d: len(v) for d, v in skipped.items()},
                  "export_seconds": stage.seconds, "versions": _versions()}
         with stage("bundle (HNSW indexes)" if to is None else "bundle + Milvus collections", prog):
@@ -338,7 +348,7 @@ def _export(run_dir, out, encoder, cfg, spec, train, targets, roots, calib, keep
             try:
                 write_bundle(out, encoder_onnx=int8_path, encoder_fp32_onnx=fp32_path if keep_fp32 else None,
                              preprocess=spec, embed_dim=cfg.model.embed_dim, domains=domains,
-                             prototypes=graph, hnsw=hnsw, calibration={}, extra=extra, external=external)
+                             prototypes=graph, hnsw=hnsw, calibration=calibration, extra=extra, external=external)
             finally:
                 if external is not None:
                     external.close()

@@ -1,0 +1,73 @@
+"""Label-free calibration of the open-set rule: one neighbourhood-contrast threshold per domain pair.
+
+For every ordered pair (source, target) of the bundle, every source item (a seeded sample of at most
+`max_queries`) is scored exactly as the engine scores a query (`uem.engine.openset.
+neighbourhood_contrast`, its own item skipped as the engine skips an indexed image queried again),
+and Otsu's method splits the scores into "has a counterpart in target" and "private". No label is
+read; the split only assumes the scores are bimodal when some concepts are missing from the target.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..engine.openset import CONTRAST_K, neighbourhood_contrast, pair_key
+
+
+def otsu_threshold(scores: np.ndarray, bins: int = 256) -> float:
+    """The value that splits `scores` into two groups with the largest between-group variance
+    (Otsu 1979, on a histogram of `bins` bins); scores <= threshold form the lower group. Chosen
+    over a two-Gaussian mixture, which split emoji3's scores less well (benchmarks/RESULTS.md)."""
+    s = np.asarray(scores, np.float64)
+    s = s[np.isfinite(s)]
+    if len(s) == 0:
+        raise ValueError("no finite score to threshold")
+    lo, hi = float(s.min()), float(s.max())
+    if hi <= lo:
+        return hi
+    counts, edges = np.histogram(s, bins=bins, range=(lo, hi))
+    centres = (edges[:-1] + edges[1:]) / 2
+    w0 = np.cumsum(counts)[:-1].astype(np.float64)          # lower group = bins 0..i
+    w1 = len(s) - w0
+    m0 = np.cumsum(counts * centres)[:-1]
+    m1 = (counts * centres).sum() - m0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        between = w0 * w1 * (m0 / w0 - m1 / w1) ** 2
+    between = np.where((w0 > 0) & (w1 > 0), between, -1.0)
+    # empty bins between two groups tie: take the middle of the gap, not its edge
+    best = np.flatnonzero(between >= between.max() * (1 - 1e-9))
+    return float((edges[best[0] + 1] + edges[best[-1] + 1]) / 2)
+
+
+def _top_cosines(q: np.ndarray, base: np.ndarray, n: int, chunk: int = 1024) -> np.ndarray:
+    """Exact cosines of each row of q to its n nearest rows of base, best first."""
+    n = min(n, len(base))
+    out = np.empty((len(q), n), np.float64)
+    for i in range(0, len(q), chunk):
+        sims = q[i:i + chunk] @ base.T
+        part = np.partition(sims, sims.shape[1] - n, axis=1)[:, -n:]
+        out[i:i + chunk] = -np.sort(-part, axis=1)
+    return out
+
+
+def contrast_calibration(vectors: dict[str, np.ndarray], k: int = CONTRAST_K, max_queries: int = 5000,
+                         seed: int = 0) -> dict:
+    """{"k", "thresholds": {"source->target": value}, "queries": {...}} for the bundle's manifest.
+
+    `vectors`: unit rows per domain, as indexed. A pair is left out (its queries fall back to the
+    prototype rule) when the source has fewer than 2 items or the target none."""
+    rng = np.random.default_rng(seed)
+    thresholds, queries = {}, {}
+    for src, v in vectors.items():
+        v = np.asarray(v, np.float32)
+        if len(v) < 2:
+            continue
+        rows = np.sort(rng.choice(len(v), max_queries, replace=False)) if len(v) > max_queries else np.arange(len(v))
+        own = _top_cosines(v[rows], v, k + 1)
+        for tgt, t in vectors.items():
+            if tgt == src or len(t) == 0:
+                continue
+            score = neighbourhood_contrast(own, _top_cosines(v[rows], np.asarray(t, np.float32), k), k)
+            thresholds[pair_key(src, tgt)] = otsu_threshold(score)
+            queries[pair_key(src, tgt)] = int(len(rows))
+    return {"k": int(k), "thresholds": thresholds, "queries": queries, "method": "otsu"}
