@@ -12,7 +12,9 @@ embeddings and open-set rule). Steps whose output exists are skipped, so the gri
     protocol partial  twemoji keeps a seeded half (Q = twemoji): twemoji->notomono, twemoji->openmoji
 
 Variants are the trainer's switches: full (the defaults), no-merge, no-sel, no-spda, plain-nn,
-no-line-view, baseline (UCDIR-style: fixed K, no merge, no SEL). `--reuse-cache` trains a variant on the
+no-line-view, baseline (UCDIR-style: fixed K, no merge, no SEL); and floor: no training, the pretrained
+224 px 1280-d features of BENCHMARK.md's floor, with the engine's open-set rule (neighbourhood contrast)
+calibrated on them exactly as export calibrates a bundle. `--reuse-cache` trains a variant on the
 trunk cache of the `full` run with the same protocol and seed (same images, views and seed, so the
 cache is exactly what the variant would compute; no-line-view takes its first half), which saves the
 slow part of training; the variants then differ only in what they switch.
@@ -48,6 +50,7 @@ VARIANTS = {
     "plain-nn": {"plain_nn": True},
     "no-line-view": {"model.line_view": False},
     "baseline": {"baseline_k": 98},
+    "floor": None,
 }
 KEYS = ("top1_identity", "map", "map_class_balanced")
 OPEN_KEYS = ("private_detection", "known_acceptance", "h_score", "auroc")
@@ -77,16 +80,60 @@ def configure(data: Path, variant: str, seed: int, overrides: list[str]):
     return cfg
 
 
+def _summary(variant, protocol, seed, times, res, **more) -> dict:
+    return {"variant": variant, "protocol": protocol, "seed": seed, "times": times, **more,
+            "pairs": {p["pair"]: {**{k: p.get(k) for k in KEYS},
+                                  **{k: (p.get("open_set") or {}).get(k) for k in OPEN_KEYS}}
+                      for p in res["pairs"]}}
+
+
+def run_floor(protocol: str, seed: int, args) -> dict:
+    """The pretrained network, untrained, scored like a bundle (contrast rule calibrated without labels)."""
+    from floor import cached, pretrained_embed_fn
+
+    from uem.datasets.folders import scan
+    from uem.engine.openset import OpenSetRule
+    from uem.engine.prototypes import PrototypeGraph
+    from uem.eval.harness import evaluate, l2_normalize
+    from uem.export.openset import contrast_calibration, top_cosines
+
+    data = protocol_data(args.data, args.work, protocol, seed)
+    t0 = time.perf_counter()
+    embed = cached(pretrained_embed_fn(), args.work / "floor_cache")
+    vecs = {d: l2_normalize(embed(paths)) for d, paths in scan(data).items()}
+    domains = sorted(vecs)
+    dim = next(iter(vecs.values())).shape[1]
+    graph = PrototypeGraph(domains=domains, centroids=np.zeros((0, dim)), owner=[], links=np.zeros((0, 2)),
+                           radius=[], domain_means=np.stack([vecs[d].mean(0) for d in domains]))
+    rule = OpenSetRule(graph, {"contrast": contrast_calibration(vecs, seed=0)})
+    res = evaluate(embed, data, pairs=PAIRS[protocol], seed=seed, n_examples=0, keep_scores=False,
+                   reject_fn=rule.reject_fn(lambda d, q, n: top_cosines(q, vecs[d], n)))
+    return _summary("floor", protocol, seed, {"eval_s": round(time.perf_counter() - t0, 1)}, res,
+                    open_set_rule="contrast")
+
+
 def run_job(variant: str, protocol: str, seed: int, args) -> dict:
+    name = f"{variant}_{protocol}_{seed}"
+    job = args.work / name
+    result_file = job / "result.json"
+    if args.reexport and variant != "floor":
+        result_file.unlink(missing_ok=True)
+        if (job / "model.uem").is_dir():
+            import shutil
+
+            shutil.rmtree(job / "model.uem")
+    if result_file.is_file():
+        return json.loads(result_file.read_text())
+    if variant == "floor":
+        out = run_floor(protocol, seed, args)
+        job.mkdir(parents=True, exist_ok=True)
+        result_file.write_text(json.dumps(out, indent=1))
+        return out
+
     from uem.eval.bundle_eval import evaluate_bundle
     from uem.export.pipeline import export_run
     from uem.train.trainer import train
 
-    name = f"{variant}_{protocol}_{seed}"
-    job = args.work / name
-    result_file = job / "result.json"
-    if result_file.is_file():
-        return json.loads(result_file.read_text())
     data = protocol_data(args.data, args.work, protocol, seed)
     run, bundle = job / "run", job / "model.uem"
     times = {}
@@ -111,11 +158,9 @@ def run_job(variant: str, protocol: str, seed: int, args) -> dict:
     res = evaluate_bundle(bundle, data, protocol="close", pairs=PAIRS[protocol], seed=seed, sheets=False,
                           out=job / "eval" if args.reports else None)
     times["eval_s"] = round(time.perf_counter() - t0, 1)
-    out = {"variant": variant, "protocol": protocol, "seed": seed, "times": times,
-           "cache_reused": bool(args.reuse_cache and variant != "full"),
-           "pairs": {p["pair"]: {**{k: p.get(k) for k in KEYS},
-                                 **{k: (p.get("open_set") or {}).get(k) for k in OPEN_KEYS}}
-                     for p in res["pairs"]}}
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    out = _summary(variant, protocol, seed, times, res, cache_reused=bool(args.reuse_cache and variant != "full"),
+                   open_set_rule=manifest["model"]["extra"].get("open_set_rule", "prototype"))
     log = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines() if x.strip()]
     out["merged_last_epoch"] = next((r["merged"] for r in reversed(log) if "merged" in r), None)
     graph = json.loads((run / "prototypes.json").read_text()) if (run / "prototypes.json").is_file() else {}
@@ -156,9 +201,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", action="append", default=[], help="extra config field=json for every job")
     ap.add_argument("--reuse-cache", action="store_true")
     ap.add_argument("--reports", action="store_true", help="also write uemctl-eval style reports per job")
+    ap.add_argument("--reexport", action="store_true",
+                    help="export and score trained runs again (after an export or engine change); training is kept")
+    ap.add_argument("--collect", action="store_true",
+                    help="run nothing: gather the finished jobs of --work (filtered by the lists above) into one table")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
+    if args.collect:
+        want = (set(args.variants.split(",")), set(args.protocols.split(",")), {int(x) for x in args.seeds.split(",")})
+        results = [r for r in (json.loads(f.read_text()) for f in sorted(args.work.glob("*/result.json")))
+                   if (r["variant"] in want[0] or "all" in want[0]) and r["protocol"] in want[1] and r["seed"] in want[2]]
+        if args.out:
+            args.out.write_text(json.dumps({"command": " ".join(sys.argv), "results": results}, indent=1))
+        print(summarise(results))
+        return 0
     results = []
     for seed in [int(s) for s in args.seeds.split(",")]:
         for protocol in args.protocols.split(","):

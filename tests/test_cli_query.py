@@ -166,6 +166,7 @@ def test_info(base, capsys):
     assert code == 0
     assert "photo (12 items), sketch (12 items)" in out and "space ip" in out
     assert "parity       mean_cos 1" in out and "calibration  none" in out
+    assert "open-set     prototype rule" in out   # the factory's bundle has no contrast thresholds
     code, out, _ = run(capsys, "info", base, "--json")
     assert json.loads(out)["domains"] == {"photo": 12, "sketch": 12}
 

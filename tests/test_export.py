@@ -119,6 +119,12 @@ def test_bundle_written_and_opens(tiny):
     assert all(math.isfinite(t) for t in contrast["thresholds"].values())
 
 
+def test_info_names_the_open_set_rule(tiny, capsys):
+    assert cli_main(["info", str(tiny["out"])]) == 0
+    out = capsys.readouterr().out
+    assert "open-set     neighbourhood contrast, k 5, reject above: line->paint " in out
+
+
 def test_query_and_eval_decide_alike(tiny):
     """`uemctl query` (HNSW neighbours) and `uemctl eval` (reject_fn) apply the same open-set rule."""
     paths = sorted((tiny["data"] / "paint").rglob("*.png"))

@@ -37,10 +37,10 @@ def test_otsu_hand_computed_on_three_values():
 def test_top_cosines_exact_and_sorted():
     rng = np.random.default_rng(1)
     q, b = rng.normal(size=(7, 4)), rng.normal(size=(30, 4))
-    got = _top_cosines(q, b, 5, chunk=3)
+    got = top_cosines(q, b, 5, chunk=3)
     want = -np.sort(-(q @ b.T), axis=1)[:, :5]
     assert np.allclose(got, want)
-    assert _top_cosines(q, b[:2], 5).shape == (7, 2)
+    assert top_cosines(q, b[:2], 5).shape == (7, 2)
 
 
 def _blobs(rng, centres, n=30, noise=0.05):
@@ -58,7 +58,7 @@ def test_calibration_separates_private_concepts():
     b = _blobs(rng, [eye[0] + shift, eye[1] + shift])
     cal = contrast_calibration({"a": a, "b": b}, k=5)
     assert set(cal["thresholds"]) == {"a->b", "b->a"} and cal["k"] == 5 and cal["queries"]["a->b"] == 90
-    score = neighbourhood_contrast(_top_cosines(a, a, 6), _top_cosines(a, b, 5), 5)
+    score = neighbourhood_contrast(top_cosines(a, a, 6), top_cosines(a, b, 5), 5)
     rejected = score > cal["thresholds"]["a->b"]
     assert rejected[60:].all() and not rejected[:60].any()
 

@@ -47,7 +47,13 @@ def info(
     extra = dict(m["extra"])
     parity = extra.pop("parity", None)
     lines.append("parity       " + (_flat(parity) if isinstance(parity, dict) else "not recorded"))
-    cal = s["calibration"]
+    cal = dict(s["calibration"])
+    contrast = cal.pop("contrast", None)
+    if isinstance(contrast, dict) and contrast.get("thresholds"):
+        lines.append(f"open-set     neighbourhood contrast, k {contrast.get('k')}, reject above: " + ", ".join(
+            f"{pair} {float(t):.3f}" for pair, t in sorted(contrast["thresholds"].items())))
+    else:
+        lines.append("open-set     prototype rule (UEM-METHOD.md)")
     lines.append("calibration  " + (json.dumps(cal, sort_keys=True) if cal else "none (prototype radii only)"))
     for key, value in extra.items():
         lines.append(f"{key:<12} " + (_flat(value) if isinstance(value, dict) else json.dumps(value)))

@@ -7,8 +7,8 @@ items in its OWN domain - mean cosine of its k nearest items in the TARGET domai
 score is above the pair's threshold, which export sets without labels (Otsu's split of the scores
 of all source items, `uem.export.openset`). Why: the bundle's embedding keeps a domain gap, so "how
 close is the nearest target item" mostly measures how crowded the query's region is; measuring it
-against the query's own-domain neighbours cancels that. On emoji3's open-set split it ranks private
-queries with AUROC ~0.79 where the prototype rule reaches ~0.66 (benchmarks/RESULTS.md).
+against the query's own-domain neighbours cancels that. On emoji3's open-set splits it ranks private
+queries with AUROC 0.68-0.78 where the prototype rule reaches 0.63-0.66 (benchmarks/RESULTS.md).
 
 Prototype rule (UEM-METHOD.md, "Open-set rejection"; `--open-set prototype`, and the fallback for
 pairs without a threshold): take the query's nearest prototype in its source domain. If that

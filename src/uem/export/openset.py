@@ -39,7 +39,7 @@ def otsu_threshold(scores: np.ndarray, bins: int = 256) -> float:
     return float((edges[best[0] + 1] + edges[best[-1] + 1]) / 2)
 
 
-def _top_cosines(q: np.ndarray, base: np.ndarray, n: int, chunk: int = 1024) -> np.ndarray:
+def top_cosines(q: np.ndarray, base: np.ndarray, n: int, chunk: int = 1024) -> np.ndarray:
     """Exact cosines of each row of q to its n nearest rows of base, best first."""
     n = min(n, len(base))
     out = np.empty((len(q), n), np.float64)
@@ -63,11 +63,11 @@ def contrast_calibration(vectors: dict[str, np.ndarray], k: int = CONTRAST_K, ma
         if len(v) < 2:
             continue
         rows = np.sort(rng.choice(len(v), max_queries, replace=False)) if len(v) > max_queries else np.arange(len(v))
-        own = _top_cosines(v[rows], v, k + 1)
+        own = top_cosines(v[rows], v, k + 1)
         for tgt, t in vectors.items():
             if tgt == src or len(t) == 0:
                 continue
-            score = neighbourhood_contrast(own, _top_cosines(v[rows], np.asarray(t, np.float32), k), k)
+            score = neighbourhood_contrast(own, top_cosines(v[rows], np.asarray(t, np.float32), k), k)
             thresholds[pair_key(src, tgt)] = otsu_threshold(score)
             queries[pair_key(src, tgt)] = int(len(rows))
     return {"k": int(k), "thresholds": thresholds, "queries": queries, "method": "otsu"}
