@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from uem.engine.openset import neighbourhood_contrast
-from uem.export.openset import _top_cosines, contrast_calibration, otsu_threshold
+from uem.export.openset import contrast_calibration, otsu_threshold, top_cosines
 
 
 def test_otsu_splits_two_groups_between_them():
