@@ -191,6 +191,26 @@ def summarise(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def paired(results: list[dict]) -> str:
+    """Markdown: each variant against `full` on the (protocol, seed) jobs both have, averaged over those
+    jobs and their pairs — ablations are compared on the same splits only."""
+    by = {(r["variant"], r["protocol"], r["seed"]): r for r in results}
+    lines = ["| variant | protocol | jobs (seeds) | top-1 identity (Δ vs full) | mAP@All (Δ) | H (Δ) | AUROC (Δ) |",
+             "|---|---|---|---|---|---|---|"]
+    for variant in sorted({r["variant"] for r in results} - {"full"}):
+        for protocol in sorted({r["protocol"] for r in results}):
+            seeds = sorted(sd for (v, pr, sd) in by if v == variant and pr == protocol and ("full", pr, sd) in by)
+            if not seeds:
+                continue
+            cells = []
+            for key in ("top1_identity", "map", "h_score", "auroc"):
+                a = [m[key] for sd in seeds for m in by[(variant, protocol, sd)]["pairs"].values() if m.get(key) is not None]
+                b = [m[key] for sd in seeds for m in by[("full", protocol, sd)]["pairs"].values() if m.get(key) is not None]
+                cells.append(f"{np.mean(a):.3f} ({np.mean(a) - np.mean(b):+.3f})" if a and b else "–")
+            lines.append(f"| {variant} | {protocol} | {len(seeds)} ({', '.join(map(str, seeds))}) | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=Path("data/emoji3"))
@@ -215,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.out:
             args.out.write_text(json.dumps({"command": " ".join(sys.argv), "results": results}, indent=1))
         print(summarise(results))
+        print()
+        print(paired(results))
         return 0
     results = []
     for seed in [int(s) for s in args.seeds.split(",")]:
