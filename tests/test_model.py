@@ -73,8 +73,9 @@ def test_two_view_embedding_is_two_unit_halves_and_top_matches_forward():
 
 def test_old_configs_without_the_new_fields_keep_their_behaviour():
     cfg = TrainConfig.from_dict({"model": {"input_size": 64, "embed_dim": 32}})
-    assert cfg.model.head == "mlp" and cfg.model.line_view is False
+    assert cfg.model.head == "mlp" and cfg.model.line_view is False and cfg.plain_nn is False
     assert TrainConfig().model.line_view is True and TrainConfig().model.head == "linear"
+    assert TrainConfig().plain_nn is True
 
 
 def test_linear_head_starts_at_the_principal_directions():

@@ -201,7 +201,7 @@ def test_cli_bad_data_is_one_line_and_exit_2(tmp_path, capsys, make):
 def test_cli_trains(data, tmp_path, capsys):
     out = tmp_path / "run"
     code = main(["train", str(data), "-o", str(out), "-q", "--input-size", "32", "--embed-dim", "16",
-                 "--epochs1", "1", "--epochs2", "1", "--views", "1", "--batch-size", "6", "--no-sel", "--plain-nn"])
+                 "--epochs1", "1", "--epochs2", "1", "--views", "1", "--batch-size", "6", "--no-sel", "--sn2m"])
     assert code == 0, capsys.readouterr().err
     cfg = json.loads((out / "config.json").read_text())
-    assert cfg["sel"] is False and cfg["plain_nn"] is True and cfg["model"]["input_size"] == 32
+    assert cfg["sel"] is False and cfg["plain_nn"] is False and cfg["model"]["input_size"] == 32
