@@ -10,6 +10,8 @@ benchmarks/protocols.py's data_open_<seed>); labels are read only to score.
 import argparse
 from pathlib import Path
 
+import numpy as np
+
 from uem.datasets.folders import scan
 from uem.engine import Engine
 from uem.engine.openset import OpenSetRule
@@ -25,13 +27,12 @@ args = ap.parse_args()
 eng = Engine.open(args.bundle)
 files = scan(args.data)
 vecs = {d: eng.embed(p) for d, p in files.items()}
-row = {str(p.resolve()): (d, i) for d, ps in files.items() for i, p in enumerate(ps)}
+by_path = {str(p.resolve()): v for d, ps in files.items() for p, v in zip(ps, vecs[d])}
 
 
 def embed(paths):
-    import numpy as np
-
-    return np.stack([vecs[row[str(Path(p).resolve())][0]][row[str(Path(p).resolve())][1]] for p in paths])
+    """The vectors embedded above, looked up by path (each image is embedded once)."""
+    return np.stack([by_path[str(Path(p).resolve())] for p in paths])
 
 
 for rule in ("global", "local"):

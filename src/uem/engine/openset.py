@@ -57,6 +57,14 @@ def neighbourhood_contrast(own_sims: np.ndarray, target_sims: np.ndarray, k: int
     return own_mean - tgt_mean
 
 
+def best_first(sims: np.ndarray, n: int) -> np.ndarray:
+    """The n largest values of each row of a similarity matrix, best first (partition, then sort n)."""
+    n = min(int(n), sims.shape[1])
+    if n <= 0:
+        return np.zeros((len(sims), 0), sims.dtype)
+    return -np.sort(-np.partition(sims, sims.shape[1] - n, axis=1)[:, -n:], axis=1)
+
+
 def pair_key(source: str, target: str) -> str:
     return f"{source}->{target}"
 
@@ -172,7 +180,7 @@ class OpenSetRule:
             own = tgt = [None] * len(q)
             if own_search is not None and self.uses_contrast(query_domain, target_domain) and len(q):
                 own = own_search(query_domain, q, kc + 1)
-                tgt = -np.sort(-sims, axis=1)[:, :kc]
+                tgt = best_first(sims, kc)
             ds = [self.decide(v, target_domain, None if c is None else float(c), query_domain,
                               target_sims=ts, own_sims=os_)
                   for v, c, ts, os_ in zip(q, nearest, tgt, own)]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..engine.openset import CONTRAST_K, neighbourhood_contrast, pair_key
+from ..engine.openset import CONTRAST_K, best_first, neighbourhood_contrast, pair_key
 
 
 def otsu_threshold(scores: np.ndarray, bins: int = 256) -> float:
@@ -41,12 +41,9 @@ def otsu_threshold(scores: np.ndarray, bins: int = 256) -> float:
 
 def top_cosines(q: np.ndarray, base: np.ndarray, n: int, chunk: int = 1024) -> np.ndarray:
     """Exact cosines of each row of q to its n nearest rows of base, best first."""
-    n = min(n, len(base))
-    out = np.empty((len(q), n), np.float64)
+    out = np.empty((len(q), min(n, len(base))), np.float64)
     for i in range(0, len(q), chunk):
-        sims = q[i:i + chunk] @ base.T
-        part = np.partition(sims, sims.shape[1] - n, axis=1)[:, -n:]
-        out[i:i + chunk] = -np.sort(-part, axis=1)
+        out[i:i + chunk] = best_first(q[i:i + chunk] @ base.T, n)
     return out
 
 
