@@ -15,6 +15,7 @@ PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 # that will be copied to other CPUs? Run `HNSWLIB_NO_NATIVE=1 make setup` for a portable build.
 
 DATA ?= data/emoji3
+DATA2 ?= data/phosphor4
 
 .PHONY: setup test test-all demo data floor clean
 
@@ -37,6 +38,7 @@ test-all: setup
 
 data: setup
 	$(BIN)/uemctl data emoji --out $(DATA)
+	$(BIN)/uemctl data icons --out $(DATA2)
 
 demo: setup
 	$(BIN)/uemctl demo

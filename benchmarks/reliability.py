@@ -1,4 +1,4 @@
-"""Long reliability trials (issue 5): the same checks as tests/test_reliability_*.py, with counts.
+"""Long reliability trials: the same checks as tests/test_reliability_*.py, with counts.
 
     .venv/bin/python benchmarks/reliability.py --fuzz 20000 --kill-trials 20 --queries 10000 \
         --stream-files 10000 --manifest-fuzz 3000 --seed 1

@@ -95,8 +95,9 @@ def write_images(folder: Path, concepts: dict[str, list[str]], n_per: int, seed:
 
 def make_bundle(root: Path, *, concepts: dict[str, list[str]] | None = None, n_per: int = 6,
                 seed: int = 0, calibration: dict | None = None, hnsw: HnswParams | None = None,
-                keep_fp32: bool = False, name: str = "model.uem") -> Path:
-    """Build images, embed them with the tiny encoder, derive prototypes and write a bundle."""
+                keep_fp32: bool = False, name: str = "model.uem", alignment=None) -> Path:
+    """Build images, embed them with the tiny encoder, derive prototypes and write a bundle.
+    `alignment`: a uem.engine.align.Alignment for the bundle (default none)."""
     concepts = concepts or DEFAULT_CONCEPTS
     root.mkdir(parents=True, exist_ok=True)
     enc_path = make_encoder(root / "src" / "encoder.onnx")
@@ -134,5 +135,20 @@ def make_bundle(root: Path, *, concepts: dict[str, list[str]] | None = None, n_p
                  embed_dim=DIM, domains=domains, prototypes=graph,
                  hnsw=hnsw or HnswParams(M=8, ef_construction=40, ef_search=16),
                  calibration=calibration or {}, extra={"parity": {"mean_cos": 1.0, "min_cos": 1.0,
-                                                                  "top10_overlap": 1.0}})
+                                                                  "top10_overlap": 1.0}},
+                 **({} if alignment is None else {"alignment": alignment}))
     return bundle
+
+
+def make_aligned_bundle(root: Path, *, align=None, name: str = "aligned.uem", **kw) -> Path:
+    """make_bundle with the alignment export would fit from the same vectors (default: whitening,
+    pair maps, CSLS over 3 neighbours re-ranking 8 candidates)."""
+    from uem.engine.bundle import read_bundle
+    from uem.export.align import AlignConfig, fit_alignment
+
+    plain = make_bundle(root, name="unaligned.uem", **kw)
+    info = read_bundle(plain)
+    vecs = {d: info.load_vectors(d, mmap=False) for d in info.domains}
+    cfg = align or AlignConfig(kind="whiten", shrinkage=0.1, maps=True, map_rounds=3, csls_k=3, csls_candidates=8)
+    alignment, _ = fit_alignment(vecs, cfg)
+    return make_bundle(root, name=name, alignment=alignment, **kw)

@@ -88,7 +88,7 @@ def test_quick_table_and_missing_fp32(int8_only, tmp_path, capsys):
     assert code == 0, err
     saved = json.loads((tmp_path / "r.json").read_text())
     assert saved["encoder"]["columns"]["onnxruntime fp32"]["available"] is False
-    assert "Encoder" in out and "End-to-end Engine.query" in out and "Targets (issue 4)" in out
+    assert "Encoder" in out and "End-to-end Engine.query" in out and "Edge-deployment targets" in out
     assert "--keep-fp32" in out  # the fp32 column says why it is empty
     assert "Traceback" not in err
 

@@ -60,7 +60,7 @@ def test_query_json_is_well_formed(base, capsys):
     verdict = {Path(r["query"]).parent.name: r["accepted"] for r in doc["results"]}
     assert verdict == {"red": True, "green": False}
     red = next(r for r in doc["results"] if r["accepted"])
-    assert len(red["hits"]) == 3 and set(red["hits"][0]) == {"id", "path", "score"}
+    assert len(red["hits"]) == 3 and set(red["hits"][0]) == {"id", "path", "score", "rank_score"}
 
 
 def test_no_reject_and_from(base, capsys):

@@ -1,6 +1,7 @@
 """The encoder's own pieces: the line-art view, the two-view embedding, the PCA-started linear head."""
 
 import numpy as np
+import pytest
 import torch
 
 from uem.engine.preprocess import normalize
@@ -98,3 +99,60 @@ def test_linear_head_starts_at_the_principal_directions():
     head3 = torch.nn.Linear(5, 4).double()
     init_linear_head(head3, torch.tensor(rng.standard_normal((3, 5))), torch.zeros(3, dtype=torch.long))
     assert (head3.weight.abs().sum(1) > 0).sum() == 2  # 3 centred points span 2 directions
+
+
+def _pca_cases():
+    """Inputs that break a covariance eigendecomposition on some LAPACK builds: rank-deficient,
+    byte-identical rows (emoji3 has hundreds of duplicated images), fewer images than dimensions,
+    one image per domain, and all of it at the real feature width."""
+    rng = np.random.default_rng(7)
+    base = np.maximum(rng.standard_normal((3, 1280)), 0) * 6  # ReLU6-like pooled features
+    yield "repeated rows", np.repeat(base, 8, axis=0), np.arange(24) % 2
+    yield "fewer images than dimensions", rng.random((12, 1280)), np.arange(12) // 6
+    yield "one image per domain", rng.random((2, 1280)), np.array([0, 1])
+    dup = rng.random((40, 1280))
+    dup[20:] = dup[:20]                                        # every image twice, across domains
+    yield "duplicates across domains", dup, np.arange(40) // 20
+    low = rng.standard_normal((300, 5)) @ rng.standard_normal((5, 1280))
+    yield "rank 5 of 1280", low, np.arange(300) % 3
+
+
+@pytest.mark.parametrize("name,x,groups", list(_pca_cases()), ids=[c[0] for c in _pca_cases()])
+def test_principal_directions_are_finite_orthonormal_and_thread_independent(name, x, groups):
+    from threadpoolctl import threadpool_limits
+
+    from uem.train.model import principal_directions
+
+    w, var = principal_directions(x, groups, 64)
+    assert w.shape == (64, 1280) and np.all(np.isfinite(w)) and np.all(np.isfinite(var))
+    live = np.abs(w).sum(1) > 0
+    # centred within groups, the data spans at most N - (number of groups) directions
+    assert live.sum() <= max(len(x) - len(np.unique(groups)), 0)
+    np.testing.assert_allclose(w[live] @ w[live].T, np.eye(live.sum()), atol=1e-9)
+    assert np.all(w[live][np.arange(live.sum()), np.abs(w[live]).argmax(1)] > 0)  # sign rule
+    with threadpool_limits(limits=1):
+        w1, var1 = principal_directions(x, groups, 64)
+    np.testing.assert_allclose(w1, w, atol=1e-8)
+    np.testing.assert_allclose(var1, var, rtol=1e-8, atol=1e-12)
+
+
+def test_principal_directions_of_a_hand_made_case():
+    # two groups, each the same 3 points shifted: centred, the points are (+-2, 0) and (0, 0) in
+    # both groups -> one direction (1, 0) with variance (4 * 2 + 0) * 2 / (6 - 1) = 3.2
+    pts = np.array([[2.0, 0.0], [-2.0, 0.0], [0.0, 0.0]])
+    x = np.concatenate([pts + [5, 5], pts - [1, 3]])
+    from uem.train.model import principal_directions
+
+    w, var = principal_directions(x, np.array([0, 0, 0, 1, 1, 1]), 2)
+    np.testing.assert_allclose(w, [[1, 0], [0, 0]], atol=1e-12)
+    np.testing.assert_allclose(var, [3.2, 0.0], atol=1e-12)
+
+
+def test_linear_head_init_on_repeated_images_trains_from_finite_weights():
+    rng = np.random.default_rng(3)
+    x = torch.tensor(np.repeat(rng.random((4, 1280)), 6, axis=0))
+    head = torch.nn.Linear(1280, 64).double()
+    init_linear_head(head, x, torch.arange(24) % 2)
+    assert torch.isfinite(head.weight).all() and torch.isfinite(head.bias).all()
+    # each group holds the same 4 distinct images: centred, they span 3 directions
+    assert int((head.weight.abs().sum(1) > 0).sum()) == 3

@@ -1,4 +1,4 @@
-"""Bundle integrity (issue 5, part 2): every file of a bundle (and the manifest) flipped, truncated,
+"""Bundle integrity: every file of a bundle (and the manifest) flipped, truncated,
 extended, deleted, replaced by a directory; paths leaving the bundle; wrong versions; honestly
 re-hashed files of the wrong shape — each refused by `Engine.open` with a BundleError before any
 file reaches hnswlib or onnxruntime. Plus consistent-but-random manifests, and no pickle anywhere.
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import reliability_kit as rk
-from bundle_factory import draw, make_bundle, png_bytes
+from bundle_factory import draw, make_aligned_bundle, make_bundle, png_bytes
 from uem.engine import Engine
 
 SEED = 5
@@ -24,7 +24,8 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "uem"
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory) -> Path:
-    return make_bundle(tmp_path_factory.mktemp("tamper"), keep_fp32=True)
+    # aligned: the matrix covers alignment.npz and every domain's csls.npy too
+    return make_aligned_bundle(tmp_path_factory.mktemp("tamper"), keep_fp32=True)
 
 
 def test_every_file_every_tampering_is_refused_before_any_loader(base, tmp_path):

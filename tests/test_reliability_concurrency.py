@@ -1,4 +1,4 @@
-"""Concurrency (issue 5, part 4): 8 threads query while one thread adds — every answer comes from one
+"""Concurrency: 8 threads query while one thread adds — every answer comes from one
 committed state and no thread ever goes back; two `uemctl index add` processes on one bundle — one
 waits for the other's lock, nothing is lost; a writer that cannot get the lock fails cleanly.
 The long run: benchmarks/reliability.py --queries N.

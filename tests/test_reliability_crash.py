@@ -1,4 +1,4 @@
-"""Crash safety (issue 5, part 3): kill -9 at seeded random moments during `uemctl index add` (a
+"""Crash safety: kill -9 at seeded random moments during `uemctl index add` (a
 real process) and during whole-bundle rewrites (what `uemctl export` does last) -> the bundle opens,
 fully verified, holding exactly the old or the new state, and the next write cleans up. A real
 `uemctl export` trial is slow (tens of seconds of ONNX export per run): it is marked slow here and

@@ -1,4 +1,4 @@
-"""Image-input fuzzing (issue 5, part 1): a generated corpus of hostile and odd files plus seeded
+"""Image-input fuzzing: a generated corpus of hostile and odd files plus seeded
 mutants of valid PNG/JPEG/GIF/WebP/BMP/TIFF/PPM files go through `Engine.query` (in a child
 process, so a crash in a C decoder fails the test instead of killing pytest) and through a real
 `uemctl query` process. Every file must end in a correct answer or a typed error / one stderr line,

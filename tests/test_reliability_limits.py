@@ -1,4 +1,4 @@
-"""Resource limits (issue 5, part 5): `uemctl query` streams (results are printed while the input
+"""Resource limits: `uemctl query` streams (results are printed while the input
 walk is still going), bombs are refused from their header (tests/test_reliability_fuzz.py corpus:
 huge PNG IHDR, GIF and BMP dims), long paths up to and beyond PATH_MAX and file names that are not
 UTF-8 or hold control characters never crash and keep one line per result / error.

@@ -152,7 +152,8 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict:
     console.rule(f"5. open-set evaluation {cfg.query_domain} -> {cfg.target_domain}")
     res = evaluate(lambda paths: eng.embed(paths), work / "data",
                    pairs=[(cfg.query_domain, cfg.target_domain)], protocol="close",
-                   reject_fn=eng.reject_fn(), n_examples=0, keep_scores=False)
+                   reject_fn=eng.reject_fn(), n_examples=0, keep_scores=False,
+                   score_fn=eng.pair_scores)
     p = res["pairs"][0]
     o = p.get("open_set") or {}
     summary = {

@@ -1,4 +1,4 @@
-"""Index scaling (issue 4, item 3): one hnswlib index of N synthetic unit vectors next to numpy
+"""Index scaling: one hnswlib index of N synthetic unit vectors next to numpy
 brute force on the same data — build time, memory, recall@10 against exact search, query latency.
 
 The index is built exactly as `DomainIndex.build` builds a domain (same hnswlib calls and

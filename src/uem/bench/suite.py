@@ -1,5 +1,5 @@
-"""`uemctl bench`: items 1 (encoder), 2 (end-to-end query) and 4 (engine footprint) on one bundle,
-plus the verdict on each target of issue 4. `quick` shrinks every repetition count (and skips
+"""`uemctl bench`: the encoder, the end-to-end query and the engine footprint on one bundle,
+plus the verdict on each edge-deployment target. `quick` shrinks every repetition count (and skips
 growing a 100k-item copy) so it finishes in seconds; its numbers are indicative only."""
 
 from __future__ import annotations
@@ -66,7 +66,8 @@ def _target(name: str, value: float | None, op: str, limit: float, unit: str = "
 
 
 def targets(r: dict) -> list[dict]:
-    """Issue 4's targets this report can judge; met None = not measured in this run (see note)."""
+    """The edge-deployment targets this report can judge (int8 speed-up and parity, query
+    latency, open time and memory at 100k items); met None = not measured in this run (see note)."""
     enc, q, fp = r["encoder"], r["query"], r["footprint"]
     sp, spc = enc["int8_speedup_batch1"], enc.get("int8_speedup_batch1_cpu", {})
     par = enc["parity"]

@@ -25,7 +25,7 @@ def render(report: dict, console: Console) -> None:
     _encoder(report["encoder"], console)
     _query(report["query"], console)
     _footprint(report["footprint"], console)
-    t = Table(title="Targets (issue 4)", title_justify="left")
+    t = Table(title="Edge-deployment targets", title_justify="left")
     for c in ("target", "value", "wanted", "met", "on CPU time", "met (CPU time)", "note"):
         t.add_column(c)
     verdict = {True: "yes", False: "NO", None: "n/a"}

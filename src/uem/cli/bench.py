@@ -26,7 +26,8 @@ def bench(
     save: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the JSON report here."),
 ) -> None:
     """Measure the bundle's encoder (int8 vs fp32 vs torch), Engine.query stage by stage, and the
-    engine's open time and memory; judge issue 4's targets."""
+    engine's open time and memory; judge them against the edge targets (int8 speed-up, int8
+    parity, query latency, open time and memory)."""
     from ..bench.suite import run_bench
     from ..bench.table import render
     from ..engine.atomic import replace_atomic

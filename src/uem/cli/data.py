@@ -36,3 +36,30 @@ def emoji(
             err.print(f"  {item['domain']}/{item['subgroup']}/{item['identity']}: {item['reason']}", markup=False)
     if not r.already_built:
         err.print(f"built in {r.seconds:.1f} s", markup=False)
+
+
+@data_app.command("icons")
+def icons(
+    out_dir: Path = typer.Option(..., "--out", help="Folder to build the set in (new or empty)."),
+    force: bool = typer.Option(False, "--force", help="Replace whatever is in --out."),
+    categories: Optional[str] = typer.Option(
+        None, "--categories", help="Only these Phosphor categories, comma-separated (e.g. time,weather-nature)."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N icons of each category."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Render processes (default: up to 2)."),
+) -> None:
+    """Build the phosphor4 set: Phosphor icons in four weights (thin, bold, fill, duotone), by category."""
+    from ..datasets.phosphor import FORMAT, build_phosphor4
+
+    wanted = [s.strip() for s in categories.split(",") if s.strip()] if categories else None
+    r = build_phosphor4(out_dir, force=force, categories=wanted, limit=limit, workers=workers)
+    if r.already_built:
+        err.print(f"{out_dir}: already holds a complete {FORMAT} set (pass --force to rebuild)", markup=False)
+    for domain, n in r.counts.items():
+        out.print(f"{domain:9s} {n:5d} images", markup=False)
+    out.print(f"{r.categories} categories -> {out_dir}", markup=False)
+    if r.left_out:
+        err.print(f"left out {len(r.left_out)} icon(s) (reasons in {out_dir / (FORMAT + '.json')}):", markup=False)
+        for item in r.left_out:
+            err.print(f"  {item['category'] or '(no category)'}/{item['identity']}: {item['reason']}", markup=False)
+    if not r.already_built:
+        err.print(f"built in {r.seconds:.1f} s", markup=False)

@@ -1,4 +1,5 @@
-"""`uemctl export RUN -o model.uem` — int8 encoder + per-domain indexes + prototypes, in one bundle."""
+"""`uemctl export RUN -o model.uem` (or `--pretrained DATA`) — int8 encoder + aligned per-domain
+indexes + prototypes, in one bundle."""
 
 from __future__ import annotations
 
@@ -7,12 +8,14 @@ from typing import List, Optional
 
 import typer
 
+from ..export.align import AlignConfig
 from .root import app, err, out
 
 
 @app.command("export")
 def export_cmd(
-    run: Path = typer.Argument(..., help="A training run directory (config.json + encoder.pt)."),
+    run: Optional[Path] = typer.Argument(None, help="A training run directory (config.json + encoder.pt); "
+                                         "omit it with --pretrained."),
     output: Path = typer.Option(..., "-o", "--out", help="Bundle directory to write (new, empty, or an existing bundle to replace)."),
     index: Optional[List[str]] = typer.Option(
         None, "--index", help="DOMAIN=DIR: index this folder as DOMAIN (repeatable). Default: the run's training domains."),
@@ -27,16 +30,39 @@ def export_cmd(
     to: Optional[str] = typer.Option(
         None, "--to", help="Serve the domains from Milvus: milvus://HOST:PORT, or a Milvus Lite file "
         "path ending in .db (needs uem[milvus]). Default: hnswlib indexes inside the bundle."),
+    pretrained: Optional[Path] = typer.Option(
+        None, "--pretrained", help="DATA: build a bundle without training, from the ImageNet network "
+        "read out at --block, for DATA/<domain>/... images."),
+    block: int = typer.Option(13, "--block", help="--pretrained: the MBConv block (0-15) whose pooled output is the embedding."),
+    size: int = typer.Option(128, "--size", help="--pretrained: input size in pixels."),
+    no_line_view: bool = typer.Option(False, "--no-line-view", help="--pretrained: the image alone, without its line drawing."),
+    align: str = typer.Option(AlignConfig.kind, "--align", help="Per-domain alignment: whiten (mean + shrunk ZCA), mean, or none."),
+    shrinkage: float = typer.Option(AlignConfig.shrinkage, "--shrinkage", help="Whitening shrinkage, times each domain's mean eigenvalue."),
+    no_maps: bool = typer.Option(False, "--no-maps", help="No self-learned cross-domain maps."),
+    csls_k: int = typer.Option(AlignConfig.csls_k, "--csls-k", help="CSLS neighbours (0: rank by cosine)."),
+    csls_candidates: int = typer.Option(AlignConfig.csls_candidates, "--csls-candidates", help="Index hits re-ranked by CSLS per query."),
 ) -> None:
-    """Export RUN as a bundle the torch-free engine opens; prints the int8 parity report."""
-    from ..export.pipeline import export_run, parse_index_args
+    """Export RUN (or, with --pretrained, the untrained network) as a bundle the torch-free engine
+    opens; prints the int8 parity report."""
+    from ..export.pipeline import ExportError, export_pretrained, export_run, parse_index_args
     from ..export.scratch import process_scratch
 
+    if (run is None) == (pretrained is None):
+        raise ExportError("give a training RUN or --pretrained DATA (one of the two)")
+    try:
+        align_cfg = AlignConfig(kind=align, shrinkage=shrinkage, maps=not no_maps, csls_k=csls_k,
+                                csls_candidates=max(csls_candidates, csls_k, 1))
+    except ValueError as e:
+        raise ExportError(str(e)) from None
     index_dirs = parse_index_args(index or [])
+    common = dict(index_dirs=index_dirs or None, calib=calib, keep_fp32=keep_fp32, seed=seed,
+                  progress=not quiet, log=err, to=to, merge_rule=merge_rule, open_set=open_set, align=align_cfg)
     with process_scratch():  # a killed export's temporaries go away with the next export
-        summary = export_run(run, output, index_dirs=index_dirs or None, calib=calib, keep_fp32=keep_fp32,
-                             seed=seed, progress=not quiet, log=err, to=to, merge_rule=merge_rule,
-                             open_set=open_set)
+        if pretrained is not None:
+            summary = export_pretrained(pretrained, output, block=block, size=size,
+                                        line_view=not no_line_view, **common)
+        else:
+            summary = export_run(run, output, **common)
     for line in summary.lines():
         out.print(line, markup=False)
     if not summary.parity.passed():

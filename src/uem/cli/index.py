@@ -1,4 +1,4 @@
-"""`uemctl index add` — append images to one domain of a bundle, atomically."""
+"""`uemctl index add | move | realign` — extend a bundle, move its indexes, refit its alignment (atomic)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ..engine import Engine
 from ..engine.bundle import DEFAULT_LOCK_TIMEOUT_S
 from ..engine.errors import ImageError, UemError
+from ..export.align import AlignConfig
 from .backend import backend_options
 from .inputs import iter_images, printable
 from .root import err, index_app, out
@@ -114,3 +115,35 @@ def move(
     else:
         out.print(f"{bundle}: served from hnswlib indexes in the bundle "
                   f"({', '.join(info.domains)})", markup=False)
+
+
+@index_app.command("realign")
+def realign(
+    bundle: Path = typer.Argument(..., help="Bundle directory to realign."),
+    align: str = typer.Option(AlignConfig.kind, "--align", help="Per-domain alignment: whiten (mean + shrunk ZCA), mean, or none."),
+    shrinkage: float = typer.Option(AlignConfig.shrinkage, "--shrinkage", help="Whitening shrinkage, times each domain's mean eigenvalue."),
+    no_maps: bool = typer.Option(False, "--no-maps", help="No self-learned cross-domain maps."),
+    csls_k: int = typer.Option(AlignConfig.csls_k, "--csls-k", help="CSLS neighbours (0: rank by cosine)."),
+    csls_candidates: int = typer.Option(AlignConfig.csls_candidates, "--csls-candidates", help="Index hits re-ranked by CSLS per query."),
+    lock_timeout: float = typer.Option(DEFAULT_LOCK_TIMEOUT_S, "--lock-timeout", min=0,
+                                       help="Seconds to wait while another process writes the bundle."),
+) -> None:
+    """Refit the alignment, prototypes and open-set thresholds from the bundle's stored vectors.
+
+    Items added since export were aligned with the transform fitted then; run this after a domain
+    grew a lot, or to switch alignment, without re-embedding anything. Atomic like any write.
+    """
+    from ..export.realign import realign_bundle
+
+    try:
+        cfg = AlignConfig(kind=align, shrinkage=shrinkage, maps=not no_maps, csls_k=csls_k,
+                          csls_candidates=max(csls_candidates, csls_k, 1))
+    except ValueError as e:
+        raise UemError(str(e)) from None
+    with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
+                  console=err, transient=True, disable=not err.is_terminal) as progress:
+        progress.add_task("refitting alignment, prototypes and thresholds; rebuilding indexes", total=None)
+        r = realign_bundle(bundle, cfg, lock_timeout=lock_timeout)
+    a = r["alignment"]
+    out.print(f"{bundle}: realigned ({a['kind']}, {len(a['maps'])} maps, CSLS k {a['csls']['k']}); "
+              f"{r['prototypes']} prototypes, {r['links']} links; {r['seconds']} s", markup=False)

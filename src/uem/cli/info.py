@@ -55,6 +55,16 @@ def info(
     else:
         lines.append("open-set     prototype rule (UEM-METHOD.md)")
     lines.append("calibration  " + (json.dumps(cal, sort_keys=True) if cal else "none (prototype radii only)"))
+    al = s.get("alignment") or {}
+    if al.get("kind", "none") == "none" and not al.get("maps") and not (al.get("csls") or {}).get("k"):
+        lines.append("alignment    none (raw cosine)")
+    else:
+        kind = {"whiten": f"per-domain mean + ZCA whitening (shrinkage {al.get('shrinkage')})",
+                "mean": "per-domain mean", "none": "none"}.get(al.get("kind"), str(al.get("kind")))
+        csls = al.get("csls") or {}
+        lines.append(f"alignment    {kind}; maps: {', '.join(al.get('maps') or []) or 'none'}; "
+                     + (f"CSLS k {csls['k']} over {csls['candidates']} candidates" if csls.get("k") else "cosine ranking"))
+    extra.pop("alignment", None)
     for key, value in extra.items():
         lines.append(f"{key:<12} " + (_flat(value) if isinstance(value, dict) else json.dumps(value)))
     for line in lines:

@@ -4,8 +4,10 @@ Logical layout — what the manifest describes, the names the rest of the code u
 
     manifest.json                    the commit record (see below)
     encoder.onnx                     int8 encoder; optional encoder.fp32.onnx
-    domains/<name>/index.bin         hnswlib index over the domain's vectors (label = row number)
-    domains/<name>/vectors.npy       float32 [count, dim], unit length
+    domains/<name>/index.bin         hnswlib index over the domain's ALIGNED vectors (label = row)
+    domains/<name>/vectors.npy       float32 [count, dim], unit length: the raw encoder output
+    domains/<name>/csls.npy          optional float32 [count, domains]: CSLS statistics (align.py)
+    alignment.npz                    optional per-domain means / whiteners / pair maps (align.py)
     domains/<name>/items.jsonl       one JSON object per row: {"id": str, "path": str, ...metadata}
     prototypes.npy + prototypes.json the PrototypeGraph (open-set rejection)
 
@@ -52,6 +54,7 @@ from typing import Any, Protocol, Sequence
 import numpy as np
 
 from .atomic import exclusive_lock, fsync_dir, fsync_file, replace_atomic
+from .align import ALIGNMENT_NPZ, IDENTITY, Alignment, csls_item_stats, exact_mean_top_k
 from .errors import BundleError, BundleVersionError, UemError, UnknownDomainError
 from .index import SPACES, DomainIndex, check_index_file
 from .items import ItemList, ItemsFormatError
@@ -158,6 +161,8 @@ class DomainInfo:
     vectors: FileEntry
     items_file: FileEntry
     items: list[dict] = field(repr=False, default_factory=list)
+    csls_file: FileEntry | None = None
+    csls: np.ndarray | None = field(repr=False, default=None)  # (count, len(alignment order))
 
 
 @dataclass
@@ -179,6 +184,17 @@ class BundleInfo:
     extra: dict
     prototypes: PrototypeGraph = field(repr=False, default=None)  # type: ignore[assignment]
     backend: dict | None = None    # manifest["backend"]: external index (e.g. Milvus), or None
+    alignment: Alignment = field(repr=False, default_factory=Alignment)
+    alignment_file: FileEntry | None = None
+
+    @property
+    def csls_order(self) -> list[str]:
+        """The source domain of each column of a domain's CSLS statistics."""
+        return list((self.manifest.get("alignment") or {}).get("csls_columns") or [])
+
+    def aligned_vectors(self, domain: str) -> np.ndarray:
+        """The domain's stored raw vectors, aligned as its index holds them."""
+        return self.alignment.align(self.load_vectors(domain, mmap=False), domain)
 
     def load_prototypes(self) -> PrototypeGraph:
         """The verified prototype graph (checked against embed_dim)."""
@@ -213,6 +229,7 @@ class BundleInfo:
                            "per_domain": {d: int(np.sum(g.owner == k)) for k, d in enumerate(g.domains)},
                            "links": int(len(g.links))},
             "calibration": self.calibration,
+            "alignment": self.alignment.describe(),
         }
 
     def domain(self, name: str) -> DomainInfo:
@@ -390,6 +407,41 @@ def _parse_items(entry: FileEntry, count: int) -> ItemList:
     return items
 
 
+def _load_alignment(root: Path, manifest: dict, files: dict[str, FileEntry], dim: int,
+                    domains: dict[str, DomainInfo]) -> tuple[Alignment, FileEntry | None]:
+    """The bundle's alignment (identity for bundles written without one) and each domain's CSLS
+    statistics, checked against the manifest; ValueError/BundleError when inconsistent."""
+    record = manifest.get("alignment")
+    if not record:
+        if any(d.csls_file is not None for d in domains.values()):
+            raise ValueError("CSLS statistics without an alignment record")
+        return IDENTITY, None
+    if not isinstance(record, dict):
+        raise ValueError("alignment must be an object")
+    entry = _entry(files, record.get("file"), root)
+    try:
+        with np.load(entry.path, allow_pickle=False) as z:
+            arrays = {name: z[name] for name in z.files}
+    except (OSError, ValueError, EOFError) as e:
+        raise BundleError(f"{entry.name}: not a valid alignment file ({e})") from None
+    alignment = Alignment.from_arrays(record, arrays, dim)
+    unknown = set(alignment.means) - set(domains)
+    if unknown:
+        raise ValueError(f"alignment names unknown domain(s) {sorted(unknown)}")
+    order = [str(x) for x in record.get("csls_columns") or []]
+    if alignment.csls.enabled:
+        if sorted(order) != sorted(domains):
+            raise ValueError("CSLS columns must name every domain once")
+        for d in domains.values():
+            if d.csls_file is None:
+                raise ValueError(f"domain {d.name} has no CSLS statistics")
+            _check_vectors(d.csls_file, d.count, len(order))
+            d.csls = np.load(d.csls_file.path, allow_pickle=False)
+            if not np.all(np.isfinite(d.csls)):
+                raise ValueError(f"CSLS statistics of {d.name} are not finite")
+    return alignment, entry
+
+
 def _load_prototypes(root: Path, npy: FileEntry, js: FileEntry, dim: int) -> PrototypeGraph:
     if npy.path.parent != js.path.parent or npy.path.name != PROTOTYPES_NPY \
             or js.path.name != PROTOTYPES_JSON:
@@ -448,6 +500,8 @@ def _read_once(root: Path) -> BundleInfo:
                               _entry(files, f["vectors"], root), _entry(files, f["items"], root))
             _check_vectors(info.vectors, count, dim)
             info.items = _parse_items(info.items_file, count)
+            if "csls" in f:
+                info.csls_file = _entry(files, f["csls"], root)
             if info.index is not None:
                 check_index_file(info.index.path, dim=dim, count=count, M=hnsw.M)
             domains[name] = info
@@ -458,11 +512,13 @@ def _read_once(root: Path) -> BundleInfo:
         calibration, extra = manifest.get("calibration") or {}, model.get("extra") or {}
         if not isinstance(calibration, dict) or not isinstance(extra, dict):
             raise ValueError("calibration/extra must be objects")
+        alignment, align_file = _load_alignment(root, manifest, files, dim, domains)
         return BundleInfo(root=root, manifest=manifest, generation=int(manifest["generation"]),
                           preprocess=spec, embed_dim=dim, hnsw=hnsw, encoder=encoder,
                           encoder_fp32=fp32, domains=domains, prototypes_npy=npy,
                           prototypes_json=js, calibration=calibration, extra=extra,
-                          prototypes=graph, backend=backend)
+                          prototypes=graph, backend=backend, alignment=alignment,
+                          alignment_file=align_file)
     except BundleError:
         raise
     except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as e:
@@ -606,6 +662,8 @@ def _unit_rows(vectors: np.ndarray, dim: int, what: str) -> np.ndarray:
     norms = np.linalg.norm(v, axis=1, keepdims=True)
     if np.any(norms < 1e-12):
         raise ValueError(f"{what}: a vector has zero length")
+    if np.all(np.abs(norms - 1) < 1e-6):  # already unit: keep the bits (a realign rewrites them as they are)
+        return np.ascontiguousarray(v)
     return np.ascontiguousarray(v / norms, dtype=np.float32)
 
 
@@ -629,20 +687,40 @@ def _normalise_items(items: list[dict], what: str, seen: set[str] | None = None)
     return out
 
 
-def _write_domain_files(gdir: Path, name: str, vecs: np.ndarray, items: list[dict],
-                        index: DomainIndex | None) -> dict[str, Path]:
-    """index None: the domain is indexed externally; only vectors + items are written."""
+def _write_domain_files(gdir: Path, name: str, vecs: np.ndarray | None, items: list[dict] | None,
+                        index: DomainIndex | None, csls: np.ndarray | None = None) -> dict[str, Path]:
+    """index None: the domain is indexed externally; only vectors + items are written. vecs and
+    items None: only the CSLS statistics changed (an add to another domain)."""
     ddir = gdir / "domains" / name
-    ddir.mkdir(parents=True)
-    paths = {"index": ddir / "index.bin", "vectors": ddir / "vectors.npy", "items": ddir / "items.jsonl"}
-    if index is None:
-        del paths["index"]
-    else:
+    ddir.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    if index is not None:
+        paths["index"] = ddir / "index.bin"
         index.save(paths["index"])
         fsync_file(paths["index"])
-    _save_npy(paths["vectors"], vecs)
-    _save_items(paths["items"], items)
+    if vecs is not None:
+        paths["vectors"] = ddir / "vectors.npy"
+        _save_npy(paths["vectors"], vecs)
+    if items is not None:
+        paths["items"] = ddir / "items.jsonl"
+        _save_items(paths["items"], items)
+    if csls is not None:
+        paths["csls"] = ddir / "csls.npy"
+        _save_npy(paths["csls"], np.ascontiguousarray(csls, dtype=np.float32))
     return paths
+
+
+def _save_alignment(gdir: Path, alignment: Alignment) -> Path:
+    path = gdir / ALIGNMENT_NPZ
+    with open(path, "xb") as f:
+        np.savez(f, **alignment.arrays())
+        f.flush()
+        os.fsync(f.fileno())
+    return path
+
+
+def _alignment_record(alignment: Alignment, order: list[str]) -> dict:
+    return {**alignment.describe(), "file": ALIGNMENT_NPZ, "csls_columns": list(order)}
 
 
 def _file_record(root: Path, path: Path) -> dict:
@@ -684,7 +762,8 @@ def write_bundle(path: str | Path, *, encoder_onnx: Path, encoder_fp32_onnx: Pat
                  preprocess: PreprocessSpec, embed_dim: int, domains: list[DomainData],
                  prototypes: PrototypeGraph, hnsw: HnswParams, calibration: dict,
                  extra: dict, lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S,
-                 external: ExternalIndex | None = None) -> None:
+                 external: ExternalIndex | None = None, alignment: Alignment = IDENTITY,
+                 expect_generation: int | None = None) -> None:
     """Write a complete bundle at `path` atomically (new, or replacing an existing bundle).
 
     `external`: index the domains there (e.g. Milvus) instead of in hnswlib files; its record goes
@@ -693,7 +772,11 @@ def write_bundle(path: str | Path, *, encoder_onnx: Path, encoder_fp32_onnx: Pat
     The ONNX files are copied in (the sources are left alone). Builds one hnswlib index per domain.
     `calibration`: {"radius_scale": {target_domain: factor}} (may be {}) plus any other JSON the
     exporter wants kept; `extra`: JSON stored under manifest["model"]["extra"] (e.g. the parity
-    report). Refuses to write into an existing directory that is neither empty nor a bundle.
+    report). `alignment`: the per-domain transforms (align.py); the indexes are built over the
+    aligned vectors, vectors.npy keeps the raw ones, and with CSLS each domain's statistics are
+    computed here. `expect_generation`: refuse (BundleError) unless the bundle on disk is still
+    that generation once the lock is held (a rewrite of a bundle read earlier must not drop an add
+    committed meanwhile). Refuses to write into an existing directory that is neither empty nor a bundle.
     Raises BundleError (lock timeout, bad target) or ValueError (inconsistent inputs: a caller bug).
     """
     root = Path(path)
@@ -709,6 +792,9 @@ def write_bundle(path: str | Path, *, encoder_onnx: Path, encoder_fp32_onnx: Pat
     if prototypes.dim != dim:
         raise ValueError(f"prototypes have dim {prototypes.dim}, embed_dim is {dim}")
     _canonical({"calibration": calibration, "extra": extra})  # fail early if not JSON
+    order = [d.name for d in domains]
+    aligned = {d.name: alignment.align(v, d.name) for d, (v, _) in zip(domains, checked)}
+    csls = csls_item_stats(aligned, alignment, order) if alignment.csls.enabled else {}
     for src in (encoder_onnx, encoder_fp32_onnx):
         if src is not None and not Path(src).is_file():
             raise ValueError(f"{src}: no such ONNX file")
@@ -716,6 +802,9 @@ def write_bundle(path: str | Path, *, encoder_onnx: Path, encoder_fp32_onnx: Pat
     _prepare_root(root)
     with exclusive_lock(root / LOCK_FILE, lock_timeout):
         old = _current_manifest_or_none(root)
+        if expect_generation is not None and (old or {}).get("generation") != expect_generation:
+            raise BundleError(f"{root}: the bundle changed on disk meanwhile (another write committed); "
+                              "nothing was written, run it again")
         gen, gdir = _new_generation_dir(root, old)
         record = None
         try:
@@ -726,11 +815,13 @@ def write_bundle(path: str | Path, *, encoder_onnx: Path, encoder_fp32_onnx: Pat
                 written[ENCODER_FP32] = gdir / ENCODER_FP32
                 _copy_file(Path(encoder_fp32_onnx), written[ENCODER_FP32])
             dom_entries = []
+            if alignment.active:
+                written[ALIGNMENT_NPZ] = _save_alignment(gdir, alignment)
             for d, (vecs, items) in zip(domains, checked):
                 index = None if external is not None else DomainIndex.build(
-                    vecs, space=hnsw.space, M=hnsw.M, ef_construction=hnsw.ef_construction,
+                    aligned[d.name], space=hnsw.space, M=hnsw.M, ef_construction=hnsw.ef_construction,
                     ef_search=hnsw.ef_search, seed=hnsw.seed, threads=_index_threads(len(vecs)))
-                paths = _write_domain_files(gdir, d.name, vecs, items, index)
+                paths = _write_domain_files(gdir, d.name, vecs, items, index, csls.get(d.name))
                 logical = {k: f"domains/{d.name}/{p.name}" for k, p in paths.items()}
                 written.update({logical[k]: p for k, p in paths.items()})
                 dom_entries.append({"name": d.name, "count": len(vecs), "files": logical})
@@ -739,7 +830,7 @@ def write_bundle(path: str | Path, *, encoder_onnx: Path, encoder_fp32_onnx: Pat
                 written[n] = gdir / n
                 fsync_file(written[n])
             if external is not None:
-                record = external.create(root, [(d.name, v, it) for d, (v, it) in zip(domains, checked)],
+                record = external.create(root, [(d.name, aligned[d.name], it) for d, (_, it) in zip(domains, checked)],
                                          hnsw, dim)
             manifest = {
                 "format": FORMAT_NAME,
@@ -762,6 +853,8 @@ def write_bundle(path: str | Path, *, encoder_onnx: Path, encoder_fp32_onnx: Pat
                 "calibration": json.loads(_canonical(calibration)),
                 "files": {n: _file_record(root, p) for n, p in written.items()},
             }
+            if alignment.active:
+                manifest["alignment"] = json.loads(_canonical(_alignment_record(alignment, order)))
             if record is not None:
                 manifest["backend"] = json.loads(_canonical(record))
             _commit(root, manifest, gdir, old)
@@ -821,31 +914,62 @@ def append_to_domain(path: str | Path, domain: str, vectors: np.ndarray, items: 
         vecs = vecs[keep]
         old_vecs = np.load(dom.vectors.path, allow_pickle=False)
         all_vecs = np.concatenate([old_vecs, vecs]).astype(np.float32, copy=False)
+        # the stored transform aligns the new rows; it is not refitted (see `uemctl index realign`)
+        new_aligned = info.alignment.align(vecs, domain)
         if dom.index is None:
             index = None
-            _append_external(info, external, domain, vecs, dom.count, new_items)
+            _append_external(info, external, domain, new_aligned, dom.count, new_items)
         else:
             index = info.load_index(domain, extra_capacity=len(vecs))
-            index.add(vecs, first_label=dom.count, threads=_index_threads(len(vecs)))
+            index.add(new_aligned, first_label=dom.count, threads=_index_threads(len(vecs)))
+        csls = _csls_after_add(info, domain, all_vecs) if info.alignment.csls.enabled else {}
         old = info.manifest
         gen, gdir = _new_generation_dir(root, old)
         try:
-            paths = _write_domain_files(gdir, domain, all_vecs, dom.items + new_items, index)
             manifest = copy.deepcopy(old)
             manifest.pop("checksum", None)
             manifest["generation"] = gen
             manifest["written_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
             for d in manifest["domains"]:
                 if d["name"] == domain:
+                    paths = _write_domain_files(gdir, domain, all_vecs, dom.items + new_items, index,
+                                                csls.get(domain))
                     d["count"] = len(all_vecs)
-                    for key, p in paths.items():
-                        manifest["files"][d["files"][key]] = _file_record(root, p)
+                elif d["name"] in csls:
+                    paths = _write_domain_files(gdir, d["name"], None, None, None, csls[d["name"]])
+                else:
+                    continue
+                for key, p in paths.items():
+                    manifest["files"][d["files"][key]] = _file_record(root, p)
             _commit(root, manifest, gdir, old)
         except BaseException:
             if _current_generation(root) != gen:
                 shutil.rmtree(gdir, ignore_errors=True)
             raise
         return len(vecs), read_bundle(root)
+
+
+def _csls_after_add(info: BundleInfo, domain: str, all_vecs: np.ndarray) -> dict[str, np.ndarray]:
+    """CSLS statistics after rows were added to `domain`: its old rows keep theirs (no other domain
+    changed), its new rows get theirs against every other domain, and every other domain's
+    statistics against `domain` are recomputed (the new rows may be among their k nearest).
+    Exact, over the stored vectors: O(items of the other domains x items of `domain`) per add."""
+    order, al = info.csls_order, info.alignment
+    k, n_old = al.csls.k, info.domains[domain].count
+    grown = al.align(all_vecs, domain)
+    others = {d: info.aligned_vectors(d) for d in order if d != domain}
+    mine = np.zeros((len(all_vecs), len(order)), np.float32)
+    mine[:n_old] = info.domains[domain].csls
+    for j, s in enumerate(order):
+        if s != domain:
+            mine[n_old:, j] = exact_mean_top_k(al.to_target(grown[n_old:], domain, s), others[s], k)
+    out = {domain: mine}
+    col = order.index(domain)
+    for t, aligned in others.items():
+        stats = np.array(info.domains[t].csls, np.float32)
+        stats[:, col] = exact_mean_top_k(al.to_target(aligned, t, domain), grown, k)
+        out[t] = stats
+    return out
 
 
 def _append_external(info: BundleInfo, external: ExternalIndex | None, domain: str,
@@ -885,7 +1009,7 @@ def reindex_bundle(path: str | Path, external: ExternalIndex | None, *,
             manifest["generation"] = gen
             manifest["written_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
             if external is not None:
-                record = external.create(root, [(n, info.load_vectors(n, mmap=False), d.items)
+                record = external.create(root, [(n, info.aligned_vectors(n), d.items)
                                                 for n, d in info.domains.items()],
                                          info.hnsw, info.embed_dim)
                 manifest["backend"] = json.loads(_canonical(record))
@@ -897,7 +1021,7 @@ def reindex_bundle(path: str | Path, external: ExternalIndex | None, *,
                     p = gdir / "domains" / name / "index.bin"
                     p.parent.mkdir(parents=True)
                     h = info.hnsw
-                    DomainIndex.build(info.load_vectors(name), space=h.space, M=h.M,
+                    DomainIndex.build(info.aligned_vectors(name), space=h.space, M=h.M,
                                       ef_construction=h.ef_construction, ef_search=h.ef_search,
                                       seed=h.seed, threads=_index_threads(d["count"])).save(p)
                     fsync_file(p)

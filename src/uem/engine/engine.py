@@ -8,6 +8,11 @@ processes); `add` extends a *fresh* index loaded from the bundle — never one t
 reading — commits it to disk atomically, and only then publishes a new snapshot. So queries run in
 parallel, adds never run concurrently with queries on the same hnswlib object, and what the engine
 serves is always a state that is on disk.
+
+Aligned retrieval (align.py): a query's raw embedding is aligned with its SOURCE domain's transform
+(given, or inferred from the domains' Gaussians), mapped into the target's space where the bundle
+learned a map, searched there, and the top candidates re-ranked by CSLS when the bundle stores its
+statistics. `pair_scores` and `reject_fn` give `uemctl eval` exactly this scoring over whole sets.
 """
 
 from __future__ import annotations
@@ -15,12 +20,13 @@ from __future__ import annotations
 import os
 import threading
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
+from .align import CslsParams, csls_scores, mean_top_k, pair_score_matrix
 from .backend import Backends, DomainBackend
 from .bundle import (DEFAULT_LOCK_TIMEOUT_S, BundleInfo, _current_generation, append_to_domain,
                      read_bundle)
@@ -36,7 +42,8 @@ _OPEN_RETRIES = 3
 class Hit:
     id: str
     path: str
-    score: float  # cosine similarity, higher is closer
+    score: float  # cosine similarity in the aligned space, higher is closer
+    rank_score: float | None = None  # the CSLS score the hits are ordered by (None: by cosine)
 
 
 @dataclass(frozen=True)
@@ -204,7 +211,29 @@ class Engine:
                 return np.full((len(vecs), n), np.nan)
             return _own_search(snap, domain, np.asarray(vecs, np.float32), n)
 
-        return snap.rule.reject_fn(own_search)
+        decide = snap.rule.reject_fn(own_search, pre_aligned=True)
+        al = snap.info.alignment
+
+        def reject(query_vectors, query_domain, target_domain, target_vectors):
+            own_q = al.align(_unit_rows(query_vectors, snap.info.embed_dim), query_domain)
+            q = al.to_target(own_q, query_domain, target_domain)
+            t = al.align(np.asarray(target_vectors, np.float32), target_domain)
+            return decide(q, query_domain, target_domain, t, own_q)
+
+        return reject
+
+    def pair_scores(self, query_vectors: np.ndarray, query_domain: str, target_domain: str,
+                    target_vectors: np.ndarray) -> np.ndarray:
+        """The ranking scores of every query against every target item (N_q, N_t), exactly as
+        `query` ranks its candidates: aligned cosine, or CSLS where the bundle uses it. CSLS
+        statistics come from the two given sets themselves, as an index holding exactly these
+        items stores them (what `uemctl eval` scores)."""
+        snap = self._current()
+        al = snap.info.alignment
+        if not _csls_on(snap, query_domain, target_domain):
+            al = replace(al, csls=CslsParams(k=0))
+        return pair_score_matrix(al, _unit_rows(query_vectors, snap.info.embed_dim), query_domain,
+                                 target_domain, np.asarray(target_vectors, np.float32))
 
     @property
     def generation(self) -> int:
@@ -267,11 +296,15 @@ class Engine:
     def decide_vectors(self, vecs: np.ndarray, domain: str, source: str | None = None) -> list[Decision]:
         """Only the open-set decision for embeddings (N, D): does each one's concept exist in `domain`?"""
         snap = self._current()
-        state = _state(snap, domain)
+        _state(snap, domain)
         _check_source(snap, source)
         vecs = _unit_rows(vecs, snap.info.embed_dim)
-        labels, sims = state.index.search(vecs, max(1, snap.rule.contrast_k))
-        return _decide(snap, vecs, domain, labels, sims, source)
+        out: list[Decision | None] = [None] * len(vecs)
+        for src, rows, own_q, q in _by_source(snap, vecs, source, domain):
+            labels, sims = _state(snap, domain).index.search(q, max(1, snap.rule.contrast_k))
+            for i, d in zip(rows, _decide(snap, own_q, domain, labels, sims, src)):
+                out[i] = d
+        return out  # type: ignore[return-value]
 
     # -- extending ---------------------------------------------------------------------------
     def add(self, domain: str, images: Sequence[ImageSource], *, ids: Sequence[str] | None = None,
@@ -346,6 +379,48 @@ def _unit_rows(vecs: np.ndarray, dim: int) -> np.ndarray:
     return vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
 
 
+def _sources(snap: _Snapshot, vecs: np.ndarray, source: str | None) -> list[str | None]:
+    """The given source for every query, or each one's inferred domain: from the alignment's
+    per-domain Gaussians when the bundle has them, else from the nearest prototype."""
+    if source is not None:
+        return [source] * len(vecs)
+    if snap.info.alignment.domains:
+        return snap.info.alignment.infer_source(vecs)
+    return [snap.rule.infer_source(q) for q in vecs]
+
+
+def _by_source(snap: _Snapshot, vecs: np.ndarray, source: str | None, target: str):
+    """Queries grouped by source: (source, rows, aligned in the source's space, in the target's)."""
+    sources = _sources(snap, vecs, source)
+    al = snap.info.alignment
+    for src in dict.fromkeys(sources):
+        rows = [i for i, s in enumerate(sources) if s == src]
+        own_q = al.align(vecs[rows], src)
+        yield src, rows, own_q, al.to_target(own_q, src, target)
+
+
+def _csls_on(snap: _Snapshot, source: str | None, target: str) -> bool:
+    order = snap.info.csls_order
+    return (snap.info.alignment.csls.enabled and source is not None and source != target
+            and source in order and target in order)
+
+
+def _rank(snap: _Snapshot, source: str | None, target: str, labels: np.ndarray,
+          sims: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """HNSW candidates (best cosine first) -> (labels, cosines, CSLS or None), in ranking order."""
+    if not _csls_on(snap, source, target):
+        return labels, sims, None
+    col = snap.info.csls_order.index(source)
+    stats = snap.info.domains[target].csls
+    valid = labels >= 0
+    r_q = mean_top_k(np.where(valid, sims, np.nan), snap.info.alignment.csls.k)
+    r_t = np.where(valid, stats[np.clip(labels, 0, None), col], 0.0)
+    score = np.where(valid, csls_scores(sims, r_q, r_t), -np.inf)
+    order = np.argsort(-score, axis=1, kind="stable")
+    pick = lambda a: np.take_along_axis(a, order, axis=1)  # noqa: E731
+    return pick(labels), pick(sims), pick(score)
+
+
 def _search(snap: _Snapshot, vecs: np.ndarray, domain: str, k: int, source: str | None,
             no_reject: bool) -> list[QueryResult]:
     """Top-k in `domain` + the open-set decision, all from one snapshot."""
@@ -354,28 +429,38 @@ def _search(snap: _Snapshot, vecs: np.ndarray, domain: str, k: int, source: str 
     state = _state(snap, domain)
     _check_source(snap, source)
     vecs = _unit_rows(vecs, snap.info.embed_dim)
-    labels, sims = state.index.search(vecs, max(int(k), snap.rule.contrast_k))
-    out = []
-    for d, lab, sim in zip(_decide(snap, vecs, domain, labels, sims, source), labels, sims):
-        hits = []
-        if d.accepted or no_reject:  # label -1: a backend answered with fewer than k hits
-            hits = [Hit(state.items[j]["id"], state.items[j]["path"], float(s))
-                    for j, s in zip(lab[:k].tolist(), sim[:k].tolist()) if j >= 0]
-        out.append(QueryResult(d.accepted, d.reason, float(d.score), hits, d.source, domain))
-    return out
+    csls = snap.info.alignment.csls
+    n = max(int(k), snap.rule.contrast_k, csls.candidates if csls.enabled else 1)
+    out: list[QueryResult | None] = [None] * len(vecs)
+    for src, rows, own_q, q in _by_source(snap, vecs, source, domain):
+        labels, sims = state.index.search(q, n)
+        decisions = _decide(snap, own_q, domain, labels, sims, src)
+        ranked_labels, ranked_sims, ranked = _rank(snap, src, domain, labels, sims)
+        for r, i in enumerate(rows):
+            d, hits = decisions[r], []
+            if d.accepted or no_reject:  # label -1: a backend answered with fewer than k hits
+                lab, sim = ranked_labels[r, :k].tolist(), ranked_sims[r, :k].tolist()
+                rs = [None] * len(lab) if ranked is None else ranked[r, :k].tolist()
+                hits = [Hit(state.items[j]["id"], state.items[j]["path"], float(c),
+                            None if z is None else float(z))
+                        for j, c, z in zip(lab, sim, rs) if j >= 0]
+            out[i] = QueryResult(d.accepted, d.reason, float(d.score), hits, d.source, domain)
+    return out  # type: ignore[return-value]
 
 
-def _decide(snap: _Snapshot, vecs: np.ndarray, target: str, labels: np.ndarray, sims: np.ndarray,
+def _decide(snap: _Snapshot, own_q: np.ndarray, target: str, labels: np.ndarray, sims: np.ndarray,
             source: str | None) -> list[Decision]:
-    """The open-set decision per query, from its target hits (best first) and, where the pair is
-    decided by neighbourhood contrast, its own-domain neighbours."""
+    """The open-set decision for queries of one source, from their target hits (best cosine
+    first) and, where the pair is decided by neighbourhood contrast, their own-domain neighbours.
+    `own_q`: the queries aligned in their source's space (where its prototypes and index live)."""
     rule = snap.rule
-    sources = [source if source is not None else rule.infer_source(q) for q in vecs]
+    own = _own_neighbours(snap, own_q, source, target)
     out = []
-    for q, lab, sim, src, own in zip(vecs, labels, sims, sources, _own_neighbours(snap, vecs, sources, target)):
+    for i, (q, lab, sim) in enumerate(zip(own_q, labels, sims)):
         found = lab >= 0
-        out.append(rule.decide(q, target, float(sim[0]) if len(sim) and lab[0] >= 0 else None, src,
-                               target_sims=sim[found] if own is not None else None, own_sims=own))
+        out.append(rule.decide(q, target, float(sim[0]) if len(sim) and lab[0] >= 0 else None, source,
+                               target_sims=sim[found] if own is not None else None,
+                               own_sims=None if own is None else own[i]))
     return out
 
 
@@ -388,14 +473,9 @@ def _own_search(snap: _Snapshot, domain: str, vecs: np.ndarray, n: int) -> np.nd
     return sims
 
 
-def _own_neighbours(snap: _Snapshot, vecs: np.ndarray, sources: list[str | None],
-                    target: str) -> list[np.ndarray | None]:
-    """Per query, its own-domain neighbour cosines when its pair is decided by neighbourhood contrast."""
-    out: list[np.ndarray | None] = [None] * len(vecs)
-    for src in set(sources):
-        if src is None or src not in snap.states or not snap.rule.uses_contrast(src, target):
-            continue
-        rows = [i for i, s in enumerate(sources) if s == src]
-        for i, row in zip(rows, _own_search(snap, src, vecs[rows], snap.rule.contrast_k + 1)):
-            out[i] = row
-    return out
+def _own_neighbours(snap: _Snapshot, own_q: np.ndarray, source: str | None,
+                    target: str) -> np.ndarray | None:
+    """The queries' own-domain neighbour cosines when their pair is decided by neighbourhood contrast."""
+    if source is None or source not in snap.states or not snap.rule.uses_contrast(source, target):
+        return None
+    return _own_search(snap, source, own_q, snap.rule.contrast_k + 1)

@@ -163,28 +163,34 @@ class OpenSetRule:
                             float(score), source)
         return Decision(True, f"concept exists in {target}", float(score), source)
 
-    def reject_fn(self, own_search: Callable[[str, np.ndarray, int], np.ndarray] | None = None):
+    def reject_fn(self, own_search: Callable[[str, np.ndarray, int], np.ndarray] | None = None,
+                  pre_aligned: bool = False):
         """This rule as `uem.eval`'s reject_fn(query_vectors, query_domain, target_domain,
         target_vectors) -> (accepted bool [n], score float [n]), with exact target neighbours.
 
         `own_search(domain, vectors, n) -> cosines [len(vectors), <= n]` (best first) finds the
         queries' own-domain neighbours (the engine passes its indexes); without it, or for pairs
-        without a contrast threshold, the prototype rule decides."""
+        without a contrast threshold, the prototype rule decides. `pre_aligned`: the function takes
+        a fifth argument, the queries in their own domain's space (for prototypes and own-domain
+        neighbours), while the first is already in the target's space (the engine's alignment)."""
 
-        def reject(query_vectors, query_domain, target_domain, target_vectors):
+        def reject(query_vectors, query_domain, target_domain, target_vectors, own_vectors=None):
             q = np.asarray(query_vectors, np.float32)
+            own_q = q if own_vectors is None else np.asarray(own_vectors, np.float32)
             t = np.asarray(target_vectors, np.float32)
             sims = q @ t.T if len(t) and len(q) else np.zeros((len(q), 0), np.float32)
             nearest = sims.max(axis=1) if sims.shape[1] else [None] * len(q)
             kc = self.contrast_k
             own = tgt = [None] * len(q)
             if own_search is not None and self.uses_contrast(query_domain, target_domain) and len(q):
-                own = own_search(query_domain, q, kc + 1)
+                own = own_search(query_domain, own_q, kc + 1)
                 tgt = best_first(sims, kc)
             ds = [self.decide(v, target_domain, None if c is None else float(c), query_domain,
                               target_sims=ts, own_sims=os_)
-                  for v, c, ts, os_ in zip(q, nearest, tgt, own)]
+                  for v, c, ts, os_ in zip(own_q, nearest, tgt, own)]
             return (np.array([d.accepted for d in ds], dtype=bool),
                     np.array([d.score for d in ds], dtype=np.float64))
 
-        return reject
+        if pre_aligned:
+            return reject
+        return lambda q, qd, td, t: reject(q, qd, td, t)

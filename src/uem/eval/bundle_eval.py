@@ -1,6 +1,6 @@
 """Score an exported bundle: its int8 encoder embeds DATA, its prototypes decide rejection.
 
-This is what `uemctl eval` runs. Retrieval is scored with exact cosine over the engine's vectors (the
+This is what `uemctl eval` runs. Retrieval is scored exactly over the engine's aligned vectors (the
 HNSW index only approximates that ranking; the export parity report measures the difference), and
 open-set rejection is the engine's own rule, so the numbers describe what a user of the bundle gets.
 """
@@ -25,7 +25,8 @@ def evaluate_bundle(bundle: str | Path, data: str | Path, *, protocol: str = "cl
 
     eng = Engine.open(bundle, threads=threads)
     results = evaluate(lambda paths: eng.embed(paths), data, pairs=pairs, protocol=protocol, seed=seed,
-                       reject_fn=eng.reject_fn(), labels_csv=labels_csv, log=log)
+                       reject_fn=eng.reject_fn(), labels_csv=labels_csv, log=log,
+                       score_fn=eng.pair_scores)
     results["bundle"] = str(Path(bundle).resolve())
     if out is not None:
         floor_data = json.loads(Path(floor).read_text(encoding="utf-8")) if floor else None

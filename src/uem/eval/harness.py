@@ -8,6 +8,10 @@ Open-set rejection plugs in as `reject_fn(query_vectors, query_domain, target_do
 -> (accepted bool [n], score float [n])`, where a higher score means "more likely private" (its AUROC
 is reported). Vectors passed to it are the normalised ones, query rows in the order of the pair's
 queries. Without a reject_fn the open-set numbers are left out (the retrieval numbers are still there).
+
+Ranking plugs in as `score_fn(query_vectors, query_domain, target_domain, target_vectors) -> scores
+[n_q, n_t]` (higher ranks first); default cosine. A bundle passes its engine's `pair_scores`, so its
+alignment and CSLS ranking are what is scored.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from .protocols import split_categories
 
 EmbedFn = Callable[[list[Path]], np.ndarray]
 RejectFn = Callable[[np.ndarray, str, str, np.ndarray], tuple[np.ndarray, np.ndarray]]
+ScoreFn = Callable[[np.ndarray, str, str, np.ndarray], np.ndarray]
 
 
 def pair_name(query: str, target: str) -> str:
@@ -113,14 +118,16 @@ def _examples(scores, q: DomainLabels, r: DomainLabels, root: Path, n: int, k: i
 def evaluate_pair(qv: np.ndarray, q: DomainLabels, rv: np.ndarray, r: DomainLabels, *,
                   protocol: str = "close", seed: int = 0, ks: Sequence[int] = (1, 5, 10),
                   reject_fn: RejectFn | None = None, root: Path | None = None, n_examples: int = 6,
-                  keep_scores: bool = True) -> dict:
+                  keep_scores: bool = True, score_fn: ScoreFn | None = None) -> dict:
     """Metrics of one ordered pair from already-embedded (normalised) domains."""
     root = (root or Path(".")).resolve()
     split = split_categories(q.categories, r.categories, protocol, seed)
     qm, rm = split.query_mask(q.categories), split.retrieval_mask(r.categories)
     q, r, qv, rv = q.subset(qm), r.subset(rm), qv[qm], rv[rm]
     t0 = time.perf_counter()
-    scores = qv @ rv.T
+    scores = qv @ rv.T if score_fn is None else np.asarray(score_fn(qv, q.domain, r.domain, rv))
+    if scores.shape != (len(qv), len(rv)):
+        raise ValueError(f"score_fn returned {scores.shape}, expected {(len(qv), len(rv))}")
     m = retrieval_metrics(scores, q.categories, r.categories, q.identities, r.identities, ks)
     private = ~np.isin(q.categories, np.unique(r.categories))
     res = {
@@ -177,7 +184,7 @@ def evaluate(embed_fn: EmbedFn, data_dir: str | Path, pairs: Iterable | None = N
              protocol: str = "close", seed: int = 0, k: int | Sequence[int] = (1, 5, 10),
              reject_fn: RejectFn | None = None, labels_csv: str | Path | None = None,
              n_examples: int = 6, keep_scores: bool = True,
-             log: Callable[[str], None] | None = None) -> dict:
+             log: Callable[[str], None] | None = None, score_fn: ScoreFn | None = None) -> dict:
     """Score `embed_fn` on every requested ordered domain pair; returns a JSON-able dict.
 
     Per pair: top-1 identity, mAP@All (mean over queries whose category exists in the target),
@@ -203,7 +210,7 @@ def evaluate(embed_fn: EmbedFn, data_dir: str | Path, pairs: Iterable | None = N
     for qd, rd in pair_list:
         res = evaluate_pair(vectors[qd], all_labels[qd], vectors[rd], all_labels[rd], protocol=protocol,
                             seed=seed, ks=ks, reject_fn=reject_fn, root=root, n_examples=n_examples,
-                            keep_scores=keep_scores)
+                            keep_scores=keep_scores, score_fn=score_fn)
         if log:
             log(f"{res['pair']}: top-1 {res['top1_identity']}, mAP {res['map']}")
         results.append(res)

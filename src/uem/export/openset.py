@@ -48,11 +48,13 @@ def top_cosines(q: np.ndarray, base: np.ndarray, n: int, chunk: int = 1024) -> n
 
 
 def contrast_calibration(vectors: dict[str, np.ndarray], k: int = CONTRAST_K, max_queries: int = 5000,
-                         seed: int = 0) -> dict:
+                         seed: int = 0, to_target=None) -> dict:
     """{"k", "thresholds": {"source->target": value}, "queries": {...}} for the bundle's manifest.
 
-    `vectors`: unit rows per domain, as indexed. A pair is left out (its queries fall back to the
-    prototype rule) when the source has fewer than 2 items or the target none."""
+    `vectors`: unit rows per domain, as indexed (aligned). `to_target(rows, source, target)`: the
+    bundle's map of a source's rows into a target's space (the engine's query path); default
+    identity. A pair is left out (its queries fall back to the prototype rule) when the source has
+    fewer than 2 items or the target none."""
     rng = np.random.default_rng(seed)
     thresholds, queries = {}, {}
     for src, v in vectors.items():
@@ -64,7 +66,8 @@ def contrast_calibration(vectors: dict[str, np.ndarray], k: int = CONTRAST_K, ma
         for tgt, t in vectors.items():
             if tgt == src or len(t) == 0:
                 continue
-            score = neighbourhood_contrast(own, top_cosines(v[rows], np.asarray(t, np.float32), k), k)
+            q = v[rows] if to_target is None else to_target(v[rows], src, tgt)
+            score = neighbourhood_contrast(own, top_cosines(q, np.asarray(t, np.float32), k), k)
             thresholds[pair_key(src, tgt)] = otsu_threshold(score)
             queries[pair_key(src, tgt)] = int(len(rows))
     return {"k": int(k), "thresholds": thresholds, "queries": queries, "method": "otsu"}

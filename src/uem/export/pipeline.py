@@ -1,8 +1,10 @@
 """`uemctl export`: a training run -> a bundle the torch-free engine opens.
 
-    run -> ONNX fp32 -> int8 (calibrated on the training domains) -> parity report
+    run (or, with --pretrained, the ImageNet network's pooled trunk) -> ONNX fp32 -> int8
+        (calibrated on the training domains) -> parity report
         -> embed every domain with the int8 model, through the engine's own preprocessing and encoder
-        -> prototypes for open-set rejection -> write_bundle (atomic)
+        -> per-domain alignment, pair maps and CSLS statistics (uem.export.align)
+        -> prototypes and open-set calibration on the aligned vectors -> write_bundle (atomic)
 
 Everything that can be refused (not a run, an output that is not a bundle, a missing data folder) is
 refused before the slow part starts.
@@ -28,6 +30,7 @@ from ..engine.encoder import Encoder as OnnxEncoder
 from ..engine.errors import DataError, ImageError, UemError
 from ..engine.preprocess import PreprocessSpec, preprocess_batch
 from ..train.run import load_encoder
+from .align import AlignConfig, fit_alignment
 from .onnx import export_onnx, torch_embed
 from .openset import contrast_calibration
 from .parity import ParityReport, parity_report
@@ -207,22 +210,19 @@ def export_run(run_dir: Path, out: Path, index_dirs: dict[str, Path] | None = No
                hnsw: HnswParams = DEFAULT_HNSW, parity_per_domain: int = PARITY_PER_DOMAIN,
                k_prototypes: int | None = None, progress: bool = True, overwrite: bool = True,
                log: Console | None = None, to: str | None = None,
-               merge_rule: str = "local", open_set: str = "contrast") -> ExportSummary:
+               merge_rule: str = "local", open_set: str = "contrast",
+               align: AlignConfig | None = None) -> ExportSummary:
     """Export the run at `run_dir` into the bundle `out` (created, or — with `overwrite` — replaced
     if it is a bundle; the replacement is atomic, readers see the old or the new one).
 
     `to`: serve the domains from Milvus (milvus://HOST:PORT, or a Milvus Lite `*.db` path): one
     collection per domain instead of hnswlib files; vectors, items and prototypes stay in the
     bundle. Checked (and connected to) before the slow part starts. `open_set`: "contrast" calibrates
-    the neighbourhood-contrast rule (uem.export.openset); "prototype" leaves UEM-METHOD.md's rule alone."""
+    the neighbourhood-contrast rule (uem.export.openset); "prototype" leaves UEM-METHOD.md's rule alone.
+    `align`: how the domains are aligned (default AlignConfig())."""
     t0 = time.perf_counter()
     log = log or Console(stderr=True, highlight=False)
-    from ..train.prototypes import MERGE_RULES
-
-    if merge_rule not in MERGE_RULES:
-        raise UemError(f"merge rule must be one of {', '.join(MERGE_RULES)}, not {merge_rule!r}")
-    if open_set not in OPEN_SET_RULES:
-        raise UemError(f"open-set rule must be one of {', '.join(OPEN_SET_RULES)}, not {open_set!r}")
+    _check_rules(merge_rule, open_set)
     run_dir, out = Path(run_dir), Path(out)
     if not run_dir.is_dir():
         raise ExportError(f"{run_dir}: no such run directory")
@@ -232,6 +232,60 @@ def export_run(run_dir: Path, out: Path, index_dirs: dict[str, Path] | None = No
         _check_to(to)
     check_output(out, overwrite)
     encoder, cfg = load_encoder(run_dir)  # RunError (a UemError) when it is not a run
+    return _export_encoder(encoder, cfg, run_dir, out, index_dirs, calib, keep_fp32, seed, quant, hnsw,
+                           parity_per_domain, k_prototypes, progress, log, to, t0, merge_rule, open_set,
+                           align or AlignConfig())
+
+
+def pretrained_config(data: Path, block: int = 13, size: int = 128, line_view: bool = True):
+    """The TrainConfig of a bundle without training: the ImageNet network's pooled output of
+    MBConv block `block` (0-15), for the image and (line_view) its line drawing, at `size` px."""
+    from ..train.config import ModelConfig, TrainConfig
+    from ..train.model import trunk_channels
+
+    if not 0 <= block <= 15:
+        raise ExportError(f"--block must be 0..15 (the MBConv blocks), got {block}")
+    if size < 32:
+        raise ExportError(f"--size must be at least 32, got {size}")
+    views = 2 if line_view else 1
+    model = ModelConfig(input_size=size, embed_dim=views * trunk_channels(block + 1), line_view=line_view,
+                        head="pooled", freeze_blocks=block + 1)
+    try:
+        domains = list(scan(Path(data), None, min_domains=1))
+    except DataError as e:
+        raise ExportError(str(e)) from None
+    return TrainConfig(data=str(Path(data).resolve()), domains=domains, model=model, epochs1=0, epochs2=0)
+
+
+def export_pretrained(data: Path, out: Path, *, block: int = 13, size: int = 128, line_view: bool = True,
+                      index_dirs: dict[str, Path] | None = None, calib: int = 300, keep_fp32: bool = False,
+                      seed: int = 0, quant: QuantConfig = DEFAULT, hnsw: HnswParams = DEFAULT_HNSW,
+                      parity_per_domain: int = PARITY_PER_DOMAIN, k_prototypes: int | None = None,
+                      progress: bool = True, overwrite: bool = True, log: Console | None = None,
+                      to: str | None = None, merge_rule: str = "local", open_set: str = "contrast",
+                      align: AlignConfig | None = None) -> ExportSummary:
+    """A bundle without training: the ImageNet network read out at `block` (pretrained_config),
+    aligned per domain like any bundle, for DATA/<domain>/... (no labels read)."""
+    t0 = time.perf_counter()
+    log = log or Console(stderr=True, highlight=False)
+    from ..train.model import build_encoder
+
+    _check_rules(merge_rule, open_set)
+    if not Path(data).is_dir():
+        raise ExportError(f"{data}: no such data folder")
+    if to is not None:
+        _check_to(to)
+    check_output(Path(out), overwrite)
+    cfg = pretrained_config(Path(data), block, size, line_view)
+    encoder = build_encoder(cfg.model, pretrained=True).eval()
+    return _export_encoder(encoder, cfg, None, Path(out), index_dirs, calib, keep_fp32, seed, quant, hnsw,
+                           parity_per_domain, k_prototypes, progress, log, to, t0, merge_rule, open_set,
+                           align or AlignConfig())
+
+
+def _export_encoder(encoder, cfg, run_dir, out, index_dirs, calib, keep_fp32, seed, quant, hnsw,
+                    parity_per_domain, k_prototypes, progress, log, to, t0, merge_rule, open_set,
+                    align) -> ExportSummary:
     spec = cfg.model.preprocess()
     if index_dirs:
         targets = _index_domains(index_dirs)
@@ -250,7 +304,17 @@ def export_run(run_dir: Path, out: Path, index_dirs: dict[str, Path] | None = No
     if to is not None:
         _open_external(to).close()  # reachable? (a wrong address fails before the slow part)
     return _export(run_dir, out, encoder, cfg, spec, train, targets, roots, calib, keep_fp32, seed,
-                   quant, hnsw, parity_per_domain, k_prototypes, progress, log, to, t0, merge_rule, open_set)
+                   quant, hnsw, parity_per_domain, k_prototypes, progress, log, to, t0, merge_rule, open_set,
+                   align)
+
+
+def _check_rules(merge_rule: str, open_set: str) -> None:
+    from ..train.prototypes import MERGE_RULES
+
+    if merge_rule not in MERGE_RULES:
+        raise UemError(f"merge rule must be one of {', '.join(MERGE_RULES)}, not {merge_rule!r}")
+    if open_set not in OPEN_SET_RULES:
+        raise UemError(f"open-set rule must be one of {', '.join(OPEN_SET_RULES)}, not {open_set!r}")
 
 
 def _check_to(to: str) -> None:
@@ -270,7 +334,8 @@ def _open_external(to: str, progress=None):
 
 
 def _export(run_dir, out, encoder, cfg, spec, train, targets, roots, calib, keep_fp32, seed, quant,
-            hnsw, parity_per_domain, k_prototypes, progress, log, to, t0, merge_rule, open_set) -> ExportSummary:
+            hnsw, parity_per_domain, k_prototypes, progress, log, to, t0, merge_rule, open_set,
+            align) -> ExportSummary:
 
     calib_paths = calibration_sample(train, calib, seed=seed)
     stage = _Stages()
@@ -311,23 +376,18 @@ def _export(run_dir, out, encoder, cfg, spec, train, targets, roots, calib, keep
                                    {d: vectors[d][r] for d, r in held.items()}, k=10,
                                    database_ref=fp32_vectors, database_test=vectors)
 
-        with stage("prototypes", prog):
-            from ..train.prototypes import build_prototype_graph
-            # the bundle's links use the per-pair ("local") merge bar by default: UEM-METHOD.md's global
-            # bar (closer than ANY two prototypes of one domain) links almost nothing at K ~ 90 and the
-            # rule then rejects every query (benchmarks/RESULTS.md, "Demo and the open-set decision")
-            graph = build_prototype_graph(vectors, k=k_prototypes, seed=cfg.seed, rule=merge_rule,
-                                          merge=cfg.merge and cfg.baseline_k is None)
-        calibration = {}
-        if open_set == "contrast":
-            with stage("open-set calibration", prog):
-                calibration = {"contrast": contrast_calibration(vectors, seed=seed)}
+        with stage("alignment, prototypes, open-set calibration", prog):
+            readout = fit_readout(vectors, align, merge_rule=merge_rule, open_set=open_set,
+                                  merge=cfg.merge and cfg.baseline_k is None, k_prototypes=k_prototypes,
+                                  proto_seed=cfg.seed, seed=seed)
+        alignment, align_log, graph, calibration = readout
 
         quant_info = {**quant.to_dict(), "label": quant.label(), "calibration_images": int(len(calib_x)),
                       "calibration_seed": seed}
         sizes = {"encoder_int8": os.path.getsize(int8_path), "encoder_fp32": os.path.getsize(fp32_path)}
         extra = {"parity": report.to_dict(), "quantization": quant_info, "sizes": sizes, "merge_rule": merge_rule,
-                 "open_set_rule": open_set, "source_run": str(run_dir.resolve()), "train_config": cfg.to_dict(),
+                 "open_set_rule": open_set, "source_run": None if run_dir is None else str(run_dir.resolve()),
+                 "pretrained": run_dir is None, "alignment": align_log, "train_config": cfg.to_dict(),
                  "skipped_images": {d: len(v) for d, v in skipped.items()},
                  "export_seconds": stage.seconds, "versions": _versions()}
         with stage("bundle (HNSW indexes)" if to is None else "bundle + Milvus collections", prog):
@@ -348,7 +408,8 @@ def _export(run_dir, out, encoder, cfg, spec, train, targets, roots, calib, keep
             try:
                 write_bundle(out, encoder_onnx=int8_path, encoder_fp32_onnx=fp32_path if keep_fp32 else None,
                              preprocess=spec, embed_dim=cfg.model.embed_dim, domains=domains,
-                             prototypes=graph, hnsw=hnsw, calibration=calibration, extra=extra, external=external)
+                             prototypes=graph, hnsw=hnsw, calibration=calibration, extra=extra, external=external,
+                             alignment=alignment)
             finally:
                 if external is not None:
                     external.close()
@@ -357,6 +418,25 @@ def _export(run_dir, out, encoder, cfg, spec, train, targets, roots, calib, keep
     return ExportSummary(out=out, domains={d: len(v) for d, v in vectors.items()}, parity=report,
                          quantization=quant_info, sizes=sizes, seconds=time.perf_counter() - t0,
                          stages=stage.seconds, skipped=skipped, prototypes=int(len(graph.centroids)), merged_links=int(len(graph.links)))
+
+
+def fit_readout(vectors: dict[str, np.ndarray], align: AlignConfig, *, merge_rule: str, open_set: str,
+                merge: bool, k_prototypes: int | None, proto_seed: int, seed: int):
+    """Everything a bundle derives from its raw vectors without labels: the alignment (and its
+    log), the prototype graph and the open-set calibration, both on the aligned vectors (where the
+    engine compares a query with them). Shared by export and `uemctl index realign`."""
+    from ..train.prototypes import build_prototype_graph
+
+    alignment, align_log = fit_alignment(vectors, align, seed=seed)
+    aligned = {d: alignment.align(v, d) for d, v in vectors.items()}
+    # the bundle's links use the per-pair ("local") merge bar by default: UEM-METHOD.md's global
+    # bar (closer than ANY two prototypes of one domain) links almost nothing at K ~ 90 and the
+    # rule then rejects every query (benchmarks/RESULTS.md, "Demo and the open-set decision")
+    graph = build_prototype_graph(aligned, k=k_prototypes, seed=proto_seed, rule=merge_rule, merge=merge)
+    calibration = {}
+    if open_set == "contrast":
+        calibration = {"contrast": contrast_calibration(aligned, seed=seed, to_target=alignment.to_target)}
+    return alignment, align_log, graph, calibration
 
 
 def _item_id(path: Path, root: Path) -> str:

@@ -24,6 +24,7 @@ class ModelConfig:
     # "linear": one Linear layer started from the PCA of the pooled ImageNet features (the embedding
     # starts as good as the backbone under it); "mlp": Linear-BN-ReLU-Linear from random weights
     # (SimCLR-style; measured to halve the floor's identity accuracy at the start, RESULTS.md).
+    # "pooled": no head, the embedding is each view's pooled trunk output (`uemctl export --pretrained`).
     head: str = "linear"
     head_hidden: int = 512           # "mlp" only
     # Blocks [0, freeze_blocks) of the 16 MBConv blocks (plus the stem) stay at their ImageNet weights.

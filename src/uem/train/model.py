@@ -14,6 +14,8 @@ stays the single implementation.
 
 from __future__ import annotations
 
+import numpy as np
+import scipy.linalg
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -58,31 +60,70 @@ class LineArtView(nn.Module):
         return ((1.0 - stroke) - self.mean) / self.std  # white (1) background, black (0) strokes
 
 
+def principal_directions(x: np.ndarray, groups: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The top `n` principal directions of `x` (N, F) centred within each group, as rows (n, F),
+    largest first, with their variances (n,). Rows beyond the data's rank are zero.
+
+    Computed as the SVD of the centred data in float64, never as the eigendecomposition of its
+    covariance: a covariance of fewer images than dimensions, or of byte-identical images, has
+    hundreds of repeated zero eigenvalues, and LAPACK's divide-and-conquer eigh then fails to
+    converge on some CPUs (seen on AVX-512 builds). gesdd falls back to gesvd (slower, always
+    converges); neither forms the covariance, so its conditioning never matters.
+
+    Deterministic across CPUs and thread counts up to rounding: a direction's sign is arbitrary in
+    any decomposition, so the largest component of each is made positive, and directions without
+    variance (their basis is arbitrary) are zero."""
+    x = np.asarray(x, dtype=np.float64)
+    groups = np.asarray(groups)
+    if x.ndim != 2 or len(groups) != len(x):
+        raise ValueError(f"expected (N, F) features and N groups, got {x.shape} and {groups.shape}")
+    if not np.all(np.isfinite(x)):
+        raise ValueError("features must be finite")
+    centred = x.copy()
+    for g in np.unique(groups):
+        rows = groups == g
+        centred[rows] -= x[rows].mean(0)
+    try:
+        _, s, vt = scipy.linalg.svd(centred, full_matrices=False, lapack_driver="gesdd")
+    except (np.linalg.LinAlgError, ValueError):
+        _, s, vt = scipy.linalg.svd(centred, full_matrices=False, lapack_driver="gesvd")
+    var = s ** 2 / max(len(x) - 1, 1)
+    w = np.zeros((n, x.shape[1]))
+    vals = np.zeros(n)
+    m = min(n, len(s))
+    w[:m], vals[:m] = vt[:m], var[:m]
+    w *= np.sign(w[np.arange(n), np.abs(w).argmax(1)])[:, None]
+    w[vals <= 1e-6 * max(vals[0], 1e-30)] = 0.0
+    w[vals <= 0] = 0.0
+    return w, vals
+
+
 def init_linear_head(head: nn.Linear, pooled: torch.Tensor, groups: torch.Tensor) -> None:
     """Start a linear head at the PCA of `pooled` (N, 1280): the top principal directions of the
     features centred within each group (domain), so the first directions describe content rather
     than the domain; the bias centres on the overall mean. Nothing here reads a label."""
-    x = pooled.double()
-    centred = x.clone()
-    for g in groups.unique():
-        rows = groups == g
-        centred[rows] -= x[rows].mean(0)
-    cov = centred.T @ centred / max(len(x) - 1, 1)
-    vals, vecs = torch.linalg.eigh(cov)                    # ascending eigenvalues
-    vals = vals[-head.out_features:].flip(0)
-    w = vecs[:, -head.out_features:].flip(1).T              # (D, 1280), largest first
-    # An eigenvector's sign (and any direction of a zero eigenvalue) is arbitrary: it may differ
-    # between LAPACK builds and thread counts. Make the largest component of each direction positive,
-    # and give directions without variance (fewer images than dimensions) zero weights.
-    w = w * torch.sign(w.gather(1, w.abs().argmax(1, keepdim=True)))
-    w[vals <= 1e-6 * vals[0].clamp_min(1e-30)] = 0.0
+    x = pooled.detach().cpu().double().numpy()
+    w, _ = principal_directions(x, groups.detach().cpu().numpy(), head.out_features)
     with torch.no_grad():
-        head.weight.copy_(w.to(head.weight.dtype))
-        head.bias.copy_((-(w @ x.mean(0))).to(head.bias.dtype))
+        head.weight.copy_(torch.from_numpy(w).to(head.weight.dtype))
+        head.bias.copy_(torch.from_numpy(-(w @ x.mean(0))).to(head.bias.dtype))
+
+
+def trunk_channels(freeze_blocks: int) -> int:
+    """Channels of the trunk's output: those of MBConv block freeze_blocks - 1 (the stem's 32 at 0)."""
+    if freeze_blocks <= 0:
+        return 32
+    return int(EfficientNetLite0()._blocks[freeze_blocks - 1]._project_conv.out_channels)
 
 
 class Encoder(nn.Module):
-    """image (N, 3, S, S) normalised -> embedding (N, D), unit length."""
+    """image (N, 3, S, S) normalised -> embedding (N, D), unit length.
+
+    head "pooled" is the untrained read-out: no layer after the trunk, the embedding is each view's
+    average-pooled trunk output (MBConv block freeze_blocks - 1), unit length, side by side. On
+    emoji3 the pooled block-13 output carries more cross-style identity than the 1280-d head
+    (benchmarks/RESULTS.md, "Aligned retrieval"); `uemctl export --pretrained` builds bundles on it.
+    """
 
     def __init__(self, cfg: ModelConfig, backbone: EfficientNetLite0 | None = None):
         super().__init__()
@@ -97,8 +138,13 @@ class Encoder(nn.Module):
             self.head: nn.Module = nn.Linear(FEATURE_DIM, out)
         elif cfg.head == "mlp":
             self.head = ProjectionHead(FEATURE_DIM, cfg.head_hidden, out)
+        elif cfg.head == "pooled":
+            if out != trunk_channels(cfg.freeze_blocks):
+                raise ValueError(f"the pooled read-out of block {cfg.freeze_blocks - 1} has "
+                                 f"{trunk_channels(cfg.freeze_blocks)} channels per view, embed_dim says {out}")
+            self.head = nn.Identity()
         else:
-            raise ValueError(f"unknown head {cfg.head!r} (linear or mlp)")
+            raise ValueError(f"unknown head {cfg.head!r} (linear, mlp or pooled)")
 
     def trunk(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3, S, S) -> (N, views * C, H, W): the views' trunk outputs side by side in channels,
@@ -121,7 +167,12 @@ class Encoder(nn.Module):
 
     def top(self, h: torch.Tensor) -> torch.Tensor:
         n = h.shape[0]
-        z = F.normalize(self.head(self.pooled(h)), dim=1)
+        if self.cfg.head == "pooled":
+            c = h.shape[1] // self.views
+            z = F.normalize(h.mean(dim=(2, 3)).reshape(n * self.views, c) if self.views == 1
+                            else torch.cat([h[:, :c].mean(dim=(2, 3)), h[:, c:].mean(dim=(2, 3))]), dim=1)
+        else:
+            z = F.normalize(self.head(self.pooled(h)), dim=1)
         if self.views == 1:
             return z
         return F.normalize(torch.cat([z[:n], z[n:]], dim=1), dim=1)  # each half 1/sqrt(2) long

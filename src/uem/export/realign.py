@@ -1,0 +1,52 @@
+"""`uemctl index realign`: refit a bundle's alignment from the vectors it stores, without re-embedding.
+
+Why it exists: `index add` aligns new items with the transform fitted at export and never refits
+it, so a domain that grew a lot (or changed what it shows) drifts from its mean and covariance;
+and choosing another alignment (`--align`, `--shrinkage`, maps, CSLS) should not cost an export.
+Realigning refits everything `fit_readout` derives from the raw vectors — alignment, prototypes,
+open-set thresholds — rebuilds the indexes over the newly aligned vectors and commits it all as one
+new generation (atomic, like any write). The encoder and the raw vectors are kept byte for byte.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from ..engine.bundle import DEFAULT_LOCK_TIMEOUT_S, DomainData, read_bundle, write_bundle
+from ..engine.errors import BundleError
+from .align import AlignConfig
+from .pipeline import OPEN_SET_RULES, fit_readout
+
+
+def realign_bundle(path: str | Path, align: AlignConfig | None = None, *, seed: int = 0,
+                   k_prototypes: int | None = None, lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S) -> dict:
+    """Refit and commit; returns {"seconds", "alignment", "prototypes", "links"}. The open-set
+    rule and merge rule stay those the bundle was exported with."""
+    t0 = time.perf_counter()
+    info = read_bundle(path)
+    extra = dict(info.extra)
+    merge_rule = str(extra.get("merge_rule", "local"))
+    open_set = str(extra.get("open_set_rule", "contrast"))
+    if open_set not in OPEN_SET_RULES:
+        open_set = "prototype"
+    train = extra.get("train_config") or {}
+    merge = bool(train.get("merge", True)) and train.get("baseline_k") is None
+    if info.backend:
+        raise BundleError(f"{info.root}: served from {info.backend.get('kind')}; move it back with "
+                          "`uemctl index move --to hnswlib`, realign, then move it again")
+    vectors = {d: info.load_vectors(d, mmap=False) for d in info.domains}
+    align = align or AlignConfig()
+    alignment, align_log, graph, calibration = fit_readout(
+        vectors, align, merge_rule=merge_rule, open_set=open_set, merge=merge, k_prototypes=k_prototypes,
+        proto_seed=int(train.get("seed", 0)), seed=seed)
+    extra["alignment"] = align_log
+    extra["realigned_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    write_bundle(info.root, encoder_onnx=info.encoder.path,
+                 encoder_fp32_onnx=info.encoder_fp32.path if info.encoder_fp32 else None,
+                 preprocess=info.preprocess, embed_dim=info.embed_dim,
+                 domains=[DomainData(d, vectors[d], list(info.domains[d].items)) for d in info.domains],
+                 prototypes=graph, hnsw=info.hnsw, calibration=calibration, extra=extra,
+                 lock_timeout=lock_timeout, alignment=alignment, expect_generation=info.generation)
+    return {"seconds": round(time.perf_counter() - t0, 1), "alignment": alignment.describe(),
+            "prototypes": int(len(graph.centroids)), "links": int(len(graph.links))}
