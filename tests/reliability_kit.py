@@ -768,7 +768,7 @@ def tamper_cases(base: Path, rnd: random.Random, flips: int = 4):
             rewrite_manifest(b, m)
         return f
 
-    for v in (0, 2, 999, "1", None, 1.0, True):
+    for v in (0, 3, 999, "1", None, 1.0, True):
         cases.append((f"format_version {v!r}", manifest_edit(lambda b, m, v=v: m.__setitem__("format_version", v))))
     cases.append(("format name", manifest_edit(lambda b, m: m.__setitem__("format", "other"))))
     cases.append(("no format_version", manifest_edit(lambda b, m: m.pop("format_version"))))

@@ -93,7 +93,7 @@ def test_to_target_uses_the_map_both_ways():
 
 def test_alignment_round_trips_through_its_arrays():
     vecs = {"a": unit_rows(_blobs(seed=1)), "b": unit_rows(_blobs(seed=2)), "c": unit_rows(_blobs(seed=3))}
-    al, log = fit_alignment(vecs, AlignConfig(kind="whiten", map_rounds=2, csls_k=3, csls_candidates=9))
+    al, log = fit_alignment(vecs, AlignConfig(kind="whiten", maps=True, map_rounds=2, csls_k=3, csls_candidates=9))
     assert set(log["map_pairs_per_round"]) == {"a<->b", "a<->c", "b<->c"}
     back = Alignment.from_arrays(al.describe(), al.arrays(), 12)
     for d in vecs:
@@ -134,3 +134,22 @@ def test_align_config_validates():
     for bad in (dict(kind="pca"), dict(shrinkage=0), dict(map_rounds=0), dict(csls_k=10, csls_candidates=5)):
         with pytest.raises(ValueError):
             AlignConfig(**bad)
+
+
+def test_csls_re_ranks_only_the_cosine_candidates():
+    # an anti-hub (far from every query, so CSLS would lift it) outside the top-2 by cosine stays
+    # below the candidates, as in the engine, which only re-ranks the index's top-M hits
+    q = unit_rows(np.array([[1.0, 0.0, 0.0], [0.9, 0.1, 0.0]]))
+    t = unit_rows(np.array([[1.0, 0.05, 0.0], [0.95, 0.1, 0.1], [0.2, 0.0, 1.0]]))
+    wide = pair_score_matrix(Alignment(csls=CslsParams(k=1, candidates=3)), q, "a", "b", t)
+    narrow = pair_score_matrix(Alignment(csls=CslsParams(k=1, candidates=2)), q, "a", "b", t)
+    assert np.all(narrow[:, 2] < narrow[:, :2].min(axis=1, keepdims=True).ravel())
+    np.testing.assert_allclose(narrow[:, 2], (q @ t.T)[:, 2] - 10, atol=1e-6)
+    assert wide[0, 2] > narrow[0, 2]
+
+
+def test_a_one_item_domain_is_left_unaligned():
+    vecs = {"a": unit_rows(_blobs(seed=1)), "b": unit_rows(_blobs(n=1, seed=2))}
+    al = fit_domains(vecs, "whiten")
+    assert al.domains == ["a"] and "b" not in al.whiteners
+    np.testing.assert_allclose(al.align(vecs["b"], "b"), vecs["b"], atol=1e-6)  # not mapped to zero

@@ -125,3 +125,21 @@ def test_uemctl_eval_scores_the_engine_ranking(bundle):
             scores = eng.pair_scores(vecs[q.domain], q.domain, t.domain, vecs[t.domain])[i]
             assert ex["hits"][0]["score"] == pytest.approx(float(scores.max()), abs=1e-5)
             assert ex["hits"][0]["score"] != pytest.approx(float((vecs[q.domain][i] @ vecs[t.domain].T).max()), abs=1e-3)
+
+
+def test_versions_1_and_2(bundle, tmp_path):
+    import shutil
+
+    from uem.engine.bundle import _checksum
+    from uem.engine.errors import BundleError
+
+    m = json.loads((bundle / "manifest.json").read_text())
+    assert m["format_version"] == 2  # aligned bundles need this uem
+    copy = tmp_path / "v1.uem"
+    shutil.copytree(bundle, copy)
+    m["format_version"] = 1  # an older writer would append raw rows to an aligned index
+    m.pop("checksum")
+    m["checksum"] = _checksum(m)
+    (copy / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(BundleError, match="alignment in a version-1 bundle"):
+        read_bundle(copy)

@@ -48,6 +48,12 @@ VARIANTS = {
     "whiten5.0+csls": AlignConfig(kind="whiten", shrinkage=5.0, maps=False),
     "whiten5.0+map": AlignConfig(kind="whiten", shrinkage=5.0, maps=True, csls_k=0, csls_candidates=1),
     "whiten10+map+csls": AlignConfig(kind="whiten", shrinkage=10.0, maps=True),
+    "whiten5.0+map1+csls": AlignConfig(kind="whiten", shrinkage=5.0, maps=True, map_rounds=1),
+    "whiten5.0+map2+csls": AlignConfig(kind="whiten", shrinkage=5.0, maps=True, map_rounds=2),
+    "whiten2.0+csls": AlignConfig(kind="whiten", shrinkage=2.0, maps=False),
+    "whiten10+csls": AlignConfig(kind="whiten", shrinkage=10.0, maps=False),
+    "whiten20+csls": AlignConfig(kind="whiten", shrinkage=20.0, maps=False),
+    "whiten50+csls": AlignConfig(kind="whiten", shrinkage=50.0, maps=False),
     "whiten1.0+map+csls5": AlignConfig(kind="whiten", shrinkage=1.0, maps=True, csls_k=5, csls_candidates=50),
     "whiten1.0+map+csls20": AlignConfig(kind="whiten", shrinkage=1.0, maps=True, csls_k=20, csls_candidates=50),
 }
@@ -115,6 +121,7 @@ def main() -> None:
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--fit-fractions", default="", help="also: the default variant fitted on these fractions "
                     "of each domain (e.g. 0.25,0.5,0.75) and applied to all: the drift of `index add`")
+    ap.add_argument("--drift-variant", default="whiten5.0+csls", help="the variant --fit-fractions refits")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     vecs, labs = bundle_vectors(args.bundle, args.data)
@@ -128,9 +135,10 @@ def main() -> None:
               + "  ".join(f"{p} {v['top1_identity']:.3f}/{v['map']:.3f}" for p, v in res["pairs"].items()), flush=True)
     results["drift"] = {}
     for f in [float(x) for x in args.fit_fractions.split(",") if x]:
-        res = score(vecs, labs, AlignConfig(), fit_fraction=f)
+        res = score(vecs, labs, VARIANTS[args.drift_variant], fit_fraction=f)
+        res["variant"] = args.drift_variant
         results["drift"][str(f)] = res
-        print(f"default fitted on {f:.0%} of each domain: top-1 {res['mean_top1_identity']:.3f}  mAP {res['mean_map']:.3f}",
+        print(f"{args.drift_variant} fitted on {f:.0%} of each domain: top-1 {res['mean_top1_identity']:.3f}  mAP {res['mean_map']:.3f}",
               flush=True)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -32,7 +32,8 @@ def grid_table(path: Path, title: str) -> str:
         cells = " | ".join(f"{v['pairs'][p]['top1_identity']:.3f} / {v['pairs'][p]['map']:.3f}" for p in pairs)
         out.append(f"| {name} | {v['mean_top1_identity']:.3f} | {v['mean_map']:.3f} | {cells} |")
     for f, v in (r.get("drift") or {}).items():
-        out.append(f"| default, fitted on {float(f):.0%} of each domain | {v['mean_top1_identity']:.3f} | "
+        name = v.get("variant", "whiten5.0+map+csls")  # runs before the variant was recorded: that default
+        out.append(f"| {name}, fitted on {float(f):.0%} of each domain | {v['mean_top1_identity']:.3f} | "
                    f"{v['mean_map']:.3f} | " + " | ".join(
                        f"{v['pairs'][p]['top1_identity']:.3f} / {v['pairs'][p]['map']:.3f}" for p in pairs) + " |")
     return "\n".join(out)
@@ -49,6 +50,17 @@ def readout_table(path: Path, title: str) -> str:
     return "\n".join(out)
 
 
+def heldout_table(path: Path, title: str) -> str:
+    r = json.loads(path.read_text())
+    out = [f"**{title}** (`{path.name}`; half of each domain indexed, means over all ordered pairs)", "",
+           "| read-out | top-1, queries in the bundle | top-1, new pictures | mAP, in the bundle | mAP, new pictures |",
+           "|---|---|---|---|---|"]
+    for name, v in r["variants"].items():
+        out.append(f"| {name} | {v['mean_top1_in_bundle']:.3f} | {v['mean_top1_new']:.3f} | "
+                   f"{v['mean_map_in_bundle']:.3f} | {v['mean_map_new']:.3f} |")
+    return "\n".join(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--results", type=Path, default=Path(__file__).resolve().parents[1] / "results")
@@ -58,6 +70,9 @@ def main() -> None:
             p = args.results / f"alignment_grid_{s}_{model}.json"
             if p.is_file():
                 print(grid_table(p, f"{s}, {title}"), "\n", sep="")
+        p = args.results / f"alignment_heldout_{s}_pretrained.json"
+        if p.is_file():
+            print(heldout_table(p, f"{s}, bundle without training: queries in the bundle vs new pictures"), "\n", sep="")
         p = args.results / f"readout_grid_{s}.json"
         if p.is_file():
             print(readout_table(p, f"{s}: which read-out of the untrained network"), "\n", sep="")

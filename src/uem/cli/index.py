@@ -12,7 +12,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ..engine import Engine
 from ..engine.bundle import DEFAULT_LOCK_TIMEOUT_S
 from ..engine.errors import ImageError, UemError
-from ..export.align import AlignConfig
 from .backend import backend_options
 from .inputs import iter_images, printable
 from .root import err, index_app, out
@@ -120,11 +119,12 @@ def move(
 @index_app.command("realign")
 def realign(
     bundle: Path = typer.Argument(..., help="Bundle directory to realign."),
-    align: str = typer.Option(AlignConfig.kind, "--align", help="Per-domain alignment: whiten (mean + shrunk ZCA), mean, or none."),
-    shrinkage: float = typer.Option(AlignConfig.shrinkage, "--shrinkage", help="Whitening shrinkage, times each domain's mean eigenvalue."),
-    no_maps: bool = typer.Option(False, "--no-maps", help="No self-learned cross-domain maps."),
-    csls_k: int = typer.Option(AlignConfig.csls_k, "--csls-k", help="CSLS neighbours (0: rank by cosine)."),
-    csls_candidates: int = typer.Option(AlignConfig.csls_candidates, "--csls-candidates", help="Index hits re-ranked by CSLS per query."),
+    align: Optional[str] = typer.Option(None, "--align", help="Per-domain alignment: whiten (mean + shrunk ZCA), "
+                                        "mean, or none. Unset options keep what the bundle uses."),
+    shrinkage: Optional[float] = typer.Option(None, "--shrinkage", help="Whitening shrinkage, times each domain's mean eigenvalue."),
+    maps: Optional[bool] = typer.Option(None, "--maps/--no-maps", help="Self-learned cross-domain maps."),
+    csls_k: Optional[int] = typer.Option(None, "--csls-k", help="CSLS neighbours (0: rank by cosine)."),
+    csls_candidates: Optional[int] = typer.Option(None, "--csls-candidates", help="Index hits re-ranked by CSLS per query."),
     lock_timeout: float = typer.Option(DEFAULT_LOCK_TIMEOUT_S, "--lock-timeout", min=0,
                                        help="Seconds to wait while another process writes the bundle."),
 ) -> None:
@@ -132,18 +132,21 @@ def realign(
 
     Items added since export were aligned with the transform fitted then; run this after a domain
     grew a lot, or to switch alignment, without re-embedding anything. Atomic like any write.
+    Needs the training extras (pip install 'uem[train]') for the prototypes' k-means.
     """
-    from ..export.realign import realign_bundle
-
     try:
-        cfg = AlignConfig(kind=align, shrinkage=shrinkage, maps=not no_maps, csls_k=csls_k,
-                          csls_candidates=max(csls_candidates, csls_k, 1))
-    except ValueError as e:
-        raise UemError(str(e)) from None
+        from ..export.realign import realign_bundle
+    except ImportError as e:
+        raise UemError(f"realign needs the training extras (pip install 'uem[train]'): {e}") from None
+    given = {"kind": align, "shrinkage": shrinkage, "maps": maps, "csls_k": csls_k, "csls_candidates": csls_candidates}
     with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
                   console=err, transient=True, disable=not err.is_terminal) as progress:
         progress.add_task("refitting alignment, prototypes and thresholds; rebuilding indexes", total=None)
-        r = realign_bundle(bundle, cfg, lock_timeout=lock_timeout)
+        try:
+            r = realign_bundle(bundle, changes={k: v for k, v in given.items() if v is not None},
+                               lock_timeout=lock_timeout)
+        except ValueError as e:
+            raise UemError(str(e)) from None
     a = r["alignment"]
     out.print(f"{bundle}: realigned ({a['kind']}, {len(a['maps'])} maps, CSLS k {a['csls']['k']}); "
               f"{r['prototypes']} prototypes, {r['links']} links; {r['seconds']} s", markup=False)

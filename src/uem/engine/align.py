@@ -278,10 +278,15 @@ def fit_domains(vectors: dict[str, np.ndarray], kind: str, shrinkage: float = 0.
         raise ValueError(f"alignment kind must be one of {', '.join(KINDS)}, got {kind!r}")
     if kind == "none":
         return Alignment()
-    means = {d: np.asarray(v, np.float64).mean(0).astype(np.float32) for d, v in vectors.items()}
+    if not any(len(v) >= 2 for v in vectors.values()):
+        return Alignment()
+    # a domain of one distinct vector has no spread to align: centring would map it to zero
+    usable = {d: np.asarray(v, np.float64) for d, v in vectors.items()
+              if len(v) >= 2 and np.ptp(np.asarray(v), axis=0).max() > 1e-6}
+    means = {d: v.mean(0).astype(np.float32) for d, v in usable.items()}
     whiteners = {}
     if kind == "whiten":
-        whiteners = {d: fit_whitener(v, shrinkage).astype(np.float32) for d, v in vectors.items()}
+        whiteners = {d: fit_whitener(v, shrinkage).astype(np.float32) for d, v in usable.items()}
     return Alignment(kind=kind, means=means, whiteners=whiteners, shrinkage=float(shrinkage) if kind == "whiten" else 0.0)
 
 
@@ -341,17 +346,25 @@ def fit_maps(aligned: dict[str, np.ndarray], rounds: int = 8, k: int = 10, seed:
 def pair_score_matrix(alignment: Alignment, query_raw: np.ndarray, query_domain: str,
                       target_domain: str, target_raw: np.ndarray) -> np.ndarray:
     """Every query's ranking score against every target item (N_q, N_t), as the engine ranks:
-    aligned (and mapped) cosine, or CSLS when the alignment uses it, its statistics taken from the
-    two given sets (as an index holding exactly these items stores them)."""
+    aligned (and mapped) cosine; with CSLS, each query's `candidates` best items by cosine get
+    their CSLS score and rank first (the engine re-ranks exactly those), the rest follow by cosine
+    (cos - 10: below any CSLS score). CSLS statistics are taken from the two given sets, as an
+    index holding exactly these items stores them. Same as `Engine.query` up to HNSW recall."""
     own_q = alignment.align(query_raw, query_domain)
     q = alignment.to_target(own_q, query_domain, target_domain)
     t = alignment.align(target_raw, target_domain)
     cos = q @ t.T
     if not alignment.csls.enabled or query_domain == target_domain or not len(t) or not len(q):
         return cos
-    k = alignment.csls.k
+    k, m = alignment.csls.k, min(alignment.csls.candidates, cos.shape[1])
     r_items = exact_mean_top_k(alignment.to_target(t, target_domain, query_domain), own_q, k)
-    return csls_scores(cos, mean_top_k(cos, k), r_items).astype(np.float32)
+    top = np.argpartition(-cos, m - 1, axis=1)[:, :m]
+    rows = np.arange(len(cos))[:, None]
+    cand = np.take_along_axis(cos, top, axis=1)
+    out = cos.astype(np.float64) - 10.0
+    # r(q) from the candidates, as the engine has it (its k best cosines are among them)
+    out[rows, top] = csls_scores(cand, mean_top_k(cand, k), r_items[top])
+    return out.astype(np.float32)
 
 
 def csls_item_stats(aligned: dict[str, np.ndarray], alignment: Alignment,

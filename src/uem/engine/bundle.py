@@ -1,4 +1,9 @@
-"""The bundle format (FORMAT_VERSION 1): the one writer and the one verifying reader.
+"""The bundle format (versions 1 and 2): the one writer and the one verifying reader.
+
+Version 2 adds the alignment (alignment.npz, each domain's csls.npy, the manifest's "alignment"
+record) and indexes that hold aligned vectors; a bundle without an alignment is still written as
+version 1, so an older uem keeps reading it. A version-1 manifest with an alignment is refused: an
+older writer would have appended raw vectors to an aligned index.
 
 Logical layout — what the manifest describes, the names the rest of the code uses:
 
@@ -61,7 +66,8 @@ from .items import ItemList, ItemsFormatError
 from .preprocess import PreprocessSpec
 from .prototypes import PROTOTYPES_JSON, PROTOTYPES_NPY, PrototypeGraph
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2                 # the newest version this uem writes
+SUPPORTED_VERSIONS = (1, 2)
 FORMAT_NAME = "uem-bundle"
 MANIFEST = "manifest.json"
 LOCK_FILE = ".lock"
@@ -309,9 +315,11 @@ def _read_manifest(root: Path) -> dict:
     version = manifest.get("format_version")
     if manifest.get("format") != FORMAT_NAME or not isinstance(version, int) or isinstance(version, bool):
         raise BundleError(f"{mpath}: not a uem bundle manifest")
-    if version != FORMAT_VERSION:
+    if version not in SUPPORTED_VERSIONS:
         raise BundleVersionError(f"{root}: bundle format version {version} is not supported "
-                                 f"(this uem reads version {FORMAT_VERSION})")
+                                 f"(this uem reads versions {', '.join(map(str, SUPPORTED_VERSIONS))})")
+    if version < 2 and manifest.get("alignment"):
+        raise BundleError(f"{mpath}: corrupt manifest (an alignment in a version-{version} bundle)")
     try:
         ok = manifest.get("checksum") == _checksum(manifest)
     except (TypeError, ValueError):
@@ -422,10 +430,11 @@ def _load_alignment(root: Path, manifest: dict, files: dict[str, FileEntry], dim
     try:
         with np.load(entry.path, allow_pickle=False) as z:
             arrays = {name: z[name] for name in z.files}
-    except (OSError, ValueError, EOFError) as e:
-        raise BundleError(f"{entry.name}: not a valid alignment file ({e})") from None
+    except Exception as e:  # noqa: BLE001 - zipfile, zlib, numpy and OS errors alike: a bad file
+        raise BundleError(f"{entry.name}: not a valid alignment file ({type(e).__name__}: {e})") from None
     alignment = Alignment.from_arrays(record, arrays, dim)
-    unknown = set(alignment.means) - set(domains)
+    named = set(alignment.means) | set(alignment.source_domains) | {d for pair in alignment.maps for d in pair}
+    unknown = named - set(domains)
     if unknown:
         raise ValueError(f"alignment names unknown domain(s) {sorted(unknown)}")
     order = [str(x) for x in record.get("csls_columns") or []]
@@ -834,7 +843,7 @@ def write_bundle(path: str | Path, *, encoder_onnx: Path, encoder_fp32_onnx: Pat
                                          hnsw, dim)
             manifest = {
                 "format": FORMAT_NAME,
-                "format_version": FORMAT_VERSION,
+                "format_version": FORMAT_VERSION if alignment.active else 1,
                 "generation": gen,
                 "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "model": {

@@ -15,16 +15,35 @@ from pathlib import Path
 
 from ..engine.bundle import DEFAULT_LOCK_TIMEOUT_S, DomainData, read_bundle, write_bundle
 from ..engine.errors import BundleError
-from .align import AlignConfig
+from .align import NO_ALIGNMENT, AlignConfig
 from .pipeline import OPEN_SET_RULES, fit_readout
 
 
-def realign_bundle(path: str | Path, align: AlignConfig | None = None, *, seed: int = 0,
-                   k_prototypes: int | None = None, lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S) -> dict:
-    """Refit and commit; returns {"seconds", "alignment", "prototypes", "links"}. The open-set
-    rule and merge rule stay those the bundle was exported with."""
+def recorded_config(info) -> AlignConfig:
+    """The AlignConfig the bundle was exported (or last realigned) with; the defaults for a bundle
+    that records none, and "no alignment" for one written before alignment existed."""
+    from dataclasses import fields
+
+    if not info.manifest.get("alignment"):
+        return NO_ALIGNMENT
+    rec = ((info.extra.get("alignment") or {}).get("config")) or {}
+    known = {f.name for f in fields(AlignConfig)}
+    return AlignConfig(**{k: v for k, v in rec.items() if k in known})
+
+
+def realign_bundle(path: str | Path, align: AlignConfig | None = None, *, changes: dict | None = None,
+                   seed: int = 0, k_prototypes: int | None = None,
+                   lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S) -> dict:
+    """Refit and commit; returns {"seconds", "alignment", "prototypes", "links"}. `align`: the
+    alignment to fit; default the bundle's own recorded one with `changes` (AlignConfig fields)
+    applied. The open-set rule and merge rule stay those the bundle was exported with."""
     t0 = time.perf_counter()
     info = read_bundle(path)
+    if align is None:
+        base = recorded_config(info).to_dict()
+        base.update(changes or {})
+        base["csls_candidates"] = max(base["csls_candidates"], base["csls_k"], 1)
+        align = AlignConfig(**base)
     extra = dict(info.extra)
     merge_rule = str(extra.get("merge_rule", "local"))
     open_set = str(extra.get("open_set_rule", "contrast"))
@@ -36,7 +55,6 @@ def realign_bundle(path: str | Path, align: AlignConfig | None = None, *, seed: 
         raise BundleError(f"{info.root}: served from {info.backend.get('kind')}; move it back with "
                           "`uemctl index move --to hnswlib`, realign, then move it again")
     vectors = {d: info.load_vectors(d, mmap=False) for d in info.domains}
-    align = align or AlignConfig()
     alignment, align_log, graph, calibration = fit_readout(
         vectors, align, merge_rule=merge_rule, open_set=open_set, merge=merge, k_prototypes=k_prototypes,
         proto_seed=int(train.get("seed", 0)), seed=seed)
