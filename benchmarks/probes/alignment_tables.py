@@ -19,6 +19,10 @@ ROWS = ["none", "mean", "mean+csls", "mean+map+csls", "whiten5.0", "whiten5.0+cs
         "whiten10+map+csls"]
 
 
+def _cells(v: dict, pairs: list[str]) -> str:
+    return " | ".join(f"{v['pairs'][p]['top1_identity']:.3f} / {v['pairs'][p]['map']:.3f}" for p in pairs)
+
+
 def grid_table(path: Path, title: str) -> str:
     r = json.loads(path.read_text())
     variants = r["variants"]
@@ -29,13 +33,11 @@ def grid_table(path: Path, title: str) -> str:
            "|---|---|---|" + "---|" * len(pairs)]
     for name in [v for v in ROWS if v in variants] + [v for v in variants if v not in ROWS]:
         v = variants[name]
-        cells = " | ".join(f"{v['pairs'][p]['top1_identity']:.3f} / {v['pairs'][p]['map']:.3f}" for p in pairs)
-        out.append(f"| {name} | {v['mean_top1_identity']:.3f} | {v['mean_map']:.3f} | {cells} |")
+        out.append(f"| {name} | {v['mean_top1_identity']:.3f} | {v['mean_map']:.3f} | {_cells(v, pairs)} |")
     for f, v in (r.get("drift") or {}).items():
         name = v.get("variant", "whiten5.0+map+csls")  # runs before the variant was recorded: that default
         out.append(f"| {name}, fitted on {float(f):.0%} of each domain | {v['mean_top1_identity']:.3f} | "
-                   f"{v['mean_map']:.3f} | " + " | ".join(
-                       f"{v['pairs'][p]['top1_identity']:.3f} / {v['pairs'][p]['map']:.3f}" for p in pairs) + " |")
+                   f"{v['mean_map']:.3f} | {_cells(v, pairs)} |")
     return "\n".join(out)
 
 

@@ -344,7 +344,7 @@ def fit_maps(aligned: dict[str, np.ndarray], rounds: int = 8, k: int = 10, seed:
 
 
 def pair_score_matrix(alignment: Alignment, query_raw: np.ndarray, query_domain: str,
-                      target_domain: str, target_raw: np.ndarray) -> np.ndarray:
+                      target_domain: str, target_raw: np.ndarray, csls: bool = True) -> np.ndarray:
     """Every query's ranking score against every target item (N_q, N_t), as the engine ranks:
     aligned (and mapped) cosine; with CSLS, each query's `candidates` best items by cosine get
     their CSLS score and rank first (the engine re-ranks exactly those), the rest follow by cosine
@@ -354,7 +354,7 @@ def pair_score_matrix(alignment: Alignment, query_raw: np.ndarray, query_domain:
     q = alignment.to_target(own_q, query_domain, target_domain)
     t = alignment.align(target_raw, target_domain)
     cos = q @ t.T
-    if not alignment.csls.enabled or query_domain == target_domain or not len(t) or not len(q):
+    if not csls or not alignment.csls.enabled or query_domain == target_domain or not len(t) or not len(q):
         return cos
     k, m = alignment.csls.k, min(alignment.csls.candidates, cos.shape[1])
     r_items = exact_mean_top_k(alignment.to_target(t, target_domain, query_domain), own_q, k)

@@ -20,13 +20,13 @@ from __future__ import annotations
 import os
 import threading
 import uuid
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from .align import CslsParams, csls_scores, mean_top_k, pair_score_matrix
+from .align import csls_scores, mean_top_k, pair_score_matrix
 from .backend import Backends, DomainBackend
 from .bundle import (DEFAULT_LOCK_TIMEOUT_S, BundleInfo, _current_generation, append_to_domain,
                      read_bundle)
@@ -229,11 +229,9 @@ class Engine:
         statistics come from the two given sets themselves, as an index holding exactly these
         items stores them (what `uemctl eval` scores)."""
         snap = self._current()
-        al = snap.info.alignment
-        if not _csls_on(snap, query_domain, target_domain):
-            al = replace(al, csls=CslsParams(k=0))
-        return pair_score_matrix(al, _unit_rows(query_vectors, snap.info.embed_dim), query_domain,
-                                 target_domain, np.asarray(target_vectors, np.float32))
+        return pair_score_matrix(snap.info.alignment, _unit_rows(query_vectors, snap.info.embed_dim), query_domain,
+                                 target_domain, np.asarray(target_vectors, np.float32),
+                                 csls=_csls_on(snap, query_domain, target_domain))
 
     @property
     def generation(self) -> int:
