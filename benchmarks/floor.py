@@ -68,6 +68,8 @@ def cached(embed_fn, cache_dir: str | Path):
     """Wrap embed_fn with an on-disk cache keyed by each file's content hash (survives data rebuilds)."""
     import hashlib
 
+    from uem.engine.atomic import replacing
+
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     store = cache_dir / "vectors.npz"
@@ -81,9 +83,8 @@ def cached(embed_fn, cache_dir: str | Path):
             chunk = todo[i:i + 512]
             fresh = embed_fn([p for _, p in chunk])
             known.update({k: v for (k, _), v in zip(chunk, fresh)})
-            tmp = cache_dir / "vectors.tmp.npz"
-            np.savez(tmp, **known)
-            tmp.replace(store)
+            with replacing(store, suffix=".npz") as tmp:
+                np.savez(tmp, **known)
         print(f"  {len(paths) - len(todo)} of {len(paths)} vectors from the cache", file=sys.stderr)
         stats["from_cache"] += len(paths) - len(todo)
         stats["embedded"] += len(todo)

@@ -6,7 +6,7 @@
     .venv/bin/python benchmarks/index_scaling.py run --data uniform --sizes 100000
     .venv/bin/python benchmarks/index_scaling.py plot
 
-`run` measures each size (uem.bench.scaling.measure: build time, RSS of the index loaded in a fresh process, recall@10
+`run` measures each size (uem.perf.scaling.measure: build time, RSS of the index loaded in a fresh process, recall@10
 against exact numpy search over 1000 held-out queries, an ef_search sweep, single-query p50 of HNSW
 and brute force interleaved on one thread) with the bundle's HNSW parameters (the exporter's
 DEFAULT_HNSW unless overridden), merges the rows into benchmarks/results/index_scaling.json (keyed
@@ -18,16 +18,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from uem.bench.measure import machine
-from uem.bench.scaling import measure
-from uem.engine.atomic import replace_atomic
+from uem.engine.atomic import replace_atomic, replacing
+from uem.perf.measure import machine
+from uem.perf.scaling import measure
 
 RESULTS = Path(__file__).parent / "results"
 JSON = RESULTS / "index_scaling.json"
@@ -134,9 +133,8 @@ def cmd_plot(args) -> None:
     fig.suptitle(f"hnswlib (M {h['M']}, ef_construction {h['ef_construction']}, {h['build_threads']} build "
                  f"threads) vs numpy brute force, {rows[0]['dim']}-d unit vectors; shared 2-core VM", fontsize=10)
     fig.tight_layout()
-    tmp = args.png.with_name(args.png.name + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    os.replace(tmp, args.png)
+    with replacing(args.png, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110)
     print(f"wrote {args.png}")
 
 

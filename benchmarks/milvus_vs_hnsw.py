@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from uem.bench.measure import interleaved, load_average, summary
-from uem.bench.synthetic import clustered, exact_topk, recall_at_k
+from uem.perf.measure import interleaved, load_average, summary
+from uem.perf.synthetic import clustered, exact_topk, recall_at_k
 from uem.engine import Engine
 from uem.engine.bundle import read_bundle
 

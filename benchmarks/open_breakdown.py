@@ -61,7 +61,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="uem-open-") as tmp:
         bundle = Path(args.bundle)
         if args.items:
-            from uem.bench.footprint import grown_copy
+            from uem.perf.footprint import grown_copy
             from uem.engine.bundle import read_bundle
 
             info = read_bundle(bundle)

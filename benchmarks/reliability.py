@@ -21,11 +21,10 @@ import time
 from collections import Counter
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+from uem.testing import reliability as rk
+from uem.testing.bundles import draw, make_bundle, write_images
 
-import reliability_kit as rk  # noqa: E402
-from bundle_factory import make_bundle, write_images  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 CATEGORIES = ("fuzz", "tamper", "manifest", "kill-add", "kill-rewrite", "kill-export", "concurrency",
               "two-process", "stream", "names")
@@ -133,7 +132,6 @@ print(code, hwm, file=sys.stderr)
 
 def stream(work: Path, bundle: Path, n: int, seed: int) -> dict:
     """Peak RSS of `uemctl query DIR --json` over n files vs n/10 files: bounded means flat."""
-    from bundle_factory import draw
     import numpy as np
 
     rng = np.random.default_rng(seed)
@@ -170,7 +168,6 @@ def stream(work: Path, bundle: Path, n: int, seed: int) -> dict:
 def names(work: Path, bundle: Path, _n: int, seed: int) -> dict:
     """Long paths (near PATH_MAX, 255-byte components, one beyond PATH_MAX), non-UTF-8 and
     control-character names through `uemctl query` (text and JSON) and `uemctl index add`."""
-    from bundle_factory import draw
     import numpy as np
 
     png = work / "src.png"

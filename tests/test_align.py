@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from uem.engine.align import (Alignment, CslsParams, csls_item_stats, csls_scores, fit_domains,
-                              fit_whitener, learn_map, mean_top_k, mutual_csls_pairs, pair_score_matrix,
-                              unit_rows)
+                              fit_whitener, learn_map, mean_top_k, mutual_csls_pairs, pair_score_matrix)
+from uem.engine.geometry import unit_rows
 from uem.export.align import AlignConfig, fit_alignment
 
 

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from bundle_factory import draw, make_aligned_bundle
+from uem.testing.bundles import draw, make_aligned_bundle
 
 from uem.engine import Engine
 from uem.engine.align import csls_item_stats
@@ -93,7 +93,7 @@ def test_add_aligns_with_the_stored_transform_and_keeps_old_results(bundle, tmp_
 
 
 def test_a_bundle_without_alignment_opens_and_ranks_by_cosine(tmp_path):
-    from bundle_factory import make_bundle
+    from uem.testing.bundles import make_bundle
 
     b = make_bundle(tmp_path, n_per=3)
     info = read_bundle(b)

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bundle_factory import make_bundle
-from uem.bench.synthetic import ClusterSpec, clustered, exact_topk, recall_at_k, uniform
 from uem.cli.app import main
+from uem.perf.synthetic import ClusterSpec, clustered, exact_topk, recall_at_k, uniform
+from uem.testing.bundles import make_bundle
 
 
 @pytest.fixture(scope="module")

@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bundle_factory import DIM, SPEC, make_bundle, make_encoder
 from uem.engine import Engine, atomic, bundle
 from uem.engine.bundle import (FORMAT_VERSION, MANIFEST, DomainData, HnswParams, _checksum,
                                append_to_domain, read_bundle, write_bundle)
 from uem.engine.errors import BundleError, BundleVersionError, UnknownDomainError
 from uem.engine.index import DomainIndex
 from uem.engine.prototypes import PrototypeGraph
+from uem.testing.bundles import DIM, SPEC, make_bundle, make_encoder
 
 
 @pytest.fixture(scope="module")

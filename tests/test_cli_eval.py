@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bundle_factory import make_bundle
 from uem.cli.app import main
+from uem.testing.bundles import make_bundle
 
 
 @pytest.fixture(scope="module")

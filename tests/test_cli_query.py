@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from bundle_factory import make_bundle
 from uem.cli.app import main
 from uem.engine import Engine
+from uem.testing.bundles import make_bundle
 
 
 @pytest.fixture(scope="module")

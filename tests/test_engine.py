@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bundle_factory import DIM, SIZE, draw, make_bundle, make_encoder, png_bytes
 from uem.engine import Engine, Hit, QueryResult
 from uem.engine.encoder import Encoder
 from uem.engine.errors import BundleError, ImageError, UnknownDomainError
+from uem.testing.bundles import DIM, SIZE, draw, make_bundle, make_encoder, png_bytes
 
 
 @pytest.fixture(scope="module")

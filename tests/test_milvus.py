@@ -18,12 +18,12 @@ import pytest
 pytest.importorskip("pymilvus", reason="needs pymilvus: pip install 'uem[milvus]'")
 pytest.importorskip("milvus_lite", reason="needs milvus-lite: pip install 'uem[milvus]'")
 
-from bundle_factory import draw, make_bundle  # noqa: E402
 from uem.cli.app import main as cli_main  # noqa: E402
 from uem.engine import Engine  # noqa: E402
 from uem.engine.bundle import read_bundle, reindex_bundle  # noqa: E402
 from uem.engine.errors import BackendError, BundleError  # noqa: E402
 from uem.engine.milvus import MilvusIndex, MilvusStore, normalise_uri  # noqa: E402
+from uem.testing.bundles import draw, make_bundle  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from uem.engine.errors import BundleError
-from uem.engine.openset import (UNLINKED_SCORE, OpenSetRule, neighbourhood_contrast, uem_distance,
-                                 uem_distance_from_cos)
+from uem.engine.geometry import uem_distance, uem_distance_from_cos
+from uem.engine.openset import UNLINKED_SCORE, OpenSetRule, neighbourhood_contrast
 from uem.engine.prototypes import PrototypeGraph
 
 

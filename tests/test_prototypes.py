@@ -10,7 +10,6 @@ from uem.engine.prototypes import PrototypeGraph
 from uem.train.prototypes import (
     build_prototype_graph,
     cluster,
-    d_distance,
     domain_prototypes,
     estimate_k,
     knee,
@@ -38,15 +37,7 @@ def unit_rows(n: int, d: int, rng) -> np.ndarray:
     return c / np.linalg.norm(c, axis=1, keepdims=True)
 
 
-# -- distances, translation ------------------------------------------------------------------------
-def test_d_distance_hand_vectors():
-    # u=(1,0), v=(0,2): cos = 0, ||u-v|| = sqrt(1+4) = 2.236068 -> D = 1 * 2.236068
-    # u=(1,0), v=(0.6,0.8): cos = 0.6, ||u-v|| = sqrt(0.16+0.64) = 0.894427 -> D = 0.4*0.894427 = 0.357771
-    # u=(1,0), v=(-3,0): cos = -1, ||u-v|| = 4 -> D = 2 * 4 = 8
-    d = d_distance(np.array([[1.0, 0.0]]), np.array([[0.0, 2.0], [0.6, 0.8], [-3.0, 0.0]]))
-    np.testing.assert_allclose(d, [[2.236068, 0.357771, 8.0]], atol=1e-6)
-
-
+# -- translation (D itself: tests/test_geometry.py) -----------------------------------------------
 def test_translate_adds_mean_difference():
     # [1, 0] + ((0.2, 0.1) - (0.0, 0.3)) = [1.2, -0.2]
     out = translate(np.array([[1.0, 0.0]]), np.array([0.2, 0.1]), np.array([0.0, 0.3]))

@@ -7,6 +7,7 @@ The long run: benchmarks/reliability.py --tamper-flips N --manifest-fuzz N.
 
 from __future__ import annotations
 
+import json
 import pickle
 import re
 from pathlib import Path
@@ -14,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import reliability_kit as rk
-from bundle_factory import draw, make_aligned_bundle, make_bundle, png_bytes
 from uem.engine import Engine
+from uem.testing import reliability as rk
+from uem.testing.bundles import draw, make_aligned_bundle, make_bundle, png_bytes
 
 SEED = 5
 SRC = Path(__file__).resolve().parents[1] / "src" / "uem"
@@ -31,7 +32,7 @@ def base(tmp_path_factory) -> Path:
 def test_every_file_every_tampering_is_refused_before_any_loader(base, tmp_path):
     tried, failures = rk.run_tamper_matrix(base, tmp_path, seed=SEED, flips=4)
     assert failures == [], "\n".join(failures)
-    files = len(rk.json.loads((base / "manifest.json").read_text())["files"])
+    files = len(json.loads((base / "manifest.json").read_text())["files"])
     assert tried >= (files + 1) * 13 + files * 6
 
 

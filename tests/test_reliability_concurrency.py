@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-import reliability_kit as rk
-from bundle_factory import make_bundle, write_images
 from uem.engine import Engine, atomic, bundle
+from uem.testing import reliability as rk
+from uem.testing.bundles import make_bundle, write_images
 
 
 @pytest.fixture(scope="module")

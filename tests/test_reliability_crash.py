@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import reliability_kit as rk
-from bundle_factory import make_bundle, write_images
+from uem.testing import reliability as rk
+from uem.testing.bundles import make_bundle, write_images
 
 SEED = 11
 

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import reliability_kit as rk
-from bundle_factory import make_bundle
 from uem.engine import load_image
+from uem.testing import reliability as rk
+from uem.testing.bundles import make_bundle
 
 MUTANTS = 1500
 SEED = 2026

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from bundle_factory import make_bundle
 from uem.cli import query as query_cli
 from uem.cli.app import main
 from uem.engine import Engine
+from uem.testing.bundles import make_bundle
 
 
 @pytest.fixture(scope="module")
@@ -115,11 +115,11 @@ def test_pixel_limit_counts_decoded_pixels():
     import numpy as np
     from PIL import Image
 
-    from bundle_factory import SPEC
+    from uem.testing.bundles import SPEC
     from uem.engine import ImageError, load_image
     from uem.engine.preprocess import MAX_PIXELS, square_pixels
 
-    import reliability_kit as rk
+    from uem.testing import reliability as rk
 
     buf = io.BytesIO()
     Image.new("RGB", (9000, 5000), (220, 30, 30)).save(buf, "JPEG", quality=50)

@@ -13,7 +13,7 @@ from PIL import Image, ImageDraw
 
 from uem.cli.app import main
 from uem.train import cache as trunk_cache
-from uem.train import trainer
+from uem.train import losses, trainer
 from uem.train.augment import AugmentConfig, augment
 from uem.train.config import ModelConfig, TrainConfig
 from uem.train.data import load_images
@@ -116,7 +116,7 @@ def test_loss_decreases_on_a_fixed_batch(data):
     frozen = build_encoder(cfg.model, pretrained=True)
     frozen.load_state_dict(encoder.state_dict())
     trainer.train_mode(frozen)
-    disc = trainer.L.DomainClassifier(cfg.model.embed_dim, 2)
+    disc = losses.DomainClassifier(cfg.model.embed_dim, 2)
 
     def loss_of(stage: int) -> torch.Tensor:
         f = encoder.top(h)

@@ -4,7 +4,7 @@ rebuilt under the global vs the local merge rule (uem.train.prototypes.pair_and_
     .venv/bin/python benchmarks/probes/merge_rule_openset.py BUNDLE DATA [--pairs twemoji->notomono,...]
 
 DATA is the open-set copy the bundle was trained on (e.g. `uemctl demo`'s demo/data, or
-benchmarks/protocols.py's data_open_<seed>); labels are read only to score.
+benchmarks/ablation_grid.py's data_open_<seed>); labels are read only to score.
 """
 
 import argparse

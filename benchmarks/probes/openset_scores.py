@@ -6,7 +6,7 @@ vectors (the engine's own embeddings), and prints AUROC and the H-score at Otsu'
 
     .venv/bin/python benchmarks/probes/openset_scores.py BUNDLE DATA [--pairs twemoji->notomono,...]
 
-DATA is the open-set copy the bundle was trained on (benchmarks/protocols.py's data_open_<seed>);
+DATA is the open-set copy the bundle was trained on (benchmarks/ablation_grid.py's data_open_<seed>);
 labels are read only to score. Candidates:
   prototype     the engine's prototype rule (UEM-METHOD.md) with the bundle's links
   nearest       1 - cosine to the nearest target item
@@ -24,8 +24,8 @@ import numpy as np
 
 from uem.datasets.folders import scan
 from uem.engine import Engine
+from uem.engine.geometry import unit_rows
 from uem.engine.openset import neighbourhood_contrast
-from uem.eval.harness import l2_normalize
 from uem.eval.labels import load_labels
 from uem.eval.metrics import open_set_metrics
 from uem.export.openset import otsu_threshold, top_cosines
@@ -38,9 +38,9 @@ args = ap.parse_args()
 
 eng = Engine.open(args.bundle)
 labels = load_labels(args.data)
-vecs = {d: l2_normalize(eng.embed(list(labels[d].paths))) for d in labels}
+vecs = {d: unit_rows(eng.embed(list(labels[d].paths))) for d in labels}
 means = {d: v.mean(0) for d, v in vecs.items()}
-centred = {d: l2_normalize(v - means[d]) for d, v in vecs.items()}
+centred = {d: unit_rows(v - means[d]) for d, v in vecs.items()}
 
 
 def contrast(space, k):

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 
+from .engine.atomic import new_folder
 from .engine.errors import DataError
 
 
@@ -43,10 +44,10 @@ def make_open_set_copy(data: Path, out: Path, target: str, seed: int) -> dict:
     Returns the split (kept / dropped subgroups), also stored as `out/split.json`: an existing copy of
     the same split is reused, a copy of another split is rebuilt.
     """
-    from .eval.protocols import random_half
-
     import json
     import shutil
+
+    from .eval.protocols import random_half
 
     data, out = data.resolve(), Path(out)
     domains = sorted(p.name for p in data.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -61,19 +62,16 @@ def make_open_set_copy(data: Path, out: Path, target: str, seed: int) -> dict:
         if record.is_file() and json.loads(record.read_text(encoding="utf-8")) == split:
             return split
         shutil.rmtree(out)  # a copy of another split (or an interrupted one): rebuild
-    tmp = out.with_name(out.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    for domain in domains:
-        for src in sorted((data / domain).rglob("*.png")):
-            rel = src.relative_to(data / domain)
-            if domain == target and rel.parts[0] not in kept:
-                continue
-            dst = tmp / domain / rel
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            os.symlink(src, dst)
-    (tmp / "split.json").write_text(json.dumps(split), encoding="utf-8")
-    os.replace(tmp, out)
+    with new_folder(out) as tmp:
+        for domain in domains:
+            for src in sorted((data / domain).rglob("*.png")):
+                rel = src.relative_to(data / domain)
+                if domain == target and rel.parts[0] not in kept:
+                    continue
+                dst = tmp / domain / rel
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                os.symlink(src, dst)
+        (tmp / "split.json").write_text(json.dumps(split), encoding="utf-8")
     return split
 
 

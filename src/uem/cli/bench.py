@@ -28,8 +28,8 @@ def bench(
     """Measure the bundle's encoder (int8 vs fp32 vs torch), Engine.query stage by stage, and the
     engine's open time and memory; judge them against the edge targets (int8 speed-up, int8
     parity, query latency, open time and memory)."""
-    from ..bench.suite import run_bench
-    from ..bench.table import render
+    from ..perf.suite import run_bench
+    from ..perf.table import render
     from ..engine.atomic import replace_atomic
     from ..engine.errors import UemError
 

@@ -33,14 +33,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .geometry import unit_rows
+
 KINDS = ("none", "mean", "whiten")
 ALIGNMENT_NPZ = "alignment.npz"
-
-
-def unit_rows(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length (an all-zero row stays zero), float32."""
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), np.float32(1e-12))
 
 
 def pair_map_key(a: str, b: str) -> tuple[str, str, bool]:

@@ -1,12 +1,20 @@
-"""Durable file operations and the advisory writer lock (what makes bundle writes crash-safe)."""
+"""Durable file operations and the advisory writer lock: every crash-safe write in uem goes through here.
+
+Bundle writes, training outputs (config, encoder, checkpoint, prototypes, loss plot), contact sheets
+and the demo's data copy all use these helpers, so "temp file, fsync, rename" is written once:
+`replace_atomic` for bytes, `replacing` for writers that want a file name (torch.save, savefig, PIL),
+`replace_files` for writers that fill a folder, `new_folder` for a folder that appears whole.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from .errors import BundleError
 
@@ -48,15 +56,62 @@ def write_bytes_durable(path: Path, data: bytes) -> None:
         os.fsync(f.fileno())
 
 
-def replace_atomic(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` so that readers see the old or the new content, never a mix."""
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{time.monotonic_ns()}")
+@contextlib.contextmanager
+def replacing(path: Path, suffix: str = "") -> Iterator[Path]:
+    """A temp path next to `path` for a writer that wants a file name; when the block ends, what
+    it wrote there is fsynced and renamed onto `path` (readers see the old or the new file, never a
+    mix); if the block raises, the temp file goes. `suffix` ends the temp name, for writers that
+    choose the format by extension (savefig, np.savez). The temp name is `NAME.tmp-PID-NS...`."""
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{time.monotonic_ns()}{suffix}")
     try:
-        write_bytes_durable(tmp, data)
+        yield tmp
+        fsync_file(tmp)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        raise
+    fsync_dir(path.parent)
+
+
+def replace_atomic(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` so that readers see the old or the new content, never a mix."""
+    with replacing(path) as tmp, open(tmp, "xb") as f:
+        f.write(data)
+
+
+def replace_files(folder: Path, write: Callable[[Path], None]) -> None:
+    """For a writer that saves several files into a folder: what `write(tmp)` puts in a fresh temp
+    folder inside `folder` replaces the same-named files of `folder`, each file atomically (fsynced,
+    then renamed); the temp folder is removed either way."""
+    folder = Path(folder)
+    tmp = Path(tempfile.mkdtemp(dir=folder, prefix=".tmp-files."))
+    try:
+        write(tmp)
+        for f in sorted(tmp.iterdir()):
+            fsync_file(f)
+            os.replace(f, folder / f.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    fsync_dir(folder)
+
+
+@contextlib.contextmanager
+def new_folder(path: Path) -> Iterator[Path]:
+    """An empty temp folder next to `path` (which must not exist) to fill; renamed to `path` when
+    the block ends, so `path` never exists half made; removed if the block raises. One builder at
+    a time: the temp folder (`NAME.tmp`) a killed builder left is cleared first."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
     fsync_dir(path.parent)
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import BundleError
+from .geometry import unit_rows
 
 DEFAULT_BATCH = 32
 
@@ -77,6 +78,4 @@ class Encoder:
             y = self._session.run([self.output_name], {self.input_name: chunk})[0]
             parts.append(np.asarray(y, dtype=np.float32).reshape(len(chunk), -1)[:len(x[i:i + self.batch_size])])
         out = np.concatenate(parts)
-        if normalise:
-            out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
-        return out
+        return unit_rows(out) if normalise else out

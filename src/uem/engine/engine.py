@@ -32,6 +32,7 @@ from .bundle import (DEFAULT_LOCK_TIMEOUT_S, BundleInfo, _current_generation, ap
                      read_bundle)
 from .encoder import Encoder
 from .errors import BundleError, UnknownDomainError
+from .geometry import unit_rows
 from .openset import Decision, OpenSetRule
 from .preprocess import ImageSource, PreprocessSpec, preprocess, preprocess_batch
 
@@ -215,7 +216,7 @@ class Engine:
         al = snap.info.alignment
 
         def reject(query_vectors, query_domain, target_domain, target_vectors):
-            own_q = al.align(_unit_rows(query_vectors, snap.info.embed_dim), query_domain)
+            own_q = al.align(_query_rows(query_vectors, snap.info.embed_dim), query_domain)
             q = al.to_target(own_q, query_domain, target_domain)
             t = al.align(np.asarray(target_vectors, np.float32), target_domain)
             return decide(q, query_domain, target_domain, t, own_q)
@@ -229,7 +230,7 @@ class Engine:
         statistics come from the two given sets themselves, as an index holding exactly these
         items stores them (what `uemctl eval` scores)."""
         snap = self._current()
-        return pair_score_matrix(snap.info.alignment, _unit_rows(query_vectors, snap.info.embed_dim), query_domain,
+        return pair_score_matrix(snap.info.alignment, _query_rows(query_vectors, snap.info.embed_dim), query_domain,
                                  target_domain, np.asarray(target_vectors, np.float32),
                                  csls=_csls_on(snap, query_domain, target_domain))
 
@@ -296,7 +297,7 @@ class Engine:
         snap = self._current()
         _state(snap, domain)
         _check_source(snap, source)
-        vecs = _unit_rows(vecs, snap.info.embed_dim)
+        vecs = _query_rows(vecs, snap.info.embed_dim)
         out: list[Decision | None] = [None] * len(vecs)
         for src, rows, own_q, q in _by_source(snap, vecs, source, domain):
             labels, sims = _state(snap, domain).index.search(q, max(1, snap.rule.contrast_k))
@@ -370,11 +371,12 @@ def _check_source(snap: _Snapshot, source: str | None) -> None:
         raise UnknownDomainError(source, sorted(set(snap.states) | set(known)))
 
 
-def _unit_rows(vecs: np.ndarray, dim: int) -> np.ndarray:
+def _query_rows(vecs: np.ndarray, dim: int) -> np.ndarray:
+    """Query vectors checked (finite, (N, dim)) and made unit rows (an all-zero row stays zero)."""
     vecs = np.asarray(vecs, dtype=np.float32)
     if vecs.ndim != 2 or vecs.shape[1] != dim or not np.all(np.isfinite(vecs)):
         raise ValueError(f"query vectors must be finite (N, {dim}), got {vecs.shape}")
-    return vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+    return unit_rows(vecs)
 
 
 def _sources(snap: _Snapshot, vecs: np.ndarray, source: str | None) -> list[str | None]:
@@ -426,7 +428,7 @@ def _search(snap: _Snapshot, vecs: np.ndarray, domain: str, k: int, source: str 
         raise ValueError(f"k must be at least 1, got {k}")
     state = _state(snap, domain)
     _check_source(snap, source)
-    vecs = _unit_rows(vecs, snap.info.embed_dim)
+    vecs = _query_rows(vecs, snap.info.embed_dim)
     csls = snap.info.alignment.csls
     n = max(int(k), snap.rule.contrast_k, csls.candidates if csls.enabled else 1)
     out: list[QueryResult | None] = [None] * len(vecs)

@@ -13,10 +13,10 @@ queries with AUROC 0.68-0.78 where the prototype rule reaches 0.63-0.66 (benchma
 Prototype rule (UEM-METHOD.md, "Open-set rejection"; `--open-set prototype`, and the fallback for
 pairs without a threshold): take the query's nearest prototype in its source domain. If that
 prototype was never merged with a prototype of the target domain, the concept is private to the
-source -> reject. Otherwise compare D(q, nearest target item), D(u, v) = (1 - cos) * ||u - v||, with
-the merge's radius R (largest D between the two clusters' members, times an optional calibrated
-per-target factor) -> reject when farther. The continuous score D / R (> 1 rejects; UNLINKED_SCORE + D
-for private concepts) ranks queries for AUROC.
+source -> reject. Otherwise compare D(q, nearest target item), D(u, v) = (1 - cos) * ||u - v||
+(`uem.engine.geometry`), with the merge's radius R (largest D between the two clusters' members, times
+an optional calibrated per-target factor) -> reject when farther. The continuous score D / R (> 1
+rejects; UNLINKED_SCORE + D for private concepts) ranks queries for AUROC.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from typing import Callable
 import numpy as np
 
 from .errors import BundleError
+from .geometry import top_n, uem_distance_from_cos
 from .prototypes import PrototypeGraph
 
 UNLINKED_SCORE = 1000.0   # above any D/R of a linked concept; + D keeps the ranking informative
@@ -57,14 +58,6 @@ def neighbourhood_contrast(own_sims: np.ndarray, target_sims: np.ndarray, k: int
     return own_mean - tgt_mean
 
 
-def best_first(sims: np.ndarray, n: int) -> np.ndarray:
-    """The n largest values of each row of a similarity matrix, best first (partition, then sort n)."""
-    n = min(int(n), sims.shape[1])
-    if n <= 0:
-        return np.zeros((len(sims), 0), sims.dtype)
-    return -np.sort(-np.partition(sims, sims.shape[1] - n, axis=1)[:, -n:], axis=1)
-
-
 def pair_key(source: str, target: str) -> str:
     return f"{source}->{target}"
 
@@ -75,19 +68,6 @@ class Decision:
     reason: str
     score: float
     source: str | None
-
-
-def uem_distance_from_cos(cos: float) -> float:
-    """D(u, v) = (1 - cos) * ||u - v|| for unit vectors, where ||u - v|| = sqrt(2 - 2 cos)."""
-    cos = min(1.0, max(-1.0, float(cos)))
-    return (1.0 - cos) * math.sqrt(max(0.0, 2.0 - 2.0 * cos))
-
-
-def uem_distance(u: np.ndarray, v: np.ndarray) -> float:
-    """D(u, v) for any two vectors (the training-side definition)."""
-    u, v = np.asarray(u, np.float64), np.asarray(v, np.float64)
-    cos = float(u @ v / max(np.linalg.norm(u) * np.linalg.norm(v), 1e-12))
-    return (1.0 - cos) * float(np.linalg.norm(u - v))
 
 
 class OpenSetRule:
@@ -184,7 +164,7 @@ class OpenSetRule:
             own = tgt = [None] * len(q)
             if own_search is not None and self.uses_contrast(query_domain, target_domain) and len(q):
                 own = own_search(query_domain, own_q, kc + 1)
-                tgt = best_first(sims, kc)
+                tgt = top_n(sims, kc)[1]
             ds = [self.decide(v, target_domain, None if c is None else float(c), query_domain,
                               target_sims=ts, own_sims=os_)
                   for v, c, ts, os_ in zip(own_q, nearest, tgt, own)]

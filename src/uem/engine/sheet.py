@@ -13,6 +13,7 @@ from typing import Sequence
 
 from PIL import Image, ImageDraw, ImageFont
 
+from .atomic import replacing
 from .engine import QueryResult
 from .errors import ImageError, UemError
 from .preprocess import ImageSource, fit_square, load_image
@@ -106,11 +107,9 @@ def write_sheet(rows: Sequence[SheetRow], out: str | os.PathLike, *, thumb: int 
     """Render and save a PNG atomically (a temp file renamed over `out`)."""
     out = Path(out)
     image = render_sheet(rows, thumb=thumb, k=k)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     try:
-        image.save(tmp, format="PNG")
-        os.replace(tmp, out)
+        with replacing(out) as tmp:
+            image.save(tmp, format="PNG")
     except OSError as e:
-        tmp.unlink(missing_ok=True)
         raise UemError(f"{out}: cannot write the contact sheet ({e.strerror or e})") from None
     return out

@@ -25,6 +25,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from ..engine.errors import DataError
+from ..engine.geometry import unit_rows
 from .labels import DomainLabels, load_labels
 from .metrics import mean_ignoring_nan, open_set_metrics, retrieval_metrics
 from .protocols import split_categories
@@ -61,13 +62,6 @@ def parse_pairs(pairs: Iterable | None, domains: Sequence[str]) -> list[tuple[st
     return out
 
 
-def l2_normalize(x: np.ndarray) -> np.ndarray:
-    """Rows to unit length (an all-zero row stays zero, i.e. cosine 0 to everything)."""
-    x = np.asarray(x, dtype=np.float32)
-    n = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(n, np.float32(1e-12))
-
-
 def embed_domain(embed_fn: EmbedFn, labels: DomainLabels) -> np.ndarray:
     """Call embed_fn on one domain's paths and check what comes back."""
     v = np.asarray(embed_fn(list(labels.paths)))
@@ -76,7 +70,7 @@ def embed_domain(embed_fn: EmbedFn, labels: DomainLabels) -> np.ndarray:
                          "expected [N, D]")
     if not np.all(np.isfinite(v)):
         raise ValueError(f"embed_fn returned NaN or infinity for domain {labels.domain!r}")
-    return l2_normalize(v)
+    return unit_rows(v)
 
 
 def _num(x) -> float | None:

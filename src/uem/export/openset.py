@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..engine.openset import CONTRAST_K, best_first, neighbourhood_contrast, pair_key
+from ..engine.geometry import top_n
+from ..engine.openset import CONTRAST_K, neighbourhood_contrast, pair_key
 
 
 def otsu_threshold(scores: np.ndarray, bins: int = 256) -> float:
@@ -43,7 +44,7 @@ def top_cosines(q: np.ndarray, base: np.ndarray, n: int, chunk: int = 1024) -> n
     """Exact cosines of each row of q to its n nearest rows of base, best first."""
     out = np.empty((len(q), min(n, len(base))), np.float64)
     for i in range(0, len(q), chunk):
-        out[i:i + chunk] = best_first(q[i:i + chunk] @ base.T, n)
+        out[i:i + chunk] = top_n(q[i:i + chunk] @ base.T, n)[1]
     return out
 
 

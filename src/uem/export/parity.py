@@ -13,16 +13,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..engine.geometry import top_n
 from .onnx import Agreement, compare
 
 
 def topk(queries: np.ndarray, database: np.ndarray, k: int) -> np.ndarray:
     """Indices of the exact top-k by inner product (vectors are unit length), best first."""
-    k = min(k, len(database))
-    sims = queries @ database.T
-    part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-    order = np.take_along_axis(sims, part, axis=1).argsort(axis=1)[:, ::-1]
-    return np.take_along_axis(part, order, axis=1)
+    return top_n(queries @ database.T, k)[0]
 
 
 def topk_overlap(ref_q: np.ndarray, ref_db: np.ndarray, test_q: np.ndarray, test_db: np.ndarray,

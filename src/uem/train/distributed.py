@@ -15,7 +15,8 @@ How the ranks share the work, and why the result matches one process with the sa
   per-channel sums all-reduced with autograd, so training statistics are the global batch's.
 * Banks, prototypes. Bank updates use the gathered features: every rank applies the same update,
   the banks stay identical. K estimation, k-means and the merge run once, on rank 0, and are
-  broadcast as tensors (`Dist.from_main`, `Dist.broadcast_tensors`).
+  broadcast as tensors (`Dist.from_main`, `Dist.broadcast_tensors`). This module moves tensors only:
+  what they mean (the trainer's `share_prototypes`, `EpochPrototypes.to_tensors`) lives with the trainer.
 * Cache. The frozen trunk's (view, batch) jobs are dealt round-robin to the ranks and summed
   (`Dist.sum_shards`): N processes compute it N times faster, and the bits equal one process's.
 * Writes. Only rank 0 writes files, logs and draws progress bars (the trainer asks `is_main`).
@@ -29,7 +30,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Callable, Sequence, TypeVar
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -39,7 +40,6 @@ from torch import nn
 
 from ..engine.errors import UemError
 
-T = TypeVar("T")
 TIMEOUT_ENV = "UEM_DIST_TIMEOUT"   # seconds a collective may wait (default 1800): a dead rank fails, not hangs
 THREADS_ENV = "UEM_TORCH_THREADS"  # torch threads per process; default cores // processes on this machine
 _CHUNK = 1 << 24                   # elements per all-reduce of a large CPU tensor (32 MiB of float16)
@@ -299,8 +299,9 @@ def convert_batchnorm(module: nn.Module) -> nn.Module:
     return module
 
 
-class Top(nn.Module):
-    """encoder.top as a module's forward, so DistributedDataParallel can wrap the trained part."""
+class EncoderTop(nn.Module):
+    """encoder.top (the trained part above the cached trunk) as a module's forward, so
+    DistributedDataParallel can wrap it."""
 
     def __init__(self, encoder: nn.Module):
         super().__init__()
@@ -308,36 +309,3 @@ class Top(nn.Module):
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         return self.encoder.top(h)
-
-
-class NullLog:
-    """What ranks other than 0 log to."""
-
-    def write(self, rec: dict) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-
-def share_prototypes(ctx: Dist, make: Callable[[], T], n_domains: int) -> T:
-    """The trainer's EpochPrototypes computed by `make` on rank 0 only (k-means and the merge are the
-    expensive, seed-sensitive part) and rebuilt on the other ranks from broadcast tensors."""
-    if not ctx.active:
-        return make()
-    from .trainer import EpochPrototypes
-
-    pairs = [(d, e) for d in range(n_domains) for e in range(n_domains) if d != e]
-    ep = make() if ctx.is_main else None
-    sent = None
-    if ep is not None:
-        sent = [*ep.centroids, *ep.assign, *(ep.own_unified[p] for p in pairs),
-                *(ep.target_unified[p] for p in pairs), *(ep.tilde_index[p] for p in pairs)]
-    got = [t.to(ctx.device) for t in ctx.broadcast_tensors(sent)]
-    if ep is not None:
-        return ep
-    n, m = n_domains, len(pairs)
-    cut = np.cumsum([0, n, n, m, m, m])
-    own, target, tilde = (dict(zip(pairs, got[cut[i]:cut[i + 1]])) for i in (2, 3, 4))
-    return EpochPrototypes({}, {}, got[cut[0]:cut[1]], got[cut[1]:cut[2]], own, target, tilde)

@@ -31,9 +31,13 @@ def update_bank(bank: torch.Tensor, idx: torch.Tensor, f: torch.Tensor, momentum
 
 
 # -- distances -------------------------------------------------------------------------------------
+# Torch twins of uem.engine.geometry (the numpy definitions the runtime and the prototype builder use):
+# the same formulas on tensors, differentiable, with the distance clamped for a finite gradient.
+# tests/test_geometry.py checks that each agrees with its numpy original on random inputs.
 def pairwise_euclidean(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """[n, m] Euclidean distances with a gradient that stays finite at 0 (the squared distance is
-    clamped at 1e-12 before the square root, so d(x, x) = 1e-6 and its gradient is 0, never NaN)."""
+    """[n, m] Euclidean distances (mirrors geometry.pairwise_euclidean) with a gradient that stays
+    finite at 0 (the squared distance is clamped at 1e-12 before the square root, so d(x, x) = 1e-6
+    and its gradient is 0, never NaN)."""
     sq = (a * a).sum(1, keepdim=True) + (b * b).sum(1)[None, :] - 2.0 * a @ b.T
     return torch.sqrt(sq.clamp_min(_EPS))
 
@@ -43,13 +47,14 @@ def pairwise_cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def d_distance(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Row-wise D(u, v) = (1 - cos(u, v)) * ||u - v|| (UEM-METHOD.md, SN2M search distance)."""
+    """Row-wise D(u, v) = (1 - cos(u, v)) * ||u - v|| (UEM-METHOD.md, SN2M search distance);
+    mirrors geometry.uem_distance."""
     cos = F.cosine_similarity(u, v, dim=-1)
     return (1.0 - cos) * torch.sqrt(((u - v) ** 2).sum(-1).clamp_min(_EPS))
 
 
 def pairwise_d_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """[n, m] matrix of D(a_i, b_j) = (1 - cos) * ||a_i - b_j||."""
+    """[n, m] matrix of D(a_i, b_j) = (1 - cos) * ||a_i - b_j||; mirrors geometry.pairwise_uem_distance."""
     return (1.0 - pairwise_cosine(a, b)) * pairwise_euclidean(a, b)
 
 

@@ -1,4 +1,7 @@
-"""Prototypes of UEM stage 1 (IDSE) on memory-bank arrays: numpy, scipy, scikit-learn; no torch.
+"""Prototypes of UEM stage 1 (IDSE) on memory-bank arrays: numpy, scipy, scikit-learn.
+
+torch only where the trainer needs one epoch's result as tensors (`EpochPrototypes`, which imports
+it when it runs), so the numpy side (export's PrototypeGraph) loads without it.
 
 UEM-METHOD.md, "Prototypes" and "Unified prototypes": each domain is clustered with k-means (the number
 of clusters estimated from the vectors alone, never given), B's prototypes are translated into A by the
@@ -17,38 +20,19 @@ Every unified row is renormalised to unit length (features live on the unit sphe
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 from sklearn.cluster import KMeans
 
+from ..engine.geometry import pairwise_euclidean, pairwise_uem_distance, unit_rows
 from ..engine.prototypes import PrototypeGraph
 
+if TYPE_CHECKING:
+    import torch
+
 MERGE_RULES = ("global", "local")
-
-
-# -- small numeric helpers -----------------------------------------------------------------------
-def unit(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length (zero rows stay zero)."""
-    x = np.asarray(x, dtype=np.float64)
-    n = np.linalg.norm(x, axis=-1, keepdims=True)
-    return x / np.maximum(n, 1e-12)
-
-
-def euclidean(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pairwise Euclidean distances [n, m] between the rows of a [n, D] and b [m, D]."""
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    sq = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T
-    return np.sqrt(np.maximum(sq, 0.0))
-
-
-def d_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pairwise search distance D(u, v) = (1 - cos(u, v)) * ||u - v|| (UEM-METHOD.md, SN2M), [n, m]."""
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    cos = unit(a) @ unit(b).T
-    return (1.0 - cos) * euclidean(a, b)
 
 
 # -- K and clustering ------------------------------------------------------------------------------
@@ -94,7 +78,7 @@ def estimate_k(x: np.ndarray, k_min: int = 16, k_max: int = 256, seed: int = 202
     of the curve (`knee`). The range is clipped to the sample size. Never given a true class count:
     the default 16..256 only says "tens to a couple of hundred concepts per domain".
     """
-    x = unit(x)
+    x = unit_rows(x, np.float64)
     rng = np.random.default_rng(seed)
     if len(x) > max_samples:
         x = x[rng.choice(len(x), max_samples, replace=False)]
@@ -113,10 +97,10 @@ def cluster(x: np.ndarray, k: int, seed: int = 2024, n_init: int = 3) -> tuple[n
     k-means on the normalised vectors, centroids renormalised; assignments are recomputed by cosine to
     the unit centroids so they agree with the prototype NCE logits f·p (UEM-METHOD.md, L_PNCE).
     """
-    x = unit(x)
+    x = unit_rows(x, np.float64)
     k = max(1, min(int(k), distinct_rows(x)))   # duplicate centroids would make the merge bar 0
     km = KMeans(n_clusters=k, n_init=n_init, random_state=seed).fit(x)
-    centroids = unit(km.cluster_centers_)
+    centroids = unit_rows(km.cluster_centers_, np.float64)
     assignments = np.argmax(x @ centroids.T, axis=1).astype(np.int64)
     return centroids.astype(np.float32), assignments
 
@@ -137,7 +121,7 @@ class DomainPrototypes:
 def domain_prototypes(x: np.ndarray, k: int | None = None, seed: int = 2024,
                       k_min: int = 16, k_max: int = 256) -> DomainPrototypes:
     """Cluster one domain's bank (K estimated when None); the mean is taken over the unit rows."""
-    x = unit(x)
+    x = unit_rows(x, np.float64)
     if k is None:
         k = estimate_k(x, k_min=k_min, k_max=k_max, seed=seed)
     centroids, assignments = cluster(x, k, seed)
@@ -152,7 +136,7 @@ def translate(protos_b: np.ndarray, mean_a: np.ndarray, mean_b: np.ndarray) -> n
 
 def smallest_gap(protos: np.ndarray) -> np.ndarray:
     """For each prototype, the distance to the nearest OTHER prototype of the same domain (inf if alone)."""
-    d = euclidean(protos, protos)
+    d = pairwise_euclidean(protos, protos)
     np.fill_diagonal(d, np.inf)
     return d.min(1)
 
@@ -231,7 +215,7 @@ def _unified(own: np.ndarray, other_in_own: np.ndarray, own_idx: np.ndarray, oth
     where[m_other] = m_own
     where[unmerged_other] = len(own) + np.arange(len(unmerged_other))
     unified = np.concatenate([rows, other_in_own[unmerged_other]], axis=0)
-    return unit(unified).astype(np.float32), where
+    return unit_rows(unified, np.float64).astype(np.float32), where
 
 
 def pair_and_merge(protos_a: np.ndarray, protos_b: np.ndarray, mean_a: np.ndarray, mean_b: np.ndarray,
@@ -251,11 +235,11 @@ def pair_and_merge(protos_a: np.ndarray, protos_b: np.ndarray, mean_a: np.ndarra
     """
     if rule not in MERGE_RULES:
         raise ValueError(f"merge rule must be one of {MERGE_RULES}, not {rule!r}")
-    pa = unit(protos_a)
-    pb = unit(protos_b)
+    pa = unit_rows(protos_a, np.float64)
+    pb = unit_rows(protos_b, np.float64)
     b_in_a = translate(pb, mean_a, mean_b)
     a_in_b = translate(pa, mean_b, mean_a)
-    cost = euclidean(pa, b_in_a)
+    cost = pairwise_euclidean(pa, b_in_a)
     rows, cols = linear_sum_assignment(cost)
     distance = cost[rows, cols]
     gap_a, gap_b = smallest_gap(pa), smallest_gap(pb)
@@ -301,7 +285,7 @@ def radius(members_a: np.ndarray, members_b: np.ndarray, block: int = 1024) -> f
     best = 0.0
     for i in range(0, len(members_a), block):
         for j in range(0, len(members_b), block):
-            best = max(best, float(d_distance(members_a[i:i + block], members_b[j:j + block]).max()))
+            best = max(best, float(pairwise_uem_distance(members_a[i:i + block], members_b[j:j + block]).max()))
     return best
 
 
@@ -314,7 +298,7 @@ def graph_from(vectors: dict[str, np.ndarray], protos: dict[str, DomainPrototype
     links, radii = [], []
     for (a, b), m in matches.items():
         ia, ib = names.index(a), names.index(b)
-        xa, xb = unit(vectors[a]), unit(vectors[b])
+        xa, xb = unit_rows(vectors[a], np.float64), unit_rows(vectors[b], np.float64)
         for pa, pb in m.merged_pairs.tolist():
             links.append((offsets[ia] + pa, offsets[ib] + pb))
             radii.append(radius(xa[protos[a].assignments == pa], xb[protos[b].assignments == pb]))
@@ -341,3 +325,64 @@ def build_prototype_graph(vectors: dict[str, np.ndarray], k: dict[str, int] | in
         k_d = k.get(name) if isinstance(k, dict) else k
         protos[name] = domain_prototypes(x, k_d, seed=seed, k_min=k_min, k_max=k_max)
     return graph_from(vectors, protos, match_domains(protos, rule=rule, merge=merge))
+
+
+# -- one epoch's prototypes as the trainer's tensors -------------------------------------------------
+@dataclass
+class EpochPrototypes:
+    """Per-domain clusterings and per-pair matches of one epoch, as torch tensors on the device.
+
+    Domains are numbered as the trainer's banks; (d, e) keys an ordered pair of domains. `protos` and
+    `matches` (the numpy results) are present on the rank that computed them and empty on the ranks
+    that received the tensors (`from_tensors`): the losses need only the tensors.
+    """
+
+    protos: dict[str, DomainPrototypes]
+    matches: dict[tuple[str, str], PairMerge]
+    centroids: list[torch.Tensor]            # [d] (K_d, D)
+    assign: list[torch.Tensor]               # [d] (n_d,) bank slot -> own prototype
+    own_unified: dict[tuple[int, int], torch.Tensor]     # (d, e): d's unified set paired with e
+    target_unified: dict[tuple[int, int], torch.Tensor]  # (d, e): e's unified set paired with d
+    tilde_index: dict[tuple[int, int], torch.Tensor]     # (d, e): row of target_unified for d's protos
+
+    @classmethod
+    def build(cls, banks: list[np.ndarray], domains: list[str], ks: list[int], seed: int,
+              device: torch.device, rule: str = "global", merge: bool = True) -> "EpochPrototypes":
+        """Cluster every domain's bank with its K, pair and merge every pair, and move the results
+        to `device` (float32 rows, int64 indices)."""
+        import torch
+
+        protos = {name: domain_prototypes(banks[d], ks[d], seed=seed) for d, name in enumerate(domains)}
+        matches = match_domains(protos, rule=rule, merge=merge)
+        on_device = lambda a: torch.as_tensor(np.asarray(a)).to(device)  # noqa: E731
+        own, target, tilde = {}, {}, {}
+        for (a, b), m in matches.items():
+            ia, ib = domains.index(a), domains.index(b)
+            for src, dst, view in ((ia, ib, m.ordered(True)), (ib, ia, m.ordered(False))):
+                own[src, dst] = on_device(view.own_unified).float()
+                target[src, dst] = on_device(view.target_unified).float()
+                tilde[src, dst] = on_device(view.tilde_index).long()
+        return cls(protos, matches,
+                   [on_device(protos[n].centroids).float() for n in domains],
+                   [on_device(protos[n].assignments).long() for n in domains], own, target, tilde)
+
+    def merged_count(self) -> int:
+        return int(sum(m.merged.sum() for m in self.matches.values()))
+
+    @staticmethod
+    def _pairs(n_domains: int) -> list[tuple[int, int]]:
+        return [(d, e) for d in range(n_domains) for e in range(n_domains) if d != e]
+
+    def to_tensors(self) -> list[torch.Tensor]:
+        """Every tensor in a fixed order (what `from_tensors` reads back), e.g. for a broadcast."""
+        pairs = self._pairs(len(self.centroids))
+        return [*self.centroids, *self.assign, *(self.own_unified[p] for p in pairs),
+                *(self.target_unified[p] for p in pairs), *(self.tilde_index[p] for p in pairs)]
+
+    @classmethod
+    def from_tensors(cls, tensors: list[torch.Tensor], n_domains: int) -> "EpochPrototypes":
+        """The tensors of `to_tensors` as EpochPrototypes again (without the numpy results)."""
+        pairs = cls._pairs(n_domains)
+        cut = np.cumsum([0, n_domains, n_domains, len(pairs), len(pairs), len(pairs)])
+        own, target, tilde = (dict(zip(pairs, tensors[cut[i]:cut[i + 1]])) for i in (2, 3, 4))
+        return cls({}, {}, list(tensors[cut[0]:cut[1]]), list(tensors[cut[1]:cut[2]]), own, target, tilde)

@@ -11,13 +11,12 @@ floor and what tests and development use.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 
 from ..datasets.folders import scan
+from ..engine.atomic import replacing
 from ..engine.errors import UemError
 from .config import TrainConfig, write_json
 from .model import Encoder, build_encoder
@@ -31,18 +30,11 @@ class RunError(UemError):
 
 
 def save_torch_atomic(obj: object, path: Path) -> None:
+    """torch.save through a temp file renamed onto `path` (a crash never leaves half a checkpoint)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with replacing(path) as tmp:
         torch.save(obj, tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_encoder(run_dir: Path, encoder: Encoder, cfg: TrainConfig) -> None:

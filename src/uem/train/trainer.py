@@ -1,14 +1,28 @@
 """The UEM training loop: stage 1 IDSE, then stage 2 CDSM, on a cached frozen trunk.
 
+What the defaults (uem.train.config.TrainConfig) train: EfficientNet-Lite0 with blocks 0-13 frozen
+at their ImageNet weights; every picture goes through the same weights twice, as itself and as a
+line drawing of itself (line_view: the embedding is both views' halves); the projection head is one
+linear layer started at the PCA of the clean images' pooled features (head "linear").
+
 Read top to bottom:
   1. images  — every domain's images decoded once (uem.train.data), nothing below a domain read.
-  2. cache   — the frozen trunk's float16 outputs for the clean image + `views` augmented views.
-  3. banks   — one memory-bank row per image, per domain, started from the clean embeddings.
-  4. epochs  — each epoch: re-cluster every bank (K estimated at the start of each stage), pair and
-               merge prototypes across every pair of domains, then one pass over all images in
-               random batches, each image as one of its cached augmented views.
-               stage 1 (IDSE):  sum_d  L_IPM^d + alpha * mean_{d' != d} L_SEL^{d|d'}
+  2. cache   — the frozen trunk's float16 outputs for the clean image + `views` (3) augmented views.
+  3. banks   — one memory-bank row per image, per domain, started from the clean embeddings
+               (bank momentum 0.5: a few epochs need a faster bank than the paper's 0.99).
+  4. epochs  — 4 of stage 1, then 2 of stage 2. Each epoch: re-cluster every bank (K estimated at
+               the start of each stage), pair and merge prototypes across every pair of domains
+               (the "global" merge rule), then one pass over all images in random batches, each
+               image as one of its cached augmented views.
+               stage 1 (IDSE):  sum_d  L_IPM^d + alpha * mean_{d' != d} L_SEL^{d|d'},
+                                L_IPM = L_INCE + alpha * L_PNCE
                stage 2 (CDSM):  L_DAL + sum_d ( L_SPR^d + mean_{d' != d} L_SN2M^{d->d'} )
+               with PLAIN nearest-neighbour positives by default (plain_nn; measured ahead of SN2M
+               on top-1 identity, benchmarks/RESULTS.md): p~ and the nearest bank entry of d',
+               always. `--sn2m` is UEM-METHOD.md's SN2M: that neighbour counts only when its
+               nearest prototype agrees with p~.
+               Ablations: --no-merge, --no-sel, --no-spda (no L_DAL, no L_SPR), --baseline-k K
+               (fixed K, no merge, no SEL).
   5. outputs — encoder.pt + config.json (the export contract), checkpoint.pt after every epoch (for
                --resume), log.jsonl, loss.png, prototypes.npy/json (the final PrototypeGraph).
 
@@ -20,26 +34,24 @@ from __future__ import annotations
 import copy
 import json
 import math
-import shutil
-import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from ..engine.atomic import replace_files, replacing
+from ..engine.prototypes import PrototypeGraph
 from . import cache as trunk_cache
-from . import distributed
-from . import losses as L
+from . import distributed, losses
+from .backbone import FEATURE_DIM
 from .config import TrainConfig, write_json
 from .data import ImageSet, load_images
-from .backbone import FEATURE_DIM
 from .model import Encoder, build_encoder, init_linear_head
-from .prototypes import (DomainPrototypes, PairMerge, domain_prototypes, estimate_k, graph_from,
-                         match_domains)
+from .prototypes import EpochPrototypes, domain_prototypes, estimate_k, graph_from, match_domains
 from .run import save_encoder, save_torch_atomic
 
 CHECKPOINT = "checkpoint.pt"
@@ -126,38 +138,29 @@ def pooled_cached(encoder: Encoder, feats: torch.Tensor, device: torch.device, b
     return torch.cat(parts, dim=1).reshape(-1, FEATURE_DIM)
 
 
-@dataclass
-class EpochPrototypes:
-    """Per-domain clusterings and per-pair matches of one epoch, as tensors on the device."""
-
-    protos: dict[str, DomainPrototypes]
-    matches: dict[tuple[str, str], PairMerge]
-    centroids: list[torch.Tensor]            # [d] (K_d, D)
-    assign: list[torch.Tensor]               # [d] (n_d,) bank slot -> own prototype
-    own_unified: dict[tuple[int, int], torch.Tensor]     # (d, e): d's unified set paired with e
-    target_unified: dict[tuple[int, int], torch.Tensor]  # (d, e): e's unified set paired with d
-    tilde_index: dict[tuple[int, int], torch.Tensor]     # (d, e): row of target_unified for d's protos
-
-    def merged_count(self) -> int:
-        return int(sum(m.merged.sum() for m in self.matches.values()))
+def merges(cfg: TrainConfig) -> bool:
+    """Whether prototypes merge: --no-merge and the fixed-K baseline pair them but merge none."""
+    return cfg.merge and cfg.baseline_k is None
 
 
 def epoch_prototypes(banks: list[torch.Tensor], domains: list[str], ks: list[int], cfg: TrainConfig,
                      seed: int, device: torch.device) -> EpochPrototypes:
-    protos = {name: domain_prototypes(banks[d].cpu().numpy(), ks[d], seed=seed)
-              for d, name in enumerate(domains)}
-    matches = match_domains(protos, rule=cfg.merge_rule, merge=cfg.merge and cfg.baseline_k is None)
-    t = lambda a: torch.as_tensor(np.asarray(a)).to(device)  # noqa: E731
-    own, target, tilde = {}, {}, {}
-    for (a, b), m in matches.items():
-        ia, ib = domains.index(a), domains.index(b)
-        for src, dst, view in ((ia, ib, m.ordered(True)), (ib, ia, m.ordered(False))):
-            own[src, dst] = t(view.own_unified).float()
-            target[src, dst] = t(view.target_unified).float()
-            tilde[src, dst] = t(view.tilde_index).long()
-    return EpochPrototypes(protos, matches,
-                           [t(protos[n].centroids).float() for n in domains],
-                           [t(protos[n].assignments).long() for n in domains], own, target, tilde)
+    """This epoch's clusterings and matches of the banks, as tensors on `device`."""
+    return EpochPrototypes.build([b.cpu().numpy() for b in banks], domains, ks, seed, device,
+                                 rule=cfg.merge_rule, merge=merges(cfg))
+
+
+def share_prototypes(job: distributed.Dist, make: Callable[[], EpochPrototypes],
+                     n_domains: int) -> EpochPrototypes:
+    """`make()` on rank 0 only (k-means and the merge are the expensive, seed-sensitive part), its
+    tensors broadcast and rebuilt into EpochPrototypes on the other ranks."""
+    if not job.active:
+        return make()
+    mine = make() if job.is_main else None
+    got = job.broadcast_tensors(mine.to_tensors() if mine is not None else None)
+    if mine is not None:
+        return mine
+    return EpochPrototypes.from_tensors([t.to(job.device) for t in got], n_domains)
 
 
 def estimate_ks(banks: list[torch.Tensor], cfg: TrainConfig, seed: int) -> list[int]:
@@ -169,8 +172,10 @@ def estimate_ks(banks: list[torch.Tensor], cfg: TrainConfig, seed: int) -> list[
 
 # -- the two stages' losses for one batch ----------------------------------------------------------
 def stage1_loss(f: torch.Tensor, dom: torch.Tensor, slot: torch.Tensor, banks: list[torch.Tensor],
-                ep: EpochPrototypes, a: float, cfg: TrainConfig) -> tuple[torch.Tensor, dict[str, float]]:
-    """L_IDSE = sum_d [ L_INCE^d + a L_PNCE^d + a mean_{e != d} L_SEL^{d|e} ] over the batch's domains."""
+                protos: EpochPrototypes, alpha_weight: float, cfg: TrainConfig
+                ) -> tuple[torch.Tensor, dict[str, float]]:
+    """L_IDSE = sum_d [ L_INCE^d + alpha L_PNCE^d + alpha mean_{e != d} L_SEL^{d|e} ] over the batch's
+    domains; `alpha_weight` is alpha(e, E)."""
     n_dom = len(banks)
     total = f.new_zeros(())
     parts = {"ince": 0.0, "pnce": 0.0, "sel": 0.0}
@@ -178,28 +183,31 @@ def stage1_loss(f: torch.Tensor, dom: torch.Tensor, slot: torch.Tensor, banks: l
         rows = dom == d
         if not rows.any():
             continue
-        fd, sd = f[rows], slot[rows]
-        ince = L.instance_nce(fd, banks[d], sd, cfg.tau)
-        pnce = L.proto_nce(fd, ep.centroids[d], ep.assign[d][sd], cfg.tau)
-        total = total + ince + a * pnce
+        f_d, slots_d = f[rows], slot[rows]
+        ince = losses.instance_nce(f_d, banks[d], slots_d, cfg.tau)
+        pnce = losses.proto_nce(f_d, protos.centroids[d], protos.assign[d][slots_d], cfg.tau)
+        total = total + ince + alpha_weight * pnce
         parts["ince"] += ince.item()
         parts["pnce"] += pnce.item()
         if cfg.sel and cfg.baseline_k is None:
-            s = torch.stack([L.sel(fd, ep.own_unified[d, e], cfg.tau) for e in range(n_dom) if e != d]).mean()
-            total = total + a * s
-            parts["sel"] += s.item()
+            sel = torch.stack([losses.sel(f_d, protos.own_unified[d, e], cfg.tau)
+                               for e in range(n_dom) if e != d]).mean()
+            total = total + alpha_weight * sel
+            parts["sel"] += sel.item()
     return total, parts
 
 
 def stage2_loss(f: torch.Tensor, f_frozen: torch.Tensor, dom: torch.Tensor, banks: list[torch.Tensor],
-                ep: EpochPrototypes, disc: L.DomainClassifier | None, cfg: TrainConfig
+                protos: EpochPrototypes, classifier: torch.nn.Module | None, cfg: TrainConfig
                 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """L_CDSM = L_DAL + sum_d ( L_SPR^d + mean_{e != d} L_SN2M^{d->e} )."""
+    """L_CDSM = L_DAL + sum_d ( L_SPR^d + mean_{e != d} L_SN2M^{d->e} ); SN2M's positives are plain
+    nearest neighbours when cfg.plain_nn (the default). `classifier`: the domain classifier (None
+    without SPDA: no L_DAL and no L_SPR)."""
     n_dom = len(banks)
     total = f.new_zeros(())
     parts = {"dal": 0.0, "spr": 0.0, "sn2m": 0.0, "trusted": 0.0}
-    if disc is not None:
-        dal = L.domain_adversarial_loss(f, dom, disc)
+    if classifier is not None:
+        dal = losses.domain_adversarial_loss(f, dom, classifier)
         total = total + dal
         parts["dal"] = dal.item()
     trusted, seen = 0, 0
@@ -207,23 +215,24 @@ def stage2_loss(f: torch.Tensor, f_frozen: torch.Tensor, dom: torch.Tensor, bank
         rows = dom == d
         if not rows.any():
             continue
-        fd = f[rows]
-        if disc is not None and int(rows.sum()) > 1:
-            s = L.spr(fd, f_frozen[rows])
-            total = total + s
-            parts["spr"] += s.item()
+        f_d = f[rows]
+        if classifier is not None and int(rows.sum()) > 1:
+            spr = losses.spr(f_d, f_frozen[rows])
+            total = total + spr
+            parts["spr"] += spr.item()
         terms = []
         for e in range(n_dom):
             if e == d:
                 continue
-            loss, ok = L.sn2m(fd, ep.centroids[d], ep.tilde_index[d, e], ep.target_unified[d, e], banks[e],
-                              cfg.tau, plain_nn=cfg.plain_nn)
+            loss, trusted_rows = losses.sn2m(f_d, protos.centroids[d], protos.tilde_index[d, e],
+                                             protos.target_unified[d, e], banks[e], cfg.tau,
+                                             plain_nn=cfg.plain_nn)
             terms.append(loss)
-            trusted += int(ok.sum())
-            seen += len(ok)
-        s = torch.stack(terms).mean()
-        total = total + s
-        parts["sn2m"] += s.item()
+            trusted += int(trusted_rows.sum())
+            seen += len(trusted_rows)
+        sn2m = torch.stack(terms).mean()
+        total = total + sn2m
+        parts["sn2m"] += sn2m.item()
     parts["trusted"] = trusted / max(seen, 1)
     return total, parts
 
@@ -231,18 +240,19 @@ def stage2_loss(f: torch.Tensor, f_frozen: torch.Tensor, dom: torch.Tensor, bank
 # -- checkpoint ------------------------------------------------------------------------------------
 def save_checkpoint(run_dir: Path, epoch: int, encoder: Encoder, opt: torch.optim.Optimizer,
                     banks: list[torch.Tensor], ks: list[int], frozen: Encoder | None,
-                    disc: torch.nn.Module | None) -> None:
+                    classifier: torch.nn.Module | None) -> None:
     """Tensors and plain types only (loaded with weights_only=True). epoch = epochs completed.
     RNG state needs no saving: every epoch reseeds from (seed, epoch)."""
-    cpu = lambda sd: {k: v.detach().cpu() if torch.is_tensor(v) else v for k, v in sd.items()}  # noqa: E731
+    on_cpu = lambda state: {k: v.detach().cpu() if torch.is_tensor(v) else v  # noqa: E731
+                            for k, v in state.items()}
     save_torch_atomic({
         "epoch": epoch,
-        "model": cpu(encoder.state_dict()),
+        "model": on_cpu(encoder.state_dict()),
         "optimizer": opt.state_dict(),
         "banks": [b.cpu() for b in banks],
         "ks": list(ks),
-        "frozen": cpu(frozen.state_dict()) if frozen is not None else None,
-        "disc": cpu(disc.state_dict()) if disc is not None else None,
+        "frozen": on_cpu(frozen.state_dict()) if frozen is not None else None,
+        "disc": on_cpu(classifier.state_dict()) if classifier is not None else None,
     }, run_dir / CHECKPOINT)
 
 
@@ -274,6 +284,16 @@ class Log:
         self.fh.close()
 
 
+class NullLog:
+    """What ranks other than 0 log to (only rank 0 writes log.jsonl)."""
+
+    def write(self, rec: dict) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def plot_losses(log_path: Path, out: Path) -> None:
     """loss.png: per-step total loss (thin) and per-epoch mean per component, both stages."""
     import matplotlib
@@ -287,9 +307,9 @@ def plot_losses(log_path: Path, out: Path) -> None:
         return
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for stage, colour in ((1, "tab:blue"), (2, "tab:red")):
-        rs = [r for r in recs if r["stage"] == stage]
-        if rs:
-            axes[0].plot([r["t"] for r in rs], [r["loss"] for r in rs], lw=0.6, color=colour,
+        stage_recs = [r for r in recs if r["stage"] == stage]
+        if stage_recs:
+            axes[0].plot([r["t"] for r in stage_recs], [r["loss"] for r in stage_recs], lw=0.6, color=colour,
                          label=f"stage {stage} ({'IDSE' if stage == 1 else 'CDSM'})")
     axes[0].set_xlabel("step")
     axes[0].set_ylabel("total loss")
@@ -304,10 +324,9 @@ def plot_losses(log_path: Path, out: Path) -> None:
     axes[1].set_ylabel("mean loss term")
     axes[1].legend()
     fig.tight_layout()
-    tmp = out.with_name(f".{out.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    with replacing(out, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
-    tmp.replace(out)
 
 
 def progress_bar(console: Console, enabled: bool) -> Progress:
@@ -316,12 +335,9 @@ def progress_bar(console: Console, enabled: bool) -> Progress:
                     console=console, disable=not enabled, transient=False)
 
 
-def save_prototypes(run_dir: Path, graph) -> None:
-    """The PrototypeGraph's files, written to a temp folder then moved in (each move atomic)."""
-    with tempfile.TemporaryDirectory(dir=run_dir, prefix=".protos.") as tmp:
-        graph.save(Path(tmp))
-        for f in Path(tmp).iterdir():
-            f.replace(run_dir / f.name)
+def save_prototypes(run_dir: Path, graph: PrototypeGraph) -> None:
+    """The PrototypeGraph's files into run_dir, each replaced atomically."""
+    replace_files(run_dir, graph.save)
 
 
 # -- the loop --------------------------------------------------------------------------------------
@@ -332,11 +348,11 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress:
     config.json wins over `cfg`, except the device). `trunk_features` (experiments only): a cache
     computed earlier for the same images, input size and freeze point, used as is."""
     run_dir = Path(run_dir)
-    ctx = distributed.setup(pick_device(cfg.device))  # torchrun: this rank; else one process
-    if ctx.is_main:
+    job = distributed.setup(pick_device(cfg.device))  # torchrun: this rank; else one process
+    if job.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
     console = console or Console(stderr=True)
-    if not ctx.is_main:  # only rank 0 prints and draws progress bars
+    if not job.is_main:  # only rank 0 prints and draws progress bars
         console, progress = Console(stderr=True, quiet=True), False
     keep_freed_memory()
     t_start = time.perf_counter()
@@ -345,8 +361,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress:
         device_name = cfg.device
         cfg = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text(encoding="utf-8")))
         cfg.device = device_name
-    ctx.check_same("the checkpoint's epoch", state["epoch"] if state is not None else -1)
-    device = ctx.device
+    job.check_same("the checkpoint's epoch", state["epoch"] if state is not None else -1)
+    device = job.device
     spec = cfg.model.preprocess()
     torch.manual_seed(cfg.seed)
 
@@ -362,28 +378,28 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress:
     encoder = build_encoder(cfg.model, pretrained=pretrained).to(device)
     if state is not None:
         encoder.load_state_dict(state["model"])
-    encoder = ctx.prepare(encoder, encoder.frozen_modules())
-    if ctx.is_main:
+    encoder = job.prepare(encoder, encoder.frozen_modules())
+    if job.is_main:
         write_json(run_dir / "config.json", cfg.to_dict())
 
     # 2. cache of the frozen trunk
     key = trunk_cache.fingerprint(images, cfg.views, cfg.augment, cfg.seed, spec, cfg.model.freeze_blocks)
     feats = trunk_features if trunk_features is not None else trunk_cache.load(run_dir, key)
-    if not ctx.all_agree(feats is not None):
+    if not job.all_agree(feats is not None):
         feats = None
     if feats is None:
         t0 = time.perf_counter()
         with progress_bar(console, progress) as bar:
             task = bar.add_task("trunk cache", total=len(images) * (cfg.views + 1), info="")
             feats = trunk_cache.compute(encoder, images, cfg.views, cfg.augment, cfg.seed, spec, device,
-                                        progress=lambda n: bar.advance(task, n * ctx.world),
-                                        shard=(ctx.rank, ctx.world))
-            feats = ctx.sum_shards(feats)
-        if cfg.epochs1 + cfg.epochs2 > 1 and ctx.is_main:
+                                        progress=lambda n: bar.advance(task, n * job.world),
+                                        shard=(job.rank, job.world))
+            feats = job.sum_shards(feats)
+        if cfg.epochs1 + cfg.epochs2 > 1 and job.is_main:
             trunk_cache.save(run_dir, key, feats)
         console.print(f"trunk cache: {tuple(feats.shape)} float16, {feats.numel() * 2 / 2**20:.0f} MiB, "
                       f"{time.perf_counter() - t0:.0f} s", markup=False)
-    elif trunk_features is not None and cfg.keep_cache and ctx.is_main:
+    elif trunk_features is not None and cfg.keep_cache and job.is_main:
         trunk_cache.save(run_dir, "given", feats)
     members = [torch.as_tensor(images.members(d)) for d in range(len(sizes))]
     dom_all = torch.as_tensor(images.domain)
@@ -396,111 +412,112 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress:
     if state is not None:
         banks = [b.to(device) for b in state["banks"]]
     else:
-        clean = ctx.embed(lambda rows: embed_cached(encoder, feats[0][rows], device), n=len(images))
+        clean = job.embed(lambda rows: embed_cached(encoder, feats[0][rows], device), n=len(images))
         banks = [clean[m.to(device)].clone() for m in members]
 
     # 4. epochs
-    e1, e2 = cfg.epochs1, cfg.epochs2
+    epochs1, epochs2 = cfg.epochs1, cfg.epochs2
     start = state["epoch"] if state is not None else 0
     ks = list(state["ks"]) if state is not None else []
     frozen: Encoder | None = None
-    disc: L.DomainClassifier | None = None
+    classifier: losses.DomainClassifier | None = None
     opt: torch.optim.Optimizer | None = None
-    log = Log(run_dir / LOG, start) if ctx.is_main else distributed.NullLog()
-    top = ctx.wrap(distributed.Top(encoder))  # encoder.top; under DDP with averaged gradients
-    disc_run = None
+    log = Log(run_dir / LOG, start) if job.is_main else NullLog()
+    encoder_top = job.wrap(distributed.EncoderTop(encoder))  # encoder.top; under DDP, averaged gradients
+    classifier_ddp = None
     n = len(images)
     n_batches = max(1, math.ceil(n / cfg.batch_size))
-    step_t = start * n_batches
+    global_step = start * n_batches
     with progress_bar(console, progress) as bar:
-        task = bar.add_task("train", total=(e1 + e2) * n_batches, completed=start * n_batches, info="")
-        for epoch in range(start, e1 + e2):
-            stage = 1 if epoch < e1 else 2
-            e_in = epoch if stage == 1 else epoch - e1
-            e_total = e1 if stage == 1 else e2
+        task = bar.add_task("train", total=(epochs1 + epochs2) * n_batches, completed=start * n_batches, info="")
+        for epoch in range(start, epochs1 + epochs2):
+            stage = 1 if epoch < epochs1 else 2
+            stage_epoch = epoch if stage == 1 else epoch - epochs1
+            stage_epochs = epochs1 if stage == 1 else epochs2
             rng = np.random.default_rng([cfg.seed, epoch])
             torch.manual_seed(cfg.seed * 1000 + epoch)
             # the stage's modules: built fresh at its first epoch, or from the checkpoint
-            if opt is None or e_in == 0:
+            if opt is None or stage_epoch == 0:
                 if stage == 2:
                     # f': the stage-1 encoder, frozen; run with batch statistics like f, so that
                     # L_SPR is exactly 0 at the start of stage 2
                     frozen = copy.deepcopy(encoder)
-                    if state is not None and state.get("frozen") is not None and e_in > 0:
+                    if state is not None and state.get("frozen") is not None and stage_epoch > 0:
                         frozen.load_state_dict(state["frozen"])
                     for p in frozen.parameters():
                         p.requires_grad_(False)
                     train_mode(frozen)
-                    disc = (L.DomainClassifier(cfg.model.embed_dim, len(sizes)).to(device)
-                            if cfg.spda else None)
-                    if disc is not None and state is not None and state.get("disc") is not None and e_in > 0:
-                        disc.load_state_dict(state["disc"])
-                    disc_run = ctx.wrap(disc) if disc is not None else None
-                opt = make_optimizer(encoder, cfg, list(disc.parameters()) if disc is not None else [])
-                if state is not None and e_in > 0 and epoch == start:
+                    classifier = (losses.DomainClassifier(cfg.model.embed_dim, len(sizes)).to(device)
+                                  if cfg.spda else None)
+                    if classifier is not None and state is not None and state.get("disc") is not None \
+                            and stage_epoch > 0:
+                        classifier.load_state_dict(state["disc"])
+                    classifier_ddp = job.wrap(classifier) if classifier is not None else None
+                opt = make_optimizer(encoder, cfg, list(classifier.parameters()) if classifier is not None else [])
+                if state is not None and stage_epoch > 0 and epoch == start:
                     opt.load_state_dict(state["optimizer"])
-                if e_in == 0:
-                    ks = ctx.from_main(lambda: estimate_ks(banks, cfg, cfg.seed + epoch))
-            ep = distributed.share_prototypes(
-                ctx, lambda: epoch_prototypes(banks, images.domains, ks, cfg, cfg.seed + epoch, device), len(sizes))
-            a = L.alpha(e_in, e_total)
-            bar.update(task, description=f"stage {stage} ep {e_in + 1}/{e_total}")
+                if stage_epoch == 0:
+                    ks = job.from_main(lambda: estimate_ks(banks, cfg, cfg.seed + epoch))
+            epoch_protos = share_prototypes(
+                job, lambda: epoch_prototypes(banks, images.domains, ks, cfg, cfg.seed + epoch, device), len(sizes))
+            alpha_weight = losses.alpha(stage_epoch, stage_epochs)
+            bar.update(task, description=f"stage {stage} ep {stage_epoch + 1}/{stage_epochs}")
             train_mode(encoder)
             order = rng.permutation(n)
             views = rng.integers(1, cfg.views + 1, size=n) if cfg.views > 0 else np.zeros(n, dtype=np.int64)
             epoch_losses = []
-            for b, idx in enumerate(np.array_split(order, n_batches)):
-                lr = set_lr(opt, (e_in * n_batches + b) / (e_total * n_batches))
-                mine = ctx.local(idx)  # this rank's slice; f and f_frozen gathered back to the whole batch
-                h = feats[torch.as_tensor(views[mine]), torch.as_tensor(mine)].to(device).float()
+            for step, idx in enumerate(np.array_split(order, n_batches)):
+                lr = set_lr(opt, (stage_epoch * n_batches + step) / (stage_epochs * n_batches))
+                local_idx = job.local(idx)  # this rank's slice; f and f_frozen gathered back to the whole batch
+                trunk_out = feats[torch.as_tensor(views[local_idx]), torch.as_tensor(local_idx)].to(device).float()
                 dom = dom_all[idx].to(device)
                 slot = slot_all[idx].to(device)
-                f = ctx.gather(top(h), len(idx))
+                f = job.gather(encoder_top(trunk_out), len(idx))
                 if stage == 1:
-                    loss, parts = stage1_loss(f, dom, slot, banks, ep, a, cfg)
+                    loss, parts = stage1_loss(f, dom, slot, banks, epoch_protos, alpha_weight, cfg)
                 else:
                     with torch.no_grad():
-                        f_frozen = ctx.gather(frozen.top(h), len(idx))
-                    loss, parts = stage2_loss(f, f_frozen, dom, banks, ep, disc_run, cfg)
+                        f_frozen = job.gather(frozen.top(trunk_out), len(idx))
+                    loss, parts = stage2_loss(f, f_frozen, dom, banks, epoch_protos, classifier_ddp, cfg)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 for d in range(len(banks)):
                     rows = dom == d
                     if rows.any():
-                        L.update_bank(banks[d], slot[rows], f[rows], cfg.bank_momentum)
-                step_t += 1
+                        losses.update_bank(banks[d], slot[rows], f[rows], cfg.bank_momentum)
+                global_step += 1
                 epoch_losses.append(loss.item())
-                log.write({"t": step_t, "stage": stage, "epoch": epoch, "step": b, "lr": lr, "alpha": a,
-                           "loss": loss.item(), **{k: round(v, 5) for k, v in parts.items()}})
+                log.write({"t": global_step, "stage": stage, "epoch": epoch, "step": step, "lr": lr,
+                           "alpha": alpha_weight, "loss": loss.item(), **{k: round(v, 5) for k, v in parts.items()}})
                 bar.update(task, advance=1, info=f"loss {loss.item():.3f}")
-            summary = {"epoch": epoch, "stage": stage, "ks": ks, "merged": ep.merged_count(),
+            summary = {"epoch": epoch, "stage": stage, "ks": ks, "merged": epoch_protos.merged_count(),
                        "loss": round(float(np.mean(epoch_losses)), 4), "seconds": round(time.perf_counter() - t_start, 1)}
             log.write(summary)
-            bar.console.print(f"stage {stage} epoch {e_in + 1}/{e_total}: loss {summary['loss']:.4f}, K {ks}, "
-                              f"{summary['merged']} merged pairs, {summary['seconds']:.0f} s", markup=False)
-            if ctx.is_main:
-                save_checkpoint(run_dir, epoch + 1, encoder, opt, banks, ks, frozen, disc)
+            bar.console.print(f"stage {stage} epoch {stage_epoch + 1}/{stage_epochs}: loss {summary['loss']:.4f}, "
+                              f"K {ks}, {summary['merged']} merged pairs, {summary['seconds']:.0f} s", markup=False)
+            if job.is_main:
+                save_checkpoint(run_dir, epoch + 1, encoder, opt, banks, ks, frozen, classifier)
             state = None
     log.close()
 
     # 5. outputs: the final prototypes from the clean images' embeddings (written by rank 0)
-    clean = ctx.embed(lambda rows: embed_cached(encoder, feats[0][rows], device), n=len(images)).cpu().numpy()
-    if not ctx.is_main:
-        ctx.barrier()  # wait for rank 0's outputs, so the job ends when the run is complete
-        ctx.close()
+    clean = job.embed(lambda rows: embed_cached(encoder, feats[0][rows], device), n=len(images)).cpu().numpy()
+    if not job.is_main:
+        job.barrier()  # wait for rank 0's outputs, so the job ends when the run is complete
+        job.close()
         return run_dir
     vectors = {name: clean[images.members(d)] for d, name in enumerate(images.domains)}
     final_k = [cfg.baseline_k] * len(sizes) if cfg.baseline_k is not None else [None] * len(sizes)
     protos = {name: domain_prototypes(vectors[name], final_k[d], seed=cfg.seed, k_min=cfg.k_min, k_max=cfg.k_max)
               for d, name in enumerate(images.domains)}
-    matches = match_domains(protos, rule=cfg.merge_rule, merge=cfg.merge and cfg.baseline_k is None)
+    matches = match_domains(protos, rule=cfg.merge_rule, merge=merges(cfg))
     save_prototypes(run_dir, graph_from(vectors, protos, matches))
     save_encoder(run_dir, encoder.cpu(), cfg)
     plot_losses(run_dir / LOG, run_dir / LOSS_PNG)
     if not cfg.keep_cache:
         (run_dir / trunk_cache.CACHE).unlink(missing_ok=True)
     console.print(f"done in {time.perf_counter() - t_start:.0f} s: {run_dir}", markup=False)
-    ctx.barrier()
-    ctx.close()
+    job.barrier()
+    job.close()
     return run_dir

@@ -1,4 +1,4 @@
-"""Tiny but real bundles for tests, without training or the exporter (reusable by anyone's tests).
+"""Tiny but real bundles for tests and benchmarks, without training or the exporter.
 
 The encoder is a hand-made ONNX graph (Flatten -> MatMul) from 3x32x32 to 8-d whose first three
 outputs are the per-channel means, so a picture's colour decides its concept and we know every
@@ -18,7 +18,7 @@ from PIL import Image
 
 from uem.engine.bundle import DomainData, HnswParams, write_bundle
 from uem.engine.encoder import Encoder
-from uem.engine.openset import uem_distance
+from uem.engine.geometry import uem_distance, unit_rows
 from uem.engine.preprocess import PreprocessSpec, preprocess_batch
 from uem.engine.prototypes import PrototypeGraph
 
@@ -117,7 +117,7 @@ def make_bundle(root: Path, *, concepts: dict[str, list[str]] | None = None, n_p
             sel = vecs[[c == colour for _, c in images[dom]]]
             ctr = sel.mean(0)
             members[(dom, colour)] = (len(centroids), sel)
-            centroids.append(ctr / np.linalg.norm(ctr))
+            centroids.append(unit_rows(ctr))
             owner.append(di)
     links, radius = [], []
     for a, b in combinations(names, 2):

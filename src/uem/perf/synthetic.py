@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from ..engine.geometry import top_n, unit_rows
+
 
 @dataclass(frozen=True)
 class ClusterSpec:
@@ -41,15 +43,10 @@ class ClusterSpec:
         return asdict(self)
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-    return x
-
-
 def uniform(n: int, dim: int, seed: int = 0) -> np.ndarray:
     """n float32 unit vectors uniformly distributed on the sphere (the HNSW worst case)."""
     rng = np.random.default_rng(seed)
-    return _unit(rng.standard_normal((n, dim), dtype=np.float32))
+    return unit_rows(rng.standard_normal((n, dim), dtype=np.float32))
 
 
 def clustered(n: int, dim: int, seed: int = 0, spec: ClusterSpec = ClusterSpec(),
@@ -61,8 +58,8 @@ def clustered(n: int, dim: int, seed: int = 0, spec: ClusterSpec = ClusterSpec()
     basis = np.linalg.qr(rng.standard_normal((dim, cdim + 1)))[0].astype(np.float32)
     e0, sub = basis[:, 0], basis[:, 1:]
     scale = (1.0 + np.arange(cdim, dtype=np.float32)) ** np.float32(-spec.decay / 2)
-    u = _unit(rng.standard_normal((k, cdim), dtype=np.float32) * scale) @ sub.T
-    centres = _unit(spec.shared * e0[None, :] + u)
+    u = unit_rows(rng.standard_normal((k, cdim), dtype=np.float32) * scale) @ sub.T
+    centres = unit_rows(spec.shared * e0[None, :] + u)
     # One r-dim orthonormal basis per cluster (QR of a (dim, r) Gaussian block).
     bases = np.linalg.qr(rng.standard_normal((k, dim, r), dtype=np.float32))[0].astype(np.float32)
     owner = rng.integers(0, k, size=n)
@@ -72,33 +69,25 @@ def clustered(n: int, dim: int, seed: int = 0, spec: ClusterSpec = ClusterSpec()
         z = rng.standard_normal((len(c), r), dtype=np.float32) * np.float32(spec.spread / np.sqrt(r))
         g = rng.standard_normal((len(c), dim), dtype=np.float32) * np.float32(spec.noise / np.sqrt(dim))
         out[s:s + chunk] = centres[c] + np.einsum("ndr,nr->nd", bases[c], z) + g
-    return _unit(out)
+    return unit_rows(out)
 
 
 def exact_topk(data: np.ndarray, queries: np.ndarray, k: int, block: int = 65536) -> np.ndarray:
-    """Exact top-k labels (by inner product, best first) of every query: batched matmul +
-    argpartition over blocks of `data`, merged, so memory stays at queries x block."""
+    """Exact top-k labels (by inner product, best first) of every query: batched matmul + top-k
+    over blocks of `data`, merged, so memory stays at queries x block."""
     q = np.ascontiguousarray(queries, dtype=np.float32)
     best_s = np.full((len(q), 0), -np.inf, dtype=np.float32)
     best_i = np.zeros((len(q), 0), dtype=np.int64)
     for s in range(0, len(data), block):
-        sims = q @ data[s:s + block].T
-        kk = min(k, sims.shape[1])
-        part = np.argpartition(-sims, kk - 1, axis=1)[:, :kk]
-        best_s = np.concatenate([best_s, np.take_along_axis(sims, part, 1)], axis=1)
-        best_i = np.concatenate([best_i, part + s], axis=1)
-        if best_s.shape[1] > k:
-            keep = np.argpartition(-best_s, k - 1, axis=1)[:, :k]
-            best_s, best_i = np.take_along_axis(best_s, keep, 1), np.take_along_axis(best_i, keep, 1)
-    order = np.argsort(-best_s, axis=1, kind="stable")
-    return np.take_along_axis(best_i, order, 1)
+        part, sims = top_n(q @ data[s:s + block].T, k)
+        keep, best_s = top_n(np.concatenate([best_s, sims], axis=1), k)
+        best_i = np.take_along_axis(np.concatenate([best_i, part + s], axis=1), keep, 1)
+    return best_i
 
 
 def brute_force_query(data: np.ndarray, query: np.ndarray, k: int) -> np.ndarray:
-    """What an index-free engine does per query: one matmul over everything + argpartition."""
-    sims = data @ query
-    top = np.argpartition(-sims, k - 1)[:k]
-    return top[np.argsort(-sims[top])]
+    """What an index-free engine does per query: one matmul over everything + top-k selection."""
+    return top_n(data @ query, k)[0]
 
 
 def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:

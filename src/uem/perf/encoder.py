@@ -17,6 +17,7 @@ import numpy as np
 
 from ..engine.bundle import BundleInfo
 from ..engine.encoder import open_session
+from ..engine.geometry import top_n, unit_rows
 from ..engine.preprocess import preprocess_batch
 from .images import sample_items
 from .measure import interleaved, summary
@@ -51,7 +52,7 @@ class _OnnxModel:
                 c = np.concatenate([c, np.zeros((pad,) + c.shape[1:], np.float32)])
             parts.append(self.run(c)[:len(c) - pad])
         y = np.concatenate(parts)
-        return y / np.maximum(np.linalg.norm(y, axis=1, keepdims=True), 1e-12)
+        return unit_rows(y)
 
 
 def _torch_model(run_dir: Path | None, size: int) -> tuple[object | None, str]:
@@ -169,7 +170,6 @@ def _overlap(info: BundleInfo, doms: list[str], e8: np.ndarray, e32: np.ndarray,
     for i, d in enumerate(doms):
         for t in [n for n in names if n != d] or [d]:
             kk = min(k, len(stored[t]))
-            a = np.argpartition(-(stored[t] @ e8[i]), kk - 1)[:kk]
-            b = np.argpartition(-(stored[t] @ e32[i]), kk - 1)[:kk]
+            a, b = top_n(stored[t] @ e8[i], kk)[0], top_n(stored[t] @ e32[i], kk)[0]
             scores.append(len(np.intersect1d(a, b)) / kk)
     return float(np.mean(scores))

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""UEM on emoji3 under the benchmark's protocols, measured through the exported int8 bundle.
+"""The ablation grid: UEM's variants x the benchmark's protocols x seeds on emoji3, each trained,
+exported and measured through the int8 bundle (the split rules themselves are uem.eval.protocols).
 
 Each job = (variant, protocol, seed): build the protocol's data (a symlink copy of emoji3 in which one
 domain keeps a seeded half of its subgroups), train on it without labels (transductive, as in the
@@ -19,7 +20,7 @@ trunk cache of the `full` run with the same protocol and seed (same images, view
 cache is exactly what the variant would compute; no-line-view takes its first half), which saves the
 slow part of training; the variants then differ only in what they switch.
 
-    .venv/bin/python benchmarks/protocols.py --variants full --protocols close,open --seeds 2024 \
+    .venv/bin/python benchmarks/ablation_grid.py --variants full --protocols close,open --seeds 2024 \
         --work /tmp/grid --out benchmarks/results/protocols.json
 """
 
@@ -93,15 +94,16 @@ def run_floor(protocol: str, seed: int, args) -> dict:
     from floor import cached, pretrained_embed_fn
 
     from uem.datasets.folders import scan
+    from uem.engine.geometry import unit_rows
     from uem.engine.openset import OpenSetRule
     from uem.engine.prototypes import PrototypeGraph
-    from uem.eval.harness import evaluate, l2_normalize
+    from uem.eval.harness import evaluate
     from uem.export.openset import contrast_calibration, top_cosines
 
     data = protocol_data(args.data, args.work, protocol, seed)
     t0 = time.perf_counter()
     embed = cached(pretrained_embed_fn(), args.work / "floor_cache")
-    vecs = {d: l2_normalize(embed(paths)) for d, paths in scan(data).items()}
+    vecs = {d: unit_rows(embed(paths)) for d, paths in scan(data).items()}
     domains = sorted(vecs)
     dim = next(iter(vecs.values())).shape[1]
     graph = PrototypeGraph(domains=domains, centroids=np.zeros((0, dim)), owner=[], links=np.zeros((0, 2)),
