@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from bundle_factory import DIM, SPEC, make_bundle, make_encoder
-from uem.engine import Engine, atomic, bundle
+from uem.engine import Engine, atomic
+from uem.engine.bundle import store as bundle  # the commit (replace_atomic) is patched where it runs
 from uem.engine.bundle import (FORMAT_VERSION, MANIFEST, DomainData, HnswParams, _checksum,
                                append_to_domain, read_bundle, write_bundle)
 from uem.engine.errors import BundleError, BundleVersionError, UnknownDomainError

@@ -6,7 +6,7 @@ import contextlib
 import os
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import BinaryIO, Iterator
 
 from .errors import BundleError
 
@@ -40,12 +40,20 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_bytes_durable(path: Path, data: bytes) -> None:
-    """Write a new file and fsync it (the caller fsyncs the directory once for many files)."""
+@contextlib.contextmanager
+def durable_file(path: Path) -> Iterator[BinaryIO]:
+    """A new file (refused if it exists) to write into; flushed and fsynced when the block ends
+    (the caller fsyncs the directory once for many files)."""
     with open(path, "xb") as f:
-        f.write(data)
+        yield f
         f.flush()
         os.fsync(f.fileno())
+
+
+def write_bytes_durable(path: Path, data: bytes) -> None:
+    """Write a new file and fsync it (the caller fsyncs the directory once for many files)."""
+    with durable_file(path) as f:
+        f.write(data)
 
 
 def replace_atomic(path: Path, data: bytes) -> None:
