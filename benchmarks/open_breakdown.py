@@ -25,7 +25,8 @@ import json, sys, time
 from pathlib import Path
 t, c = {}, {}
 t0, c0 = time.perf_counter(), time.process_time()
-import uem.engine.bundle as B
+import uem.engine.bundle.reader as B
+from uem.engine.bundle.manifest import Manifest, read_manifest
 from uem.engine.encoder import Encoder
 from uem.engine.index import check_index_file
 t["import uem.engine"], c["import uem.engine"] = time.perf_counter() - t0, time.process_time() - c0
@@ -36,8 +37,8 @@ def stage(name, fn):
     t[name] = t.get(name, 0.0) + time.perf_counter() - s
     c[name] = c.get(name, 0.0) + time.process_time() - sc
     return r
-m = stage("manifest (parse + own checksum)", lambda: B._read_manifest(root))
-files = stage("sha256 of every file", lambda: B._verify_files(root, m))
+m = stage("manifest (parse + own checksum)", lambda: read_manifest(root))
+files = stage("sha256 of every file", lambda: B._verify_files(root, Manifest.upgrade(m).files))
 dim = int(m["model"]["embed_dim"])
 for d in m["domains"]:
     f = d["files"]

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from uem.engine import Engine, atomic, bundle
+from uem.engine import Engine, atomic
+from uem.engine.bundle import store as bundle  # the commit (replace_atomic) is patched where it runs
 from uem.engine.bundle import (FORMAT_VERSION, MANIFEST, DomainData, HnswParams, _checksum,
                                append_to_domain, read_bundle, write_bundle)
 from uem.engine.errors import BundleError, BundleVersionError, UnknownDomainError

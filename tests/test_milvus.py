@@ -144,7 +144,7 @@ def test_add_goes_to_milvus_persists_and_other_snapshots_ignore_it(base, lite, s
 def test_failed_add_leaves_invisible_rows_that_the_next_add_overwrites(base, lite, tmp_path, monkeypatch):
     bundle = _to_milvus(base, tmp_path / "m.uem", lite)
     rng = np.random.default_rng(6)
-    import uem.engine.bundle as bundle_mod
+    import uem.engine.bundle.writers as bundle_mod
 
     with Engine.open(bundle, threads=1) as eng:
         def crash(*a, **k):

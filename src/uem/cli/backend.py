@@ -1,18 +1,18 @@
-"""The --backend / --uri options shared by the engine commands (query, index add)."""
+"""The --backend / --uri options shared by the engine commands (query, index add): the engine's
+own check (engine.backend.check_choice), worded for the command line."""
 
 from __future__ import annotations
 
+from ..engine.backend import check_choice
 from ..engine.errors import UemError
-
-BACKENDS = ("hnswlib", "milvus")
 
 
 def backend_options(backend: str | None, uri: str | None) -> dict:
     """Engine.open keyword arguments; a bad combination is a one-line user error."""
-    if backend is not None and backend not in BACKENDS:
-        raise UemError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    if uri is not None and backend == "hnswlib":
-        raise UemError("--uri is for the milvus backend")
+    try:
+        check_choice(backend, uri, names=("--backend", "--uri"))
+    except ValueError as e:
+        raise UemError(str(e)) from None
     if uri is not None:
         from ..engine.milvus import normalise_uri
 

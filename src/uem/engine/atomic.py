@@ -14,7 +14,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import BinaryIO, Callable, Iterator
 
 from .errors import BundleError
 
@@ -48,12 +48,20 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_bytes_durable(path: Path, data: bytes) -> None:
-    """Write a new file and fsync it (the caller fsyncs the directory once for many files)."""
+@contextlib.contextmanager
+def durable_file(path: Path) -> Iterator[BinaryIO]:
+    """A new file (refused if it exists) to write into; flushed and fsynced when the block ends
+    (the caller fsyncs the directory once for many files)."""
     with open(path, "xb") as f:
-        f.write(data)
+        yield f
         f.flush()
         os.fsync(f.fileno())
+
+
+def write_bytes_durable(path: Path, data: bytes) -> None:
+    """Write a new file and fsync it (the caller fsyncs the directory once for many files)."""
+    with durable_file(path) as f:
+        f.write(data)
 
 
 @contextlib.contextmanager

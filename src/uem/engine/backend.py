@@ -8,6 +8,7 @@ implementation is `index.DomainIndex`, the Milvus one `milvus.MilvusDomain` (imp
 
 `Backends` is what an Engine holds: it opens each domain of a verified bundle with the backend the
 manifest names (or the one the caller asks for, which must match) and owns the Milvus connection.
+`check_choice` is the one check of a requested backend / uri (the CLI's options use it too).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
-from .bundle import BundleInfo
+from .bundle.reader import BundleInfo
 from .errors import BundleError
 
 HNSWLIB = "hnswlib"
@@ -37,6 +38,15 @@ class DomainBackend(Protocol):
     def close(self) -> None: ...
 
 
+def check_choice(backend: str | None, uri: str | None, *, names: tuple[str, str] = ("backend", "uri=")) -> None:
+    """ValueError unless `backend` is None or one of BACKENDS, and a `uri` comes without hnswlib.
+    `names`: what the messages call the two settings (the CLI passes "--backend", "--uri")."""
+    if backend is not None and backend not in BACKENDS:
+        raise ValueError(f"{names[0]} must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if uri is not None and backend == HNSWLIB:
+        raise ValueError(f"{names[1]} is for the milvus backend")
+
+
 def bundle_backend(info: BundleInfo) -> str:
     """The backend the bundle was exported for."""
     return MILVUS if info.backend else HNSWLIB
@@ -46,10 +56,7 @@ class Backends:
     """Opens the domains of successive snapshots of one bundle; one Milvus connection at most."""
 
     def __init__(self, backend: str | None = None, uri: str | None = None) -> None:
-        if backend is not None and backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-        if uri is not None and backend == HNSWLIB:
-            raise ValueError("uri= is for the milvus backend")
+        check_choice(backend, uri)
         self.backend = backend
         self.uri = uri
         self._store = None

@@ -28,8 +28,9 @@ import numpy as np
 
 from .align import csls_scores, mean_top_k, pair_score_matrix
 from .backend import Backends, DomainBackend
-from .bundle import (DEFAULT_LOCK_TIMEOUT_S, BundleInfo, _current_generation, append_to_domain,
-                     read_bundle)
+from .bundle.reader import BundleInfo, read_bundle
+from .bundle.store import DEFAULT_LOCK_TIMEOUT_S, current_generation
+from .bundle.writers import append_to_domain
 from .encoder import Encoder
 from .errors import BundleError, UnknownDomainError
 from .geometry import unit_rows
@@ -118,7 +119,7 @@ class Engine:
                 return cls(cls._load(info, threads, fp32, None, backends), threads, fp32)
             except BundleError:
                 # A concurrent writer may have committed and collected the files we verified.
-                if attempt == _OPEN_RETRIES - 1 or _current_generation(root) == info.generation:
+                if attempt == _OPEN_RETRIES - 1 or current_generation(root) == info.generation:
                     backends.close()
                     raise
             except BaseException:
