@@ -25,8 +25,9 @@ def export_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
     merge_rule: str = typer.Option("local", "--merge-rule", help="Which prototype pairs become cross-domain "
                                    "links for the open-set rule: local (per-pair bar) or global (UEM-METHOD.md's bar)."),
-    open_set: str = typer.Option("contrast", "--open-set", help="Open-set rule: contrast (own-domain vs "
-                                 "target neighbours, threshold set without labels) or prototype (UEM-METHOD.md's rule)."),
+    open_set: str = typer.Option("anchored", "--open-set", help="Open-set rule: anchored (closest target "
+                                 "item vs the distances of confident matches, no labels), contrast (own-domain vs "
+                                 "target neighbours, Otsu's threshold) or prototype (UEM-METHOD.md's rule)."),
     to: Optional[str] = typer.Option(
         None, "--to", help="Serve the domains from Milvus: milvus://HOST:PORT, or a Milvus Lite file "
         "path ending in .db (needs uem[milvus]). Default: hnswlib indexes inside the bundle."),

@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 
 from ..engine.bundle import read_bundle
+from ..engine.openset import OpenSetRule
 from .inputs import BUNDLE_HELP, chosen_bundle, printable
 from .root import app, out
 
@@ -23,7 +24,8 @@ def info(
     as_json: bool = typer.Option(False, "--json", help="Print the facts as JSON."),
 ) -> None:
     """Verify a bundle (checksums included) and describe it."""
-    s = read_bundle(chosen_bundle(bundle)).summary()
+    info_ = read_bundle(chosen_bundle(bundle))
+    s = info_.summary()
     if as_json:
         out.print(json.dumps(s, indent=1), markup=False)
         return
@@ -47,13 +49,8 @@ def info(
     extra = dict(m["extra"])
     parity = extra.pop("parity", None)
     lines.append("parity       " + (_flat(parity) if isinstance(parity, dict) else "not recorded"))
-    cal = dict(s["calibration"])
-    contrast = cal.pop("contrast", None)
-    if isinstance(contrast, dict) and contrast.get("thresholds"):
-        lines.append(f"open-set     neighbourhood contrast, k {contrast.get('k')}, reject above: " + ", ".join(
-            f"{pair} {float(t):.3f}" for pair, t in sorted(contrast["thresholds"].items())))
-    else:
-        lines.append("open-set     prototype rule (UEM-METHOD.md)")
+    lines.append("open-set     " + OpenSetRule(info_.prototypes, s["calibration"]).describe())
+    cal = {k: v for k, v in s["calibration"].items() if k not in ("rule", "contrast", "anchored")}
     lines.append("calibration  " + (json.dumps(cal, sort_keys=True) if cal else "none (prototype radii only)"))
     al = s.get("alignment") or {}
     if al.get("kind", "none") == "none" and not al.get("maps") and not (al.get("csls") or {}).get("k"):

@@ -477,6 +477,7 @@ def _own_search(snap: _Snapshot, domain: str, vecs: np.ndarray, n: int) -> np.nd
 def _own_neighbours(snap: _Snapshot, own_q: np.ndarray, source: str | None,
                     target: str) -> np.ndarray | None:
     """The queries' own-domain neighbour cosines when their pair is decided by neighbourhood contrast."""
-    if source is None or source not in snap.states or not snap.rule.uses_contrast(source, target):
+    n = snap.rule.own_k(source, target)
+    if source is None or source not in snap.states or not n:
         return None
-    return _own_search(snap, source, own_q, snap.rule.contrast_k + 1)
+    return _own_search(snap, source, own_q, n)

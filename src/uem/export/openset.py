@@ -1,6 +1,13 @@
-"""Label-free calibration of the open-set rule: one neighbourhood-contrast threshold per domain pair.
+"""Label-free calibration of the open-set rules, per ordered domain pair.
 
-For every ordered pair (source, target) of the bundle, every source item (a seeded sample of at most
+anchored (the default; `uem.engine.openset.anchored`): the distances (1 - cosine) from each source item
+to its closest target item, over the source items that are mutual CSLS nearest neighbours of a
+target item (confident matches), stored as a quantile grid. No label is read, and nothing assumes
+that a concept is missing: when every concept exists, a query is as close as the confident matches
+and is accepted.
+
+contrast (`--open-set contrast`):
+for every ordered pair (source, target) of the bundle, every source item (a seeded sample of at most
 `max_queries`) is scored exactly as the engine scores a query (`uem.engine.openset.
 neighbourhood_contrast`, its own item skipped as the engine skips an indexed image queried again),
 and Otsu's method splits the scores into "has a counterpart in target" and "private". No label is
@@ -12,7 +19,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..engine.geometry import top_n
-from ..engine.openset import CONTRAST_K, neighbourhood_contrast, pair_key
+from ..engine.align import mutual_csls_pairs
+from ..engine.openset import ALPHA, CONTRAST_K, neighbourhood_contrast, pair_key
+from ..engine.openset.anchored import MIN_ANCHORS, quantile_grid
 
 
 def otsu_threshold(scores: np.ndarray, bins: int = 256) -> float:
@@ -72,3 +81,35 @@ def contrast_calibration(vectors: dict[str, np.ndarray], k: int = CONTRAST_K, ma
             thresholds[pair_key(src, tgt)] = otsu_threshold(score)
             queries[pair_key(src, tgt)] = int(len(rows))
     return {"k": int(k), "thresholds": thresholds, "queries": queries, "method": "otsu"}
+
+
+def anchored_calibration(vectors: dict[str, np.ndarray], alpha: float = ALPHA, csls_k: int = 10,
+                         max_queries: int = 5000, seed: int = 0, to_target=None) -> dict:
+    """{"alpha", "grids": {"source->target": quantiles}, "anchors": {...}, "queries": {...}}.
+
+    `vectors`: unit rows per domain, as indexed (aligned); `to_target(rows, source, target)` as in
+    `contrast_calibration`. A pair with fewer than MIN_ANCHORS confident matches is left out (its
+    queries fall back to the prototype rule)."""
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    rng = np.random.default_rng(seed)
+    grids, anchors, queries = {}, {}, {}
+    for src, v in vectors.items():
+        v = np.asarray(v, np.float32)
+        if len(v) == 0:
+            continue
+        rows = np.sort(rng.choice(len(v), max_queries, replace=False)) if len(v) > max_queries else np.arange(len(v))
+        for tgt, t in vectors.items():
+            t = np.asarray(t, np.float32)
+            if tgt == src or len(t) == 0:
+                continue
+            q = v[rows] if to_target is None else to_target(v[rows], src, tgt)
+            mine, _ = mutual_csls_pairs(q, t, min(csls_k, len(t), len(q)))
+            key = pair_key(src, tgt)
+            queries[key], anchors[key] = int(len(rows)), int(len(mine))
+            if len(mine) < MIN_ANCHORS:
+                continue
+            nearest = top_cosines(q[mine], t, 1)[:, 0]
+            grids[key] = quantile_grid(1.0 - nearest)
+    return {"alpha": float(alpha), "csls_k": int(csls_k), "grids": grids, "anchors": anchors,
+            "queries": queries, "method": "mutual-csls-quantiles"}

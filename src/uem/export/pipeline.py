@@ -28,15 +28,16 @@ from ..datasets.folders import list_images, scan
 from ..engine.bundle import MANIFEST, DOMAIN_NAME, DomainData, HnswParams, write_bundle
 from ..engine.encoder import Encoder as OnnxEncoder
 from ..engine.errors import DataError, ImageError, UemError
+from ..engine.openset import DEFAULT_RULE, RULES
 from ..engine.preprocess import PreprocessSpec, preprocess_batch
 from ..train.run import load_encoder
 from .align import AlignConfig, fit_alignment
 from .onnx import export_onnx, torch_embed
-from .openset import contrast_calibration
+from .openset import anchored_calibration, contrast_calibration
 from .parity import ParityReport, parity_report
 from .quantize import DEFAULT, QuantConfig, calibration_sample, quantize_int8
 
-OPEN_SET_RULES = ("contrast", "prototype")
+OPEN_SET_RULES = RULES  # anchored (default), contrast, prototype: uem.engine.openset
 
 # hnswlib for 128-d unit vectors, 1k to ~1M items per domain. M=32 (2*M links at level 0, ~256 B per
 # item): on 100k random unit 128-d vectors, the structure-free worst case, it reached recall@10 0.62
@@ -210,15 +211,15 @@ def export_run(run_dir: Path, out: Path, index_dirs: dict[str, Path] | None = No
                hnsw: HnswParams = DEFAULT_HNSW, parity_per_domain: int = PARITY_PER_DOMAIN,
                k_prototypes: int | None = None, progress: bool = True, overwrite: bool = True,
                log: Console | None = None, to: str | None = None,
-               merge_rule: str = "local", open_set: str = "contrast",
+               merge_rule: str = "local", open_set: str = DEFAULT_RULE,
                align: AlignConfig | None = None) -> ExportSummary:
     """Export the run at `run_dir` into the bundle `out` (created, or — with `overwrite` — replaced
     if it is a bundle; the replacement is atomic, readers see the old or the new one).
 
     `to`: serve the domains from Milvus (milvus://HOST:PORT, or a Milvus Lite `*.db` path): one
     collection per domain instead of hnswlib files; vectors, items and prototypes stay in the
-    bundle. Checked (and connected to) before the slow part starts. `open_set`: "contrast" calibrates
-    the neighbourhood-contrast rule (uem.export.openset); "prototype" leaves UEM-METHOD.md's rule alone.
+    bundle. Checked (and connected to) before the slow part starts. `open_set`: "anchored" (default)
+    or "contrast" calibrates that rule (uem.export.openset); "prototype" leaves UEM-METHOD.md's rule alone.
     `align`: how the domains are aligned (default AlignConfig())."""
     t0 = time.perf_counter()
     log = log or Console(stderr=True, highlight=False)
@@ -262,7 +263,7 @@ def export_pretrained(data: Path, out: Path, *, block: int = 13, size: int = 128
                       seed: int = 0, quant: QuantConfig = DEFAULT, hnsw: HnswParams = DEFAULT_HNSW,
                       parity_per_domain: int = PARITY_PER_DOMAIN, k_prototypes: int | None = None,
                       progress: bool = True, overwrite: bool = True, log: Console | None = None,
-                      to: str | None = None, merge_rule: str = "local", open_set: str = "contrast",
+                      to: str | None = None, merge_rule: str = "local", open_set: str = DEFAULT_RULE,
                       align: AlignConfig | None = None) -> ExportSummary:
     """A bundle without training: the ImageNet network read out at `block` (pretrained_config),
     aligned per domain like any bundle, for DATA/<domain>/... (no labels read)."""
@@ -433,9 +434,12 @@ def fit_readout(vectors: dict[str, np.ndarray], align: AlignConfig, *, merge_rul
     # bar (closer than ANY two prototypes of one domain) links almost nothing at K ~ 90 and the
     # rule then rejects every query (benchmarks/RESULTS.md, "Demo and the open-set decision")
     graph = build_prototype_graph(aligned, k=k_prototypes, seed=proto_seed, rule=merge_rule, merge=merge)
-    calibration = {}
-    if open_set == "contrast":
-        calibration = {"contrast": contrast_calibration(aligned, seed=seed, to_target=alignment.to_target)}
+    calibration = {"rule": open_set}
+    if open_set == "anchored":
+        calibration["anchored"] = anchored_calibration(aligned, seed=seed, to_target=alignment.to_target,
+                                                       csls_k=align.csls_k)
+    elif open_set == "contrast":
+        calibration["contrast"] = contrast_calibration(aligned, seed=seed, to_target=alignment.to_target)
     return alignment, align_log, graph, calibration
 
 

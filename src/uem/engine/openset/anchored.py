@@ -1,0 +1,108 @@
+"""The default "no match" rule: the query's closest target item, against confident matches.
+
+A query's evidence is the cosine of its closest item in the target domain (in the aligned space the
+engine searches). What counts as "close enough" is learnt per ordered domain pair at export without
+labels, from the source items that are mutual nearest neighbours (CSLS) of a target item: pairs that
+chose each other are the most reliable matches a bundle has. Their distances (1 - cosine) are stored
+as a quantile grid. A query's score is where its distance falls in that distribution: 0.5 = as close
+as a typical confident match, 1.0 = farther than every one of them (beyond, 1 + the excess distance,
+so the ranking stays informative). "No match" when the score is above 1 - alpha (alpha = 0.01 by
+default: a confident match is wrongly refused 1 time in 100).
+
+Why this and not a split of all scores: a split (Otsu's, a two-Gaussian mixture) always finds two
+groups, so it rejects a third of the queries even when every concept exists; a quantile of confident
+matches does not assume that anything is missing. Why the closest item and not CSLS or neighbourhood
+contrast: CSLS separates private queries slightly better, but its confident matches are selected by
+CSLS itself, so their quantiles are too strict (close-set acceptance 0.83-0.89 on emoji3 at alpha
+0.01, against 0.95-0.98 here); contrast ranks private queries worse on phosphor4 (AUROC 0.58-0.85
+against 0.88-0.96). Measured in benchmarks/RESULTS.md, "No match on the aligned space".
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..errors import BundleError
+
+ALPHA = 0.01        # share of confident matches the rule may refuse
+GRID = 101          # quantiles stored per pair: 0.00, 0.01, ..., 1.00
+MIN_ANCHORS = 5     # fewer confident matches than this: the pair is left to the prototype rule
+
+
+def quantile_grid(distances: np.ndarray, size: int = GRID) -> list[float]:
+    """The `size` evenly spaced quantiles (0 to 1) of the confident matches' distances."""
+    d = np.asarray(distances, np.float64)
+    return [float(x) for x in np.quantile(d, np.linspace(0.0, 1.0, size))]
+
+
+def grid_score(distance: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """Where each distance falls among the confident matches: the interpolated quantile level in
+    [0, 1]; beyond the largest, 1 + the excess (monotone in the distance everywhere)."""
+    d = np.asarray(distance, np.float64)
+    g = np.asarray(grid, np.float64)
+    levels = np.linspace(0.0, 1.0, len(g))
+    # equal grid values (many ties) would make np.interp ill-defined: take the highest level of a run
+    g_unique, last = np.unique(g[::-1], return_index=True)
+    lv = levels[::-1][last]
+    inside = np.interp(d, g_unique, lv, left=0.0, right=1.0)
+    return np.where(d > g[-1], 1.0 + (d - g[-1]), inside)
+
+
+class AnchoredRule:
+    """Per-pair quantile grids of confident-match distances (the manifest's calibration["anchored"])."""
+
+    name = "anchored"
+
+    def __init__(self, record: dict | None) -> None:
+        record = {} if record is None else record
+        if not isinstance(record, dict):
+            raise BundleError("invalid open-set calibration (anchored must be an object)")
+        try:
+            self.alpha = float(record.get("alpha", ALPHA))
+            self.grids = {str(p): np.asarray(g, np.float64) for p, g in (record.get("grids") or {}).items()}
+            self.anchors = {str(p): int(n) for p, n in (record.get("anchors") or {}).items()}
+        except (AttributeError, TypeError, ValueError) as e:
+            raise BundleError(f"invalid open-set calibration ({e})") from None
+        if not 0.0 < self.alpha < 1.0:
+            raise BundleError(f"invalid open-set calibration (alpha {self.alpha} not in (0, 1))")
+        for p, g in self.grids.items():
+            if g.ndim != 1 or len(g) < 2 or not np.all(np.isfinite(g)) or np.any(np.diff(g) < 0):
+                raise BundleError(f"invalid open-set calibration (grid of {p} is not a sorted finite list)")
+
+    def covers(self, pair: str) -> bool:
+        return pair in self.grids
+
+    def threshold(self, pair: str) -> float:
+        """The largest distance (1 - cosine) still accepted: the (1 - alpha) quantile."""
+        g = self.grids[pair]
+        return float(np.interp(1.0 - self.alpha, np.linspace(0.0, 1.0, len(g)), g))
+
+    def score(self, pair: str, nearest_cos: np.ndarray) -> np.ndarray:
+        return grid_score(1.0 - np.asarray(nearest_cos, np.float64), self.grids[pair])
+
+    def rejects(self, score: float) -> bool:
+        return score > 1.0 - self.alpha
+
+    def reason(self, source: str, target: str, accepted: bool, score: float, nearest_cos: float) -> str:
+        """What the user reads: the evidence (closest item's cosine) against the confident matches."""
+        need = 1.0 - self.threshold(f"{source}->{target}")
+        if not accepted:
+            return (f"no {target} item is as close as {100 * (1 - self.alpha):g}% of confident "
+                    f"{source}->{target} matches (closest: cos {nearest_cos:.2f}, needed {need:.2f})")
+        closer = max(0.0, min(1.0, 1.0 - score))
+        return (f"concept exists in {target}: its closest item (cos {nearest_cos:.2f}) is closer than "
+                f"{100 * closer:.0f}% of confident {source}->{target} matches")
+
+    def describe(self) -> str:
+        pairs = ", ".join(f"{p} cos >= {1 - self.threshold(p):.3f} ({self.anchors.get(p, '?')} anchors)"
+                          for p in sorted(self.grids))
+        return f"closest item vs confident matches, alpha {self.alpha:g}: {pairs}"
+
+
+def nearest_or_nan(sims: np.ndarray) -> float:
+    """The best finite cosine of a best-first row (NaN when there is none)."""
+    s = np.asarray(sims, np.float64).reshape(-1)
+    s = s[np.isfinite(s)]
+    return float(s.max()) if len(s) else math.nan
