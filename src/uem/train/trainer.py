@@ -146,7 +146,7 @@ def epoch_prototypes(banks: list[torch.Tensor], domains: list[str], ks: list[int
                      seed: int, device: torch.device) -> EpochPrototypes:
     protos = {name: domain_prototypes(banks[d].cpu().numpy(), ks[d], seed=seed)
               for d, name in enumerate(domains)}
-    matches = match_domains(protos, rule=cfg.merge_rule, merge=cfg.merge and cfg.baseline_k is None)
+    matches = match_domains(protos, rule=cfg.merge_rule, merge=cfg.merges)
     t = lambda a: torch.as_tensor(np.asarray(a)).to(device)  # noqa: E731
     own, target, tilde = {}, {}, {}
     for (a, b), m in matches.items():
@@ -184,7 +184,7 @@ def stage1_loss(f: torch.Tensor, dom: torch.Tensor, slot: torch.Tensor, banks: l
         total = total + ince + a * pnce
         parts["ince"] += ince.item()
         parts["pnce"] += pnce.item()
-        if cfg.sel and cfg.baseline_k is None:
+        if cfg.uses_sel:
             s = torch.stack([L.sel(fd, ep.own_unified[d, e], cfg.tau) for e in range(n_dom) if e != d]).mean()
             total = total + a * s
             parts["sel"] += s.item()
@@ -494,7 +494,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress:
     final_k = [cfg.baseline_k] * len(sizes) if cfg.baseline_k is not None else [None] * len(sizes)
     protos = {name: domain_prototypes(vectors[name], final_k[d], seed=cfg.seed, k_min=cfg.k_min, k_max=cfg.k_max)
               for d, name in enumerate(images.domains)}
-    matches = match_domains(protos, rule=cfg.merge_rule, merge=cfg.merge and cfg.baseline_k is None)
+    matches = match_domains(protos, rule=cfg.merge_rule, merge=cfg.merges)
     save_prototypes(run_dir, graph_from(vectors, protos, matches))
     save_encoder(run_dir, encoder.cpu(), cfg)
     plot_losses(run_dir / LOG, run_dir / LOSS_PNG)
