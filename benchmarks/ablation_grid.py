@@ -12,7 +12,7 @@ embeddings and open-set rule). Steps whose output exists are skipped, so the gri
                       queries of the dropped subgroups must be answered "no match"
     protocol partial  twemoji keeps a seeded half (Q = twemoji): twemoji->notomono, twemoji->openmoji
 
-Variants are the trainer's switches: full (UEM as specified: the defaults, but with SN2M), no-merge, no-sel, no-spda, plain-nn,
+Variants are the trainer's switches: full (UEM as specified: the defaults, but with SN2M and the global merge bar), no-merge, no-sel, no-spda, plain-nn,
 no-line-view, baseline (UCDIR-style: fixed K, no merge, no SEL); and floor: no training, the pretrained
 224 px 1280-d features of BENCHMARK.md's floor, with the engine's open-set rule (neighbourhood contrast)
 calibrated on them exactly as export calibrates a bundle. `--reuse-cache` trains a variant on the
@@ -43,7 +43,9 @@ PAIRS = {
     "partial": ["twemoji->notomono", "twemoji->openmoji"],
 }
 HALF_OF = {"open": "notomono", "partial": "twemoji"}
-UEM = {"plain_nn": False}  # UEM as UEM-METHOD.md specifies it (SN2M in stage 2); each ablation removes one part
+# UEM as UEM-METHOD.md specifies it (SN2M in stage 2, its global merge bar: the grid in RESULTS.md was
+# trained so); each ablation removes one part
+UEM = {"plain_nn": False, "merge_rule": "global"}
 VARIANTS = {
     "full": dict(UEM),
     "no-merge": {**UEM, "merge": False},
@@ -67,19 +69,17 @@ def protocol_data(data: Path, work: Path, protocol: str, seed: int) -> Path:
 
 
 def configure(data: Path, variant: str, seed: int, overrides: list[str]):
-    from uem.train.config import TrainConfig
+    from uem.train.config import ConfigError, TrainConfig
 
-    cfg = TrainConfig(data=str(data.resolve()), seed=seed, keep_cache=variant == "full")
     settings = dict(VARIANTS[variant])
     for item in overrides:
         k, v = item.split("=", 1)
         settings[k] = json.loads(v)
-    for key, value in settings.items():
-        obj, name = (cfg.model, key[6:]) if key.startswith("model.") else (cfg, key)
-        if not hasattr(obj, name):
-            raise SystemExit(f"unknown setting {key}")
-        setattr(obj, name, value)
-    return cfg
+    cfg = TrainConfig(data=str(data.resolve()), seed=seed, keep_cache=variant == "full")
+    try:
+        return cfg.with_changes(settings)
+    except ConfigError as e:
+        raise SystemExit(f"variant {variant} / --set: {e}") from None
 
 
 def _summary(variant, protocol, seed, times, res, **more) -> dict:
@@ -134,6 +134,7 @@ def run_job(variant: str, protocol: str, seed: int, args) -> dict:
         return out
 
     from uem.eval.bundle_eval import evaluate_bundle
+    from uem.export.config import ExportConfig
     from uem.export.pipeline import export_run
     from uem.train.trainer import train
 
@@ -155,7 +156,7 @@ def run_job(variant: str, protocol: str, seed: int, args) -> dict:
         times["train_s"] = round(time.perf_counter() - t0, 1)
     if not (bundle / "manifest.json").is_file():
         t0 = time.perf_counter()
-        export_run(run, bundle, overwrite=True, progress=False)
+        export_run(run, bundle, ExportConfig(overwrite=True), progress=False)
         times["export_s"] = round(time.perf_counter() - t0, 1)
     t0 = time.perf_counter()
     res = evaluate_bundle(bundle, data, protocol="close", pairs=PAIRS[protocol], seed=seed, sheets=False,

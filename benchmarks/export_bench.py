@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from uem.export.config import ExportConfig
 from uem.export.pipeline import export_run
 from uem.engine.encoder import open_session
 from uem.train.run import load_encoder
@@ -36,7 +37,7 @@ def main() -> None:
     out = args.out or Path(tempfile.mkdtemp(prefix="uem-bench-")) / "model.uem"
 
     t0 = time.perf_counter()
-    s = export_run(args.run, out, calib=args.calib, keep_fp32=True)
+    s = export_run(args.run, out, ExportConfig(calib=args.calib, keep_fp32=True))
     wall = time.perf_counter() - t0
     m = json.loads((out / "manifest.json").read_text())
     files = {k: v["size"] for k, v in m["files"].items()}

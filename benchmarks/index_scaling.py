@@ -35,7 +35,7 @@ err = Console(stderr=True)
 
 
 def _default_hnsw():
-    from uem.export.pipeline import DEFAULT_HNSW  # the parameters every exported bundle gets
+    from uem.export.config import DEFAULT_HNSW  # the parameters every exported bundle gets
 
     return DEFAULT_HNSW
 

@@ -85,7 +85,7 @@ def parity(hnsw_bundle: Path, milvus_bundle: Path, k: int = 10) -> dict:
 def scale(uri: str, n: int, dim: int, queries: int, iters: int, seed: int) -> dict:
     from uem.engine.index import DomainIndex
     from uem.engine.milvus import MilvusDomain, MilvusIndex, index_record
-    from uem.export.pipeline import DEFAULT_HNSW as H
+    from uem.export.config import DEFAULT_HNSW as H
 
     both = clustered(n + queries, dim, seed=seed)   # queries: fresh draws from the same mixture
     data, qs = np.ascontiguousarray(both[:n]), np.ascontiguousarray(both[n:])

@@ -82,14 +82,17 @@ def retrain(base: Path, out: Path, settings: list[str]) -> Path:
     from uem.train.trainer import train
 
     cfg = load_config(base)
+    changes = {"keep_cache": True}
     for item in settings:
         key, value = item.split("=", 1)
-        obj = cfg.model if hasattr(cfg.model, key) and not hasattr(cfg, key) else cfg
-        old = getattr(obj, key)
-        setattr(obj, key, None if value == "None" else type(old)(json.loads(value)) if old is not None
-                else json.loads(value))
-    cfg.keep_cache = True
+        if hasattr(cfg.model, key) and not hasattr(cfg, key):
+            key, old = f"model.{key}", getattr(cfg.model, key)
+        else:
+            old = getattr(cfg, key, None)
+        changes[key] = (None if value == "None" else type(old)(json.loads(value)) if old is not None
+                        else json.loads(value))
     feats = torch.load(base / CACHE, map_location="cpu", weights_only=True)["features"]
+    cfg = cfg.with_changes({**changes, "views": feats.shape[0] - 1})
     base_blocks = load_config(base).model.freeze_blocks
     if cfg.model.freeze_blocks > base_blocks:  # run the newly frozen blocks over the old cache
         from uem.train.cache import advance
@@ -98,7 +101,6 @@ def retrain(base: Path, out: Path, settings: list[str]) -> Path:
         feats = advance(build_encoder(cfg.model, pretrained=True), feats, base_blocks)
     elif cfg.model.freeze_blocks < base_blocks:
         raise SystemExit("--retrain can only freeze more blocks than the base run, not fewer")
-    cfg.views = feats.shape[0] - 1
     t0 = time.perf_counter()
     train(cfg, out, trunk_features=feats)
     print(f"retrain {out.name}: {time.perf_counter() - t0:.0f} s (training only, cache reused)", flush=True)

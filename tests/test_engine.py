@@ -130,6 +130,26 @@ def test_add_is_persisted_and_visible_after_reopen(fresh, tmp_path):
     assert Engine.open(fresh).count("sketch") == 15  # nothing written
 
 
+def test_add_can_skip_bad_images_and_reports_progress(fresh, tmp_path):
+    eng = Engine.open(fresh, threads=1)
+    good = []
+    for i in range(2):
+        good.append(tmp_path / f"g{i}.png")
+        pic("green", "sketch", 200 + i).save(good[-1])
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"")
+    seen, ticks = [], []
+    added = eng.add("sketch", [good[0], bad, good[1]], ids=["a", "b", "c"],
+                    on_bad=lambda img, e: seen.append((img, str(e))),
+                    progress=lambda done, total: ticks.append((done, total)))
+    assert added == 2 and [img for img, _ in seen] == [bad] and "empty file" in seen[0][1]
+    assert ticks[-1] == (3, 3)
+    ids = {it["id"] for it in Engine.open(fresh)._snap.info.domains["sketch"].items}
+    assert {"a", "c"} <= ids and "b" not in ids  # ids stay with their images
+    assert eng.add("sketch", [bad], on_bad=lambda img, e: None) == 0  # nothing readable: nothing written
+    assert Engine.open(fresh).count("sketch") == 14
+
+
 def test_add_in_memory_images_with_ids(fresh):
     eng = Engine.open(fresh, threads=1)
     assert eng.add("photo", [png_bytes(pic("red", "photo", 5))], ids=["upload-1"],

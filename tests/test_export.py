@@ -23,6 +23,7 @@ from uem.engine.preprocess import preprocess_batch
 from uem.export.biascorrect import fake_quant_weights
 from uem.export.onnx import compare, torch_embed
 from uem.export.parity import cross_domain_overlap, topk, topk_overlap
+from uem.export.config import ExportConfig
 from uem.export.pipeline import ExportError, export_run, parse_index_args
 from uem.export.quantize import calibration_sample
 from uem.train.config import ModelConfig, TrainConfig
@@ -89,7 +90,7 @@ def tiny(tmp_path_factory, request):
     run = root / "run"
     save_encoder(run, encoder, cfg)
     out = root / "model.uem"
-    summary = export_run(run, out, calib=16, keep_fp32=True, k_prototypes=3, progress=False)
+    summary = export_run(run, out, ExportConfig(calib=16, keep_fp32=True, k_prototypes=3), progress=False)
     return {"root": root, "data": data, "run": run, "out": out, "summary": summary, "encoder": encoder,
             "cfg": cfg, "line_view": request.param}
 

@@ -93,7 +93,7 @@ def test_pairing_where_some_merge_global_rule():
     # gaps: A: ||a0-a1|| = sqrt(0.8) = 0.894427 (smallest), B: sqrt2 -> threshold 0.894427
     # (0,1): 0.1 < 0.894 merges; (2,0): 1.345 > 0.894 does not.
     a, b, ma, mb = _partial_case()
-    m = pair_and_merge(a, b, ma, mb)
+    m = pair_and_merge(a, b, ma, mb, rule="global")
     assert m.pairs.tolist() == [[0, 1], [2, 0]]
     np.testing.assert_allclose(m.distance, [0.1, 1.345362], atol=1e-6)
     np.testing.assert_allclose(m.threshold, [0.894427, 0.894427], atol=1e-6)
@@ -181,7 +181,7 @@ def _three_domains():
 
 def test_build_prototype_graph_links_shared_blobs_only():
     data, which = _three_domains()
-    g = build_prototype_graph(data, k=6, seed=3)
+    g = build_prototype_graph(data, k=6, seed=3, rule="global")  # the local bar links privates here too
     assert isinstance(g, PrototypeGraph) and g.domains == ["x", "y", "z"]
     assert g.centroids.shape == (18, 16) and g.owner.tolist() == [0] * 6 + [1] * 6 + [2] * 6
     np.testing.assert_allclose(np.linalg.norm(g.centroids, axis=1), 1.0, atol=1e-5)
@@ -212,7 +212,7 @@ def test_graph_k_estimated_and_per_domain():
 def test_match_domains_every_unordered_pair():
     data, _ = _three_domains()
     protos = {d: domain_prototypes(x, 6, seed=3) for d, x in data.items()}
-    matches = match_domains(protos)
+    matches = match_domains(protos, rule="global")
     assert list(matches) == [("x", "y"), ("x", "z"), ("y", "z")]
     for m in matches.values():
         assert m.merged.sum() == 5

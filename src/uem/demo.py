@@ -92,6 +92,7 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict:
     from .engine import Engine
     from .engine.sheet import SheetRow, write_sheet
     from .eval.harness import evaluate
+    from .export.config import ExportConfig
     from .export.pipeline import export_run
     from .train.config import TrainConfig
     from .train.trainer import train
@@ -115,17 +116,13 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict:
     if (run_dir / "encoder.pt").is_file():
         console.print(f"reusing the trained run in {run_dir} (delete it to train again)")
     else:
-        tcfg = TrainConfig(data=str((work / "data").resolve()), seed=2024)
-        if cfg.epochs1 is not None:
-            tcfg.epochs1 = cfg.epochs1
-        if cfg.epochs2 is not None:
-            tcfg.epochs2 = cfg.epochs2
-        train(tcfg, run_dir, console=console)
+        epochs = {k: v for k, v in (("epochs1", cfg.epochs1), ("epochs2", cfg.epochs2)) if v is not None}
+        train(TrainConfig(data=str((work / "data").resolve()), seed=2024, **epochs), run_dir, console=console)
     t_train = time.perf_counter()
 
     console.rule("3. export (int8 ONNX + HNSW + prototypes)")
     bundle = work / "model.uem"
-    export_run(run_dir, bundle, overwrite=True, log=console)
+    export_run(run_dir, bundle, ExportConfig(overwrite=True), log=console)
     t_export = time.perf_counter()
 
     console.rule("4. queries")

@@ -9,6 +9,7 @@ from typing import List, Optional
 import typer
 
 from ..export.align import AlignConfig
+from ..export.config import ExportConfig
 from .root import app, err, out
 
 
@@ -19,13 +20,13 @@ def export_cmd(
     output: Path = typer.Option(..., "-o", "--out", help="Bundle directory to write (new, empty, or an existing bundle to replace)."),
     index: Optional[List[str]] = typer.Option(
         None, "--index", help="DOMAIN=DIR: index this folder as DOMAIN (repeatable). Default: the run's training domains."),
-    calib: int = typer.Option(300, "--calib", help="Calibration images for int8, spread evenly over the training domains."),
-    keep_fp32: bool = typer.Option(False, "--keep-fp32", help="Also store the fp32 encoder in the bundle."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the calibration / parity image draw."),
+    calib: int = typer.Option(ExportConfig.calib, "--calib", help="Calibration images for int8, spread evenly over the training domains."),
+    keep_fp32: bool = typer.Option(ExportConfig.keep_fp32, "--keep-fp32", help="Also store the fp32 encoder in the bundle."),
+    seed: int = typer.Option(ExportConfig.seed, "--seed", help="Seed of the calibration / parity image draw."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
-    merge_rule: str = typer.Option("local", "--merge-rule", help="Which prototype pairs become cross-domain "
+    merge_rule: str = typer.Option(ExportConfig.merge_rule, "--merge-rule", help="Which prototype pairs become cross-domain "
                                    "links for the open-set rule: local (per-pair bar) or global (UEM-METHOD.md's bar)."),
-    open_set: str = typer.Option("anchored", "--open-set", help="Open-set rule: anchored (closest target "
+    open_set: str = typer.Option(ExportConfig.open_set, "--open-set", help="Open-set rule: anchored (closest target "
                                  "item vs the distances of confident matches, no labels), contrast (own-domain vs "
                                  "target neighbours, Otsu's threshold) or prototype (UEM-METHOD.md's rule)."),
     to: Optional[str] = typer.Option(
@@ -51,20 +52,19 @@ def export_cmd(
 
     if (run is None) == (pretrained is None):
         raise ExportError("give a training RUN or --pretrained DATA (one of the two)")
-    try:
-        align_cfg = AlignConfig(kind=align, shrinkage=shrinkage, maps=maps, csls_k=csls_k,
-                                csls_candidates=max(csls_candidates, csls_k, 1))
-    except ValueError as e:
+    try:  # the options are ExportConfig's and AlignConfig's fields
+        cfg = ExportConfig(index_dirs=parse_index_args(index or []) or None, calib=calib, keep_fp32=keep_fp32,
+                           seed=seed, to=to, merge_rule=merge_rule, open_set=open_set,
+                           align=AlignConfig(kind=align, shrinkage=shrinkage, maps=maps, csls_k=csls_k,
+                                             csls_candidates=max(csls_candidates, csls_k, 1)))
+    except ValueError as e:  # AlignConfig's are plain ValueErrors
         raise ExportError(str(e)) from None
-    index_dirs = parse_index_args(index or [])
-    common = dict(index_dirs=index_dirs or None, calib=calib, keep_fp32=keep_fp32, seed=seed,
-                  progress=not quiet, log=err, to=to, merge_rule=merge_rule, open_set=open_set, align=align_cfg)
     with process_scratch():  # a killed export's temporaries go away with the next export
         if pretrained is not None:
-            summary = export_pretrained(pretrained, output, block=block, size=size,
-                                        line_view=not no_line_view, **common)
+            summary = export_pretrained(pretrained, output, cfg, block=block, size=size,
+                                        line_view=not no_line_view, progress=not quiet, log=err)
         else:
-            summary = export_run(run, output, **common)
+            summary = export_run(run, output, cfg, progress=not quiet, log=err)
     for line in summary.lines():
         out.print(line, markup=False)
     if not summary.parity.passed():

@@ -5,18 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ..engine import Engine
 from ..engine.bundle import DEFAULT_LOCK_TIMEOUT_S
 from ..engine.errors import ImageError, UemError
 from .backend import backend_options
 from .inputs import iter_images, printable
+from .progress import per_domain, progress_bars
 from .root import err, index_app, out
-
-BATCH = 32
 
 
 @index_app.command("add")
@@ -43,32 +40,25 @@ def add(
     paths = list(iter_images(sources))
     if not paths:
         raise UemError("no images found in " + ", ".join(printable(p) for p in sources))
-    vecs, items, skipped = [], [], 0
-    with Progress(TextColumn("embedding"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err, transient=True, disable=not err.is_terminal) as progress:
-        task = progress.add_task("embed", total=len(paths))
-        for start in range(0, len(paths), BATCH):
-            tensors = []
-            for p in paths[start:start + BATCH]:
-                try:
-                    tensors.append(eng.preprocess(p))
-                except ImageError as e:
-                    if not skip_bad:
-                        raise ImageError(f"{e} (nothing was added; --skip-bad skips such files)") from None
-                    skipped += 1
-                    err.print(f"uemctl: warning: skipped {printable(str(e))}", markup=False)
-                    continue
-                resolved = str(p.resolve())
-                items.append({"id": resolved, "path": resolved})
-            if tensors:
-                vecs.append(eng.embed_tensors(np.stack(tensors)))
-            progress.advance(task, len(paths[start:start + BATCH]))
-    if not items:
-        raise UemError("none of the images could be read; nothing was added")
+    skipped = 0
+
+    def skip(_image, e: ImageError) -> None:
+        nonlocal skipped
+        skipped += 1
+        err.print(f"uemctl: warning: skipped {printable(str(e))}", markup=False)
+
     before = eng.count(domain)
-    added = eng.add_vectors(domain, np.concatenate(vecs), items, lock_timeout=lock_timeout)
+    with progress_bars() as progress:
+        task = progress.add_task("embedding", total=len(paths))
+        try:
+            added = eng.add(domain, paths, lock_timeout=lock_timeout, on_bad=skip if skip_bad else None,
+                            progress=lambda done, _total: progress.update(task, completed=done))
+        except ImageError as e:
+            raise ImageError(f"{e} (nothing was added; --skip-bad skips such files)") from None
+    if skipped == len(paths):
+        raise UemError("none of the images could be read; nothing was added")
     out.print(f"added {added} images to {domain} ({before} -> {eng.count(domain)}); "
-              f"{len(items) - added} already present, {skipped} skipped", markup=False)
+              f"{len(paths) - skipped - added} already present, {skipped} skipped", markup=False)
 
 
 @index_app.command("move")
@@ -87,20 +77,12 @@ def move(
     from ..engine.bundle import reindex_bundle
 
     external = None
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err, transient=True, disable=not err.is_terminal) as progress:
-        tasks: dict[str, int] = {}
-
-        def uploaded(domain: str, done: int, total: int) -> None:
-            if domain not in tasks:
-                tasks[domain] = progress.add_task(f"Milvus: {domain}", total=total)
-            progress.update(tasks[domain], completed=done)
-
+    with progress_bars() as progress:
         if to != "hnswlib":
             backend_options("milvus", to)  # one-line error for a malformed address
             from ..engine.milvus import MilvusIndex
 
-            external = MilvusIndex(to, progress=uploaded)
+            external = MilvusIndex(to, progress=per_domain(progress, "Milvus"))
         else:
             progress.add_task("building hnswlib indexes", total=None)
         try:
@@ -139,8 +121,7 @@ def realign(
     except ImportError as e:
         raise UemError(f"realign needs the training extras (pip install 'uem[train]'): {e}") from None
     given = {"kind": align, "shrinkage": shrinkage, "maps": maps, "csls_k": csls_k, "csls_candidates": csls_candidates}
-    with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
-                  console=err, transient=True, disable=not err.is_terminal) as progress:
+    with progress_bars() as progress:
         progress.add_task("refitting alignment, prototypes and thresholds; rebuilding indexes", total=None)
         try:
             r = realign_bundle(bundle, changes={k: v for k, v in given.items() if v is not None},

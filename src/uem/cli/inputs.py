@@ -30,13 +30,6 @@ def chosen_bundle(given: Path | None) -> Path:
     return path
 
 
-def open_engine(given: Path | None, threads: int | None = None):
-    """Engine.open on the chosen bundle."""
-    from ..engine import Engine
-
-    return Engine.open(chosen_bundle(given), threads=threads)
-
-
 # Control characters (a file may be named "a\nb.png") would split one output line into several.
 _ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))}
 _ESCAPES.update({0x2028: "\\u2028", 0x2029: "\\u2029"})

@@ -9,12 +9,12 @@ from typing import Iterator, Optional
 
 import numpy as np
 import typer
-from rich.progress import Progress, SpinnerColumn, TextColumn
 
 from ..engine import Engine, QueryResult
 from ..engine.errors import ImageError, UemError
 from .backend import backend_options
 from .inputs import BUNDLE_HELP, chosen_bundle, iter_images, printable
+from .progress import progress_bars
 from .root import app, err, out
 
 BATCH = 32
@@ -95,8 +95,7 @@ def query(
     if as_json:
         sys.stdout.write(json.dumps({"bundle": printable(eng.path), "domain": domain, "k": k})[:-1]
                          + ', "results": [')
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=err, transient=True,
-                  disable=not err.is_terminal) as progress:
+    with progress_bars() as progress:
         task = progress.add_task("querying", total=None)
         for path, r, error in _results(eng, iter_images(images), domain, k, source, no_reject):
             if as_json:

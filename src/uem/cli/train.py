@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from ..engine.errors import UemError
+from ..train.config import DEFAULT_MERGE_RULE, DEVICES, MERGE_RULES
 from .root import app, err
 
 
@@ -24,7 +25,9 @@ def train_cmd(
     freeze_blocks: int = typer.Option(None, "--freeze-blocks", help="MBConv blocks kept frozen (and cached), 0-16."),
     views: int = typer.Option(None, "--views", help="Augmented views cached per image."),
     lr: float = typer.Option(None, "--lr", help="Learning rate of the head (backbone blocks: lr * backbone_lr_mult)."),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
+    device: str = typer.Option("auto", "--device", help=" | ".join(DEVICES)),
+    merge_rule: str = typer.Option(DEFAULT_MERGE_RULE, "--merge-rule", help="Which matched prototype pairs "
+                                   f"merge: {' or '.join(MERGE_RULES)} (UEM-METHOD.md's bar is global)."),
     no_merge: bool = typer.Option(False, "--no-merge", help="Ablation: pair prototypes but never merge."),
     no_sel: bool = typer.Option(False, "--no-sel", help="Ablation: no semantic-enhanced loss."),
     no_spda: bool = typer.Option(False, "--no-spda", help="Ablation: no domain classifier and no SPR."),
@@ -40,37 +43,20 @@ def train_cmd(
 ) -> None:
     """Train the encoder on DATA without labels and write the run to RUN."""
     from ..datasets.folders import scan
-    from ..train.config import TrainConfig
+    from ..train.config import ModelConfig, TrainConfig
     from ..train.trainer import train
 
     scan(data)  # a bad DATA fails here with one line, before anything is written
-    if device not in ("auto", "cpu", "cuda"):
-        raise UemError(f"--device must be auto, cpu or cuda, not {device!r}")
-    cfg = TrainConfig(data=str(data.resolve()), device=device, merge=not no_merge, sel=not no_sel,
-                      spda=not no_spda, plain_nn=plain_nn, baseline_k=baseline_k, keep_cache=keep_cache)
-    for name, value in (("epochs1", epochs1), ("epochs2", epochs2), ("seed", seed), ("batch_size", batch_size),
-                        ("views", views), ("lr", lr)):
-        if value is not None:
-            setattr(cfg, name, value)
-    cfg.model.line_view = not no_line_view
-    for name, value in (("embed_dim", embed_dim), ("input_size", input_size), ("freeze_blocks", freeze_blocks)):
-        if value is not None:
-            setattr(cfg.model, name, value)
-    problems = []
-    if cfg.model.input_size < 32 or cfg.model.input_size % 32:
-        problems.append(f"--input-size must be a multiple of 32 and >= 32, got {cfg.model.input_size}")
-    if not 0 <= cfg.model.freeze_blocks <= 16:
-        problems.append("--freeze-blocks must be within 0..16")
-    if cfg.epochs1 < 0 or cfg.epochs2 < 0 or cfg.batch_size < 2 or cfg.views < 0 or cfg.model.embed_dim < 2:
-        problems.append("epochs and views must be >= 0, batch size and embedding size >= 2")
-    if cfg.model.line_view and cfg.model.embed_dim % 2:
-        problems.append(f"--embed-dim must be even with the line-art view (two halves), got {cfg.model.embed_dim}")
-    if baseline_k is not None and baseline_k < 1:
-        problems.append("--baseline-k must be >= 1")
+    # every option is a TrainConfig or ModelConfig field (unset ones keep the field's default); the
+    # configs refuse bad values with one line (ConfigError)
+    cfg = TrainConfig(data=str(data.resolve()), device=device, merge_rule=merge_rule, merge=not no_merge,
+                      sel=not no_sel, spda=not no_spda, plain_nn=plain_nn, baseline_k=baseline_k,
+                      keep_cache=keep_cache,
+                      model=ModelConfig(line_view=not no_line_view, **_given(embed_dim=embed_dim, input_size=input_size,
+                                                                          freeze_blocks=freeze_blocks)),
+                      **_given(epochs1=epochs1, epochs2=epochs2, seed=seed, batch_size=batch_size, views=views, lr=lr))
     if nproc < 1 or nproc > cfg.batch_size // 2:
-        problems.append(f"--nproc must be within 1..batch size / 2 ({cfg.batch_size // 2}), got {nproc}")
-    if problems:
-        raise UemError("; ".join(problems))
+        raise UemError(f"--nproc must be within 1..batch size / 2 ({cfg.batch_size // 2}), got {nproc}")
     if nproc > 1:
         from ..train.launch import launch
 
@@ -81,3 +67,8 @@ def train_cmd(
 
     if is_main_process():  # under torchrun, one line, not one per rank
         err.print(f"run written to {run}", markup=False)
+
+
+def _given(**options):
+    """The options the user set (typer's None: not given)."""
+    return {k: v for k, v in options.items() if v is not None}

@@ -32,7 +32,7 @@ from .bundle.reader import BundleInfo, read_bundle
 from .bundle.store import DEFAULT_LOCK_TIMEOUT_S, current_generation
 from .bundle.writers import append_to_domain
 from .encoder import Encoder
-from .errors import BundleError, UnknownDomainError
+from .errors import BundleError, ImageError, UnknownDomainError
 from .geometry import unit_rows
 from .openset import Decision, OpenSetRule
 from .preprocess import ImageSource, PreprocessSpec, preprocess, preprocess_batch
@@ -309,13 +309,16 @@ class Engine:
     # -- extending ---------------------------------------------------------------------------
     def add(self, domain: str, images: Sequence[ImageSource], *, ids: Sequence[str] | None = None,
             metadata: Sequence[dict] | None = None, lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S,
-            progress: Callable[[int, int], None] | None = None) -> int:
+            progress: Callable[[int, int], None] | None = None,
+            on_bad: Callable[[ImageSource, ImageError], None] | None = None) -> int:
         """Embed `images` and append them to an existing `domain`, persisted atomically.
 
         Ids default to the image's absolute path (random for in-memory images); images whose id is
         already in the domain are skipped, so re-adding a folder is harmless. A new domain name is
         refused (UnknownDomainError): new domains need prototypes, which only export computes.
-        Returns the number of rows added. Bad image -> ImageError and nothing is written.
+        Returns the number of rows added. A bad image raises ImageError and nothing is written,
+        unless `on_bad` is given: then it is called with the image and its error, and the image is
+        left out. `progress(done, total)` is called after each encoder batch.
         """
         snap = self._current()
         _state(snap, domain)
@@ -324,22 +327,27 @@ class Engine:
             raise ValueError(f"{len(ids)} ids for {len(images)} images")
         if metadata is not None and len(metadata) != len(images):
             raise ValueError(f"{len(metadata)} metadata entries for {len(images)} images")
-        if not images:
+        vecs, kept = [], []
+        step = snap.encoder.batch_size
+        for start in range(0, len(images), step):
+            rows = list(range(start, min(start + step, len(images))))
+            x, ok = _pixels([images[i] for i in rows], snap.info.preprocess, on_bad)
+            if len(x):
+                vecs.append(snap.encoder.embed(x))
+                kept += [rows[j] for j in ok]
+            if progress is not None:
+                progress(rows[-1] + 1, len(images))
+        if not kept:
             return 0
         items = []
-        for i, img in enumerate(images):
+        for i in kept:
+            img = images[i]
             path = str(Path(os.fsdecode(img)).resolve()) if _is_path(img) else f"<{type(img).__name__}>"
             item = dict(metadata[i]) if metadata is not None else {}
             item["path"] = path
             item["id"] = str(ids[i]) if ids is not None else (
                 path if _is_path(img) else f"{domain}/{uuid.uuid4().hex}")
             items.append(item)
-        vecs = []
-        step = snap.encoder.batch_size
-        for start in range(0, len(images), step):
-            vecs.append(snap.encoder.embed(preprocess_batch(images[start:start + step], snap.info.preprocess)))
-            if progress is not None:
-                progress(min(start + step, len(images)), len(images))
         return self.add_vectors(domain, np.concatenate(vecs), items, lock_timeout=lock_timeout)
 
     def add_vectors(self, domain: str, vectors: np.ndarray, items: Sequence[dict], *,
@@ -357,6 +365,23 @@ class Engine:
                                            external=old.backends.external(old.info))
             self._snap = self._load(info, self._threads, self._fp32, old)
         return added
+
+
+def _pixels(images: Sequence[ImageSource], spec: PreprocessSpec,
+            on_bad: Callable[[ImageSource, ImageError], None] | None) -> tuple[np.ndarray, list[int]]:
+    """Preprocessed images and the positions of those kept: all, or ImageError on the first bad
+    one; with `on_bad`, each bad one is reported to it and left out."""
+    if on_bad is None:
+        return preprocess_batch(images, spec), list(range(len(images)))
+    arrays, ok = [], []
+    for i, img in enumerate(images):
+        try:
+            arrays.append(preprocess(img, spec))
+            ok.append(i)
+        except ImageError as e:
+            on_bad(img, e)
+    x = np.stack(arrays) if arrays else np.zeros((0, 3, spec.size, spec.size), np.float32)
+    return x, ok
 
 
 def _state(snap: _Snapshot, domain: str) -> _DomainState:

@@ -25,27 +25,18 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ..datasets.folders import list_images, scan
-from ..engine.bundle import MANIFEST, DOMAIN_NAME, DomainData, HnswParams, write_bundle
+from ..engine.bundle import MANIFEST, DOMAIN_NAME, DomainData, write_bundle
 from ..engine.encoder import Encoder as OnnxEncoder
 from ..engine.errors import DataError, ImageError, UemError
-from ..engine.openset import DEFAULT_RULE, RULES
 from ..engine.preprocess import PreprocessSpec, preprocess_batch
 from ..train.run import load_encoder
 from .align import AlignConfig, fit_alignment
+from .config import ExportConfig
 from .onnx import export_onnx, torch_embed
 from .openset import anchored_calibration, contrast_calibration
 from .parity import ParityReport, parity_report
-from .quantize import DEFAULT, QuantConfig, calibration_sample, quantize_int8
+from .quantize import calibration_sample, quantize_int8
 
-OPEN_SET_RULES = RULES  # anchored (default), contrast, prototype: uem.engine.openset
-
-# hnswlib for 128-d unit vectors, 1k to ~1M items per domain. M=32 (2*M links at level 0, ~256 B per
-# item): on 100k random unit 128-d vectors, the structure-free worst case, it reached recall@10 0.62
-# at ef=128 where M=16 reached 0.37 (benchmarks/RESULTS.md). ef_construction=200 is the usual
-# quality/time point; ef_search=128 is a starting point that the 1M index benchmark should confirm
-# on embedding-like data (the engine may raise it per query).
-DEFAULT_HNSW = HnswParams(M=32, ef_construction=200, ef_search=128, space="ip")
-PARITY_PER_DOMAIN = 200   # held-out images per domain compared with torch (torch is the slow one)
 EMBED_CHUNK = 128
 
 
@@ -206,36 +197,24 @@ def _held_out(domains: dict[str, list[Path]], exclude: set[Path], n: int, seed: 
     return out
 
 
-def export_run(run_dir: Path, out: Path, index_dirs: dict[str, Path] | None = None, calib: int = 300,
-               keep_fp32: bool = False, seed: int = 0, quant: QuantConfig = DEFAULT,
-               hnsw: HnswParams = DEFAULT_HNSW, parity_per_domain: int = PARITY_PER_DOMAIN,
-               k_prototypes: int | None = None, progress: bool = True, overwrite: bool = True,
-               log: Console | None = None, to: str | None = None,
-               merge_rule: str = "local", open_set: str = DEFAULT_RULE,
-               align: AlignConfig | None = None) -> ExportSummary:
-    """Export the run at `run_dir` into the bundle `out` (created, or — with `overwrite` — replaced
-    if it is a bundle; the replacement is atomic, readers see the old or the new one).
+def export_run(run_dir: Path, out: Path, cfg: ExportConfig | None = None, *, progress: bool = True,
+               log: Console | None = None) -> ExportSummary:
+    """Export the run at `run_dir` into the bundle `out` with the settings `cfg` (default
+    ExportConfig()): created, or — with cfg.overwrite — replaced if it is a bundle; the replacement
+    is atomic, readers see the old or the new one.
 
-    `to`: serve the domains from Milvus (milvus://HOST:PORT, or a Milvus Lite `*.db` path): one
-    collection per domain instead of hnswlib files; vectors, items and prototypes stay in the
-    bundle. Checked (and connected to) before the slow part starts. `open_set`: "anchored" (default)
-    or "contrast" calibrates that rule (uem.export.openset); "prototype" leaves UEM-METHOD.md's rule alone.
-    `align`: how the domains are aligned (default AlignConfig())."""
+    With cfg.to the domains are served from Milvus: one collection per domain instead of hnswlib
+    files; vectors, items and prototypes stay in the bundle. It is connected to before the slow
+    part starts. `progress`: rich progress bars on stderr; `log`: where notes go (stderr)."""
     t0 = time.perf_counter()
+    cfg = cfg or ExportConfig()
     log = log or Console(stderr=True, highlight=False)
-    _check_rules(merge_rule, open_set)
     run_dir, out = Path(run_dir), Path(out)
     if not run_dir.is_dir():
         raise ExportError(f"{run_dir}: no such run directory")
-    if calib < 1:
-        raise ExportError(f"--calib must be at least 1, got {calib}")
-    if to is not None:
-        _check_to(to)
-    check_output(out, overwrite)
-    encoder, cfg = load_encoder(run_dir)  # RunError (a UemError) when it is not a run
-    return _export_encoder(encoder, cfg, run_dir, out, index_dirs, calib, keep_fp32, seed, quant, hnsw,
-                           parity_per_domain, k_prototypes, progress, log, to, t0, merge_rule, open_set,
-                           align or AlignConfig())
+    check_output(out, cfg.overwrite)
+    encoder, train_cfg = load_encoder(run_dir)  # RunError (a UemError) when it is not a run
+    return _export_encoder(encoder, train_cfg, run_dir, out, cfg, progress, log, t0)
 
 
 def pretrained_config(data: Path, block: int = 13, size: int = 128, line_view: bool = True):
@@ -258,73 +237,44 @@ def pretrained_config(data: Path, block: int = 13, size: int = 128, line_view: b
     return TrainConfig(data=str(Path(data).resolve()), domains=domains, model=model, epochs1=0, epochs2=0)
 
 
-def export_pretrained(data: Path, out: Path, *, block: int = 13, size: int = 128, line_view: bool = True,
-                      index_dirs: dict[str, Path] | None = None, calib: int = 300, keep_fp32: bool = False,
-                      seed: int = 0, quant: QuantConfig = DEFAULT, hnsw: HnswParams = DEFAULT_HNSW,
-                      parity_per_domain: int = PARITY_PER_DOMAIN, k_prototypes: int | None = None,
-                      progress: bool = True, overwrite: bool = True, log: Console | None = None,
-                      to: str | None = None, merge_rule: str = "local", open_set: str = DEFAULT_RULE,
-                      align: AlignConfig | None = None) -> ExportSummary:
+def export_pretrained(data: Path, out: Path, cfg: ExportConfig | None = None, *, block: int = 13,
+                      size: int = 128, line_view: bool = True, progress: bool = True,
+                      log: Console | None = None) -> ExportSummary:
     """A bundle without training: the ImageNet network read out at `block` (pretrained_config),
-    aligned per domain like any bundle, for DATA/<domain>/... (no labels read)."""
+    aligned per domain like any bundle, for DATA/<domain>/... (no labels read); `cfg`, `progress`
+    and `log` as for export_run."""
     t0 = time.perf_counter()
+    cfg = cfg or ExportConfig()
     log = log or Console(stderr=True, highlight=False)
     from ..train.model import build_encoder
 
-    _check_rules(merge_rule, open_set)
     if not Path(data).is_dir():
         raise ExportError(f"{data}: no such data folder")
-    if to is not None:
-        _check_to(to)
-    check_output(Path(out), overwrite)
-    cfg = pretrained_config(Path(data), block, size, line_view)
-    encoder = build_encoder(cfg.model, pretrained=True).eval()
-    return _export_encoder(encoder, cfg, None, Path(out), index_dirs, calib, keep_fp32, seed, quant, hnsw,
-                           parity_per_domain, k_prototypes, progress, log, to, t0, merge_rule, open_set,
-                           align or AlignConfig())
+    check_output(Path(out), cfg.overwrite)
+    train_cfg = pretrained_config(Path(data), block, size, line_view)
+    encoder = build_encoder(train_cfg.model, pretrained=True).eval()
+    return _export_encoder(encoder, train_cfg, None, Path(out), cfg, progress, log, t0)
 
 
-def _export_encoder(encoder, cfg, run_dir, out, index_dirs, calib, keep_fp32, seed, quant, hnsw,
-                    parity_per_domain, k_prototypes, progress, log, to, t0, merge_rule, open_set,
-                    align) -> ExportSummary:
-    spec = cfg.model.preprocess()
-    if index_dirs:
-        targets = _index_domains(index_dirs)
-        roots = dict(index_dirs)
+def _export_encoder(encoder, train_cfg, run_dir: Path | None, out: Path, cfg: ExportConfig, progress: bool,
+                    log: Console, t0: float) -> ExportSummary:
+    if cfg.index_dirs:
+        targets = _index_domains(cfg.index_dirs)
+        roots = dict(cfg.index_dirs)
         try:
-            train = _training_domains(cfg.data, cfg.domains)
+            train = _training_domains(train_cfg.data, train_cfg.domains)
         except ExportError:
             train = targets  # training images gone: calibrate on what we index
             log.print("note: the run's training data is not available; calibrating on the --index images")
     else:
-        train = targets = _training_domains(cfg.data, cfg.domains)
-        roots = {d: Path(cfg.data) / d for d in targets}
+        train = targets = _training_domains(train_cfg.data, train_cfg.domains)
+        roots = {d: Path(train_cfg.data) / d for d in targets}
     for d in targets:
         if not DOMAIN_NAME.match(d):
             raise ExportError(f"domain folder name {d!r} cannot be a bundle domain name; rename it or use --index")
-    if to is not None:
-        _open_external(to).close()  # reachable? (a wrong address fails before the slow part)
-    return _export(run_dir, out, encoder, cfg, spec, train, targets, roots, calib, keep_fp32, seed,
-                   quant, hnsw, parity_per_domain, k_prototypes, progress, log, to, t0, merge_rule, open_set,
-                   align)
-
-
-def _check_rules(merge_rule: str, open_set: str) -> None:
-    from ..train.prototypes import MERGE_RULES
-
-    if merge_rule not in MERGE_RULES:
-        raise UemError(f"merge rule must be one of {', '.join(MERGE_RULES)}, not {merge_rule!r}")
-    if open_set not in OPEN_SET_RULES:
-        raise UemError(f"open-set rule must be one of {', '.join(OPEN_SET_RULES)}, not {open_set!r}")
-
-
-def _check_to(to: str) -> None:
-    from ..engine.milvus import normalise_uri
-
-    try:
-        normalise_uri(to)
-    except ValueError as e:
-        raise ExportError(f"--to: {e}") from None
+    if cfg.to is not None:
+        _open_external(cfg.to).close()  # reachable? (a wrong address fails before the slow part)
+    return _export(run_dir, out, encoder, train_cfg, train, targets, roots, cfg, progress, t0)
 
 
 def _open_external(to: str, progress=None):
@@ -334,11 +284,11 @@ def _open_external(to: str, progress=None):
     return MilvusIndex(to, progress=progress)
 
 
-def _export(run_dir, out, encoder, cfg, spec, train, targets, roots, calib, keep_fp32, seed, quant,
-            hnsw, parity_per_domain, k_prototypes, progress, log, to, t0, merge_rule, open_set,
-            align) -> ExportSummary:
-
-    calib_paths = calibration_sample(train, calib, seed=seed)
+def _export(run_dir, out, encoder, train_cfg, train, targets, roots, cfg: ExportConfig, progress: bool,
+            t0: float) -> ExportSummary:
+    spec = train_cfg.model.preprocess()
+    seed, quant = cfg.seed, cfg.quant
+    calib_paths = calibration_sample(train, cfg.calib, seed=seed)
     stage = _Stages()
     with tempfile.TemporaryDirectory(prefix="uem-export-") as tmp, _progress(progress) as prog:
         work = Path(tmp)
@@ -368,7 +318,7 @@ def _export(run_dir, out, encoder, cfg, spec, train, targets, roots, calib, keep
                     skipped[d] = bad
 
         with stage("parity vs torch", prog):
-            held = _held_out(kept, set(calib_paths), parity_per_domain, seed)
+            held = _held_out(kept, set(calib_paths), cfg.parity_per_domain, seed)
             torch_vecs = {}
             for d, rows in held.items():
                 x = preprocess_batch([kept[d][i] for i in rows], spec)
@@ -378,22 +328,23 @@ def _export(run_dir, out, encoder, cfg, spec, train, targets, roots, calib, keep
                                    database_ref=fp32_vectors, database_test=vectors)
 
         with stage("alignment, prototypes, open-set calibration", prog):
-            readout = fit_readout(vectors, align, merge_rule=merge_rule, open_set=open_set,
-                                  merge=cfg.merge and cfg.baseline_k is None, k_prototypes=k_prototypes,
-                                  proto_seed=cfg.seed, seed=seed)
+            readout = fit_readout(vectors, cfg.align, merge_rule=cfg.merge_rule, open_set=cfg.open_set,
+                                  merge=train_cfg.merges, k_prototypes=cfg.k_prototypes,
+                                  proto_seed=train_cfg.seed, seed=seed)
         alignment, align_log, graph, calibration = readout
 
         quant_info = {**quant.to_dict(), "label": quant.label(), "calibration_images": int(len(calib_x)),
                       "calibration_seed": seed}
         sizes = {"encoder_int8": os.path.getsize(int8_path), "encoder_fp32": os.path.getsize(fp32_path)}
-        extra = {"parity": report.to_dict(), "quantization": quant_info, "sizes": sizes, "merge_rule": merge_rule,
-                 "open_set_rule": open_set, "source_run": None if run_dir is None else str(run_dir.resolve()),
-                 "pretrained": run_dir is None, "alignment": align_log, "train_config": cfg.to_dict(),
+        extra = {"parity": report.to_dict(), "quantization": quant_info, "sizes": sizes,
+                 "merge_rule": cfg.merge_rule, "open_set_rule": cfg.open_set,
+                 "source_run": None if run_dir is None else str(run_dir.resolve()),
+                 "pretrained": run_dir is None, "alignment": align_log, "train_config": train_cfg.to_dict(),
                  "skipped_images": {d: len(v) for d, v in skipped.items()},
                  "export_seconds": stage.seconds, "versions": _versions()}
-        with stage("bundle (HNSW indexes)" if to is None else "bundle + Milvus collections", prog):
+        with stage("bundle (HNSW indexes)" if cfg.to is None else "bundle + Milvus collections", prog):
             external = None
-            if to is not None:
+            if cfg.to is not None:
                 tasks: dict[str, int] = {}
 
                 def uploaded(d: str, done: int, total: int) -> None:
@@ -401,15 +352,15 @@ def _export(run_dir, out, encoder, cfg, spec, train, targets, roots, calib, keep
                         tasks[d] = prog.add_task(f"Milvus: {d}", total=total)
                     prog.update(tasks[d], completed=done)
 
-                external = _open_external(to, uploaded)
+                external = _open_external(cfg.to, uploaded)
             domains = [DomainData(name=d, vectors=vectors[d],
                                   items=[{"id": _item_id(p, roots[d]), "path": str(Path(p).resolve())}
                                          for p in kept[d]])
                        for d in targets]
             try:
-                write_bundle(out, encoder_onnx=int8_path, encoder_fp32_onnx=fp32_path if keep_fp32 else None,
-                             preprocess=spec, embed_dim=cfg.model.embed_dim, domains=domains,
-                             prototypes=graph, hnsw=hnsw, calibration=calibration, extra=extra, external=external,
+                write_bundle(out, encoder_onnx=int8_path, encoder_fp32_onnx=fp32_path if cfg.keep_fp32 else None,
+                             preprocess=spec, embed_dim=train_cfg.model.embed_dim, domains=domains,
+                             prototypes=graph, hnsw=cfg.hnsw, calibration=calibration, extra=extra, external=external,
                              alignment=alignment)
             finally:
                 if external is not None:
@@ -430,9 +381,7 @@ def fit_readout(vectors: dict[str, np.ndarray], align: AlignConfig, *, merge_rul
 
     alignment, align_log = fit_alignment(vectors, align, seed=seed)
     aligned = {d: alignment.align(v, d) for d, v in vectors.items()}
-    # the bundle's links use the per-pair ("local") merge bar by default: UEM-METHOD.md's global
-    # bar (closer than ANY two prototypes of one domain) links almost nothing at K ~ 90 and the
-    # rule then rejects every query (benchmarks/RESULTS.md, "Demo and the open-set decision")
+    # merge_rule: ExportConfig's (DEFAULT_MERGE_RULE, uem.train.config, says why), or what the bundle records
     graph = build_prototype_graph(aligned, k=k_prototypes, seed=proto_seed, rule=merge_rule, merge=merge)
     calibration = {"rule": open_set}
     if open_set == "anchored":

@@ -15,8 +15,15 @@ from pathlib import Path
 
 from ..engine.bundle import DEFAULT_LOCK_TIMEOUT_S, DomainData, read_bundle, write_bundle
 from ..engine.errors import BundleError
+from ..train.config import ConfigError, TrainConfig
 from .align import NO_ALIGNMENT, AlignConfig
-from .pipeline import OPEN_SET_RULES, fit_readout
+from .config import OPEN_SET_RULES
+from .pipeline import fit_readout
+
+# What export did before the manifest recorded its rules: bundles without "merge_rule" were linked
+# with UEM-METHOD.md's global bar; those without "open_set_rule" use the contrast rule exactly when
+# their calibration holds its thresholds (what the engine decides by).
+UNRECORDED_MERGE_RULE = "global"
 
 
 def recorded_config(info) -> AlignConfig:
@@ -45,19 +52,24 @@ def realign_bundle(path: str | Path, align: AlignConfig | None = None, *, change
         base["csls_candidates"] = max(base["csls_candidates"], base["csls_k"], 1)
         align = AlignConfig(**base)
     extra = dict(info.extra)
-    merge_rule = str(extra.get("merge_rule", "local"))
-    open_set = str(extra.get("open_set_rule", "contrast"))
+    merge_rule = str(extra.get("merge_rule", UNRECORDED_MERGE_RULE))
+    open_set = str(extra.get("open_set_rule", "contrast" if "contrast" in info.calibration else "prototype"))
     if open_set not in OPEN_SET_RULES:
         open_set = "prototype"
-    train = extra.get("train_config") or {}
-    merge = bool(train.get("merge", True)) and train.get("baseline_k") is None
+    merge, proto_seed = True, 0  # a bundle that records no training config
+    if extra.get("train_config"):
+        try:
+            train = TrainConfig.from_dict(extra["train_config"])
+        except ConfigError as e:
+            raise BundleError(f"{info.root}: the training config it records: {e}") from None
+        merge, proto_seed = train.merges, train.seed
     if info.backend:
         raise BundleError(f"{info.root}: served from {info.backend.get('kind')}; move it back with "
                           "`uemctl index move --to hnswlib`, realign, then move it again")
     vectors = {d: info.load_vectors(d, mmap=False) for d in info.domains}
     alignment, align_log, graph, calibration = fit_readout(
         vectors, align, merge_rule=merge_rule, open_set=open_set, merge=merge, k_prototypes=k_prototypes,
-        proto_seed=int(train.get("seed", 0)), seed=seed)
+        proto_seed=proto_seed, seed=seed)
     extra["alignment"] = align_log
     extra["realigned_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     write_bundle(info.root, encoder_onnx=info.encoder.path,

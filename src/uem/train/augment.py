@@ -33,6 +33,31 @@ class AugmentConfig:
     style_p: tuple[float, ...] = (0.3, 0.2, 0.3, 0.1, 0.1)
     stroke_p: float = 0.3                           # chance to thicken (2/3) or thin (1/3) dark strokes
 
+    def __post_init__(self) -> None:
+        """Validated where it is built (a config.json's lists become the tuples a new config has,
+        so the trunk cache's fingerprint, which includes repr(self), is the same after a resume)."""
+        try:
+            crop = tuple(float(x) for x in self.crop_scale)
+            style = tuple(float(x) for x in self.style_p)
+            rotate, stroke = float(self.rotate_deg), float(self.stroke_p)
+        except (TypeError, ValueError):
+            raise ValueError(f"augment: crop_scale, style_p, rotate_deg and stroke_p must be numbers, "
+                             f"got {self!r}") from None
+        object.__setattr__(self, "crop_scale", crop)
+        object.__setattr__(self, "style_p", style)
+        problems = []
+        if len(crop) != 2 or not 0 < crop[0] <= crop[1] <= 1:
+            problems.append(f"augment.crop_scale must be (low, high) with 0 < low <= high <= 1, got {crop}")
+        if not 0 <= rotate <= 180:
+            problems.append(f"augment.rotate_deg must be in [0, 180], got {self.rotate_deg}")
+        if len(style) != len(STYLES) or not all(0 <= x < float("inf") for x in style) or sum(style) <= 0:
+            problems.append(f"augment.style_p must be {len(STYLES)} non-negative weights ({', '.join(STYLES)}) "
+                            f"with a positive sum, got {style}")
+        if not 0 <= stroke <= 1:
+            problems.append(f"augment.stroke_p must be in [0, 1], got {self.stroke_p}")
+        if problems:
+            raise ValueError("; ".join(problems))
+
 
 def _grey(x: np.ndarray) -> np.ndarray:
     return x[..., 0] * 0.299 + x[..., 1] * 0.587 + x[..., 2] * 0.114

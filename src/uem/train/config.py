@@ -1,15 +1,95 @@
-"""Configuration as plain dataclasses with defaults; written next to a run's outputs as config.json."""
+"""Training configuration: self-validating dataclasses, written next to a run's outputs as a
+versioned config.json.
+
+Why one module: the CLI, the trainer, export, the demo and the benchmarks all build or read a
+TrainConfig. Every default, range and choice lives here once, and so does what the ablation
+switches mean (what the UCDIR-style baseline turns off: `TrainConfig.merges`, `TrainConfig.uses_sel`),
+so a bad value fails with one line wherever it came from, before anything slow starts, and every
+reader agrees on what a recorded config means. The version lets a run written by older code load
+with the behaviour it was trained with (`migrate`) and refuses one written by newer code.
+"""
 
 from __future__ import annotations
 
+import copy
 import json
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
+import math
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from ..engine.atomic import replace_atomic
+from ..engine.errors import UemError
 from ..engine.preprocess import IMAGENET_MEAN, IMAGENET_STD, PreprocessSpec
 from .augment import AugmentConfig
+
+# config.json layout; bump it (and extend `migrate`) when a field's meaning or default changes in a
+# way that would change what an older run's config.json means.
+CONFIG_VERSION = 1
+
+DEVICES = ("auto", "cpu", "cuda")
+HEADS = ("linear", "mlp", "pooled")
+
+# Which Hungarian-matched prototype pairs merge (uem.train.prototypes.pair_and_merge), in training
+# and in a bundle's cross-domain links. "global" is UEM-METHOD.md's bar: closer than ANY two
+# prototypes of one domain; that bar shrinks as K grows, and at the K the estimate picks (~73-93 per
+# domain on emoji3) it lets ~10 of ~250 pairs through, so the bundle's open-set rule rejected almost
+# every query (H 0.00-0.15). "local" (per pair: closer than either prototype's own nearest
+# same-domain neighbour) measured H 0.52-0.59 with the same AUROC (benchmarks/RESULTS.md, "the local
+# bar made the bundle's default"). One default for both: a run's training merges what its bundle links.
+MERGE_RULES = ("global", "local")
+DEFAULT_MERGE_RULE = "local"
+
+
+class ConfigError(UemError, ValueError):
+    """A configuration value out of range or not one of the choices; or a config.json this code
+    cannot read. The message is one line, naming the field(s)."""
+
+
+class ConfigVersionError(ConfigError):
+    """A config.json written by a newer uem (its version is above CONFIG_VERSION)."""
+
+
+class _Problems:
+    """Collects every bad value of one config, so a user sees them all at once."""
+
+    def __init__(self) -> None:
+        self.items: list[str] = []
+
+    def number(self, name: str, value: Any, lo: float | None = None, hi: float | None = None, *,
+               integer: bool = False, lo_open: bool = False, hi_open: bool = False) -> None:
+        """value is a finite int (or, unless `integer`, float) within the bounds (closed unless *_open)."""
+        ok = (isinstance(value, int if integer else (int, float)) and not isinstance(value, bool)
+              and math.isfinite(value))
+        if ok and lo is not None:
+            ok = value > lo if lo_open else value >= lo
+        if ok and hi is not None:
+            ok = value < hi if hi_open else value <= hi
+        if ok:
+            return
+        if lo is not None and hi is not None:
+            bounds = f" in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+        elif lo is not None:
+            bounds = f" {'>' if lo_open else '>='} {lo}"
+        else:
+            bounds = ""
+        self.items.append(f"{name} must be {'an integer' if integer else 'a number'}{bounds}, got {value!r}")
+
+    def choice(self, name: str, value: Any, choices: tuple[str, ...]) -> None:
+        if value not in choices:
+            self.items.append(f"{name} must be one of {', '.join(choices)}, not {value!r}")
+
+    def flag(self, name: str, value: Any) -> None:
+        if not isinstance(value, bool):
+            self.items.append(f"{name} must be true or false, got {value!r}")
+
+    def check(self, ok: bool, message: str) -> None:
+        if not ok:
+            self.items.append(message)
+
+    def raise_any(self) -> None:
+        if self.items:
+            raise ConfigError("; ".join(self.items))
 
 
 @dataclass
@@ -29,6 +109,21 @@ class ModelConfig:
     head_hidden: int = 512           # "mlp" only
     # Blocks [0, freeze_blocks) of the 16 MBConv blocks (plus the stem) stay at their ImageNet weights.
     freeze_blocks: int = 14
+
+    def __post_init__(self) -> None:
+        p = _Problems()
+        self._check(p)
+        p.raise_any()
+
+    def _check(self, p: _Problems) -> None:
+        p.number("input_size", self.input_size, 32, integer=True)
+        p.number("embed_dim", self.embed_dim, 2, integer=True)
+        p.flag("line_view", self.line_view)
+        p.choice("head", self.head, HEADS)
+        p.number("head_hidden", self.head_hidden, 1, integer=True)
+        p.number("freeze_blocks", self.freeze_blocks, 0, 16, integer=True)
+        if self.line_view is True and isinstance(self.embed_dim, int) and self.embed_dim % 2:
+            p.items.append(f"embed_dim must be even with the line-art view (two halves), got {self.embed_dim}")
 
     def preprocess(self) -> PreprocessSpec:
         return PreprocessSpec(size=self.input_size, mean=IMAGENET_MEAN, std=IMAGENET_STD)
@@ -63,7 +158,7 @@ class TrainConfig:
     # -- prototypes -----------------------------------------------------------------------------
     k_min: int = 16                  # range searched by the K estimate (never the true count)
     k_max: int = 256
-    merge_rule: str = "global"
+    merge_rule: str = DEFAULT_MERGE_RULE
 
     # -- switches for ablations -----------------------------------------------------------------
     merge: bool = True               # --no-merge: pair prototypes but merge nothing
@@ -71,34 +166,153 @@ class TrainConfig:
     spda: bool = True                # --no-spda: no domain classifier and no SPR in stage 2
     plain_nn: bool = True            # stage-2 positives: plain nearest neighbours (measured ahead of SN2M on
                                      # top-1 identity, benchmarks/RESULTS.md); --sn2m: UEM-METHOD.md's SN2M
-    baseline_k: int | None = None    # UCDIR-style baseline: this fixed K, no merge, no SEL
+    baseline_k: int | None = None    # the UCDIR-style baseline (see `baseline`)
 
+    def __post_init__(self) -> None:
+        p = _Problems()
+        p.check(isinstance(self.data, str), f"data must be a folder path (a string), got {self.data!r}")
+        p.check(isinstance(self.domains, list) and all(isinstance(d, str) for d in self.domains),
+                f"domains must be a list of names, got {self.domains!r}")
+        p.check(isinstance(self.model, ModelConfig), "model must be a ModelConfig")
+        p.check(isinstance(self.augment, AugmentConfig), "augment must be an AugmentConfig")
+        p.number("seed", self.seed, 0, integer=True)
+        p.number("epochs1", self.epochs1, 0, integer=True)
+        p.number("epochs2", self.epochs2, 0, integer=True)
+        p.number("batch_size", self.batch_size, 2, integer=True)
+        p.number("lr", self.lr, 0, lo_open=True)
+        p.number("backbone_lr_mult", self.backbone_lr_mult, 0)
+        p.number("momentum", self.momentum, 0, 1, hi_open=True)
+        p.number("weight_decay", self.weight_decay, 0)
+        p.number("tau", self.tau, 0, lo_open=True)
+        p.number("bank_momentum", self.bank_momentum, 0, 1, hi_open=True)
+        p.choice("device", self.device, DEVICES)
+        p.number("views", self.views, 0, integer=True)
+        p.number("k_min", self.k_min, 1, integer=True)
+        p.number("k_max", self.k_max, 1, integer=True)
+        if isinstance(self.k_min, int) and isinstance(self.k_max, int):
+            p.check(self.k_min <= self.k_max, f"k_min ({self.k_min}) must not exceed k_max ({self.k_max})")
+        p.choice("merge_rule", self.merge_rule, MERGE_RULES)
+        for name in ("keep_cache", "merge", "sel", "spda", "plain_nn"):
+            p.flag(name, getattr(self, name))
+        if self.baseline_k is not None:
+            p.number("baseline_k", self.baseline_k, 1, integer=True)
+        # a trained run's input side is a multiple of 32, the trunk's total stride (what `uemctl train`
+        # has always asked for); the pooled read-out of `uemctl export --pretrained` takes any size >= 32
+        if isinstance(self.model, ModelConfig) and self.model.head != "pooled":
+            p.check(self.model.input_size % 32 == 0,
+                    f"input_size must be a multiple of 32 for a trained head, got {self.model.input_size}")
+        p.raise_any()
+
+    # -- what the switches mean, written once ------------------------------------------------------
+    @property
+    def baseline(self) -> bool:
+        """The UCDIR-style baseline: K fixed at `baseline_k` for every domain and epoch, no merging
+        of cross-domain prototype pairs, no semantic-enhanced loss (`merges`, `uses_sel`)."""
+        return self.baseline_k is not None
+
+    @property
+    def merges(self) -> bool:
+        """Whether matched prototype pairs may merge (in training and in the bundle's links): not
+        with --no-merge, and never in the baseline."""
+        return self.merge and not self.baseline
+
+    @property
+    def uses_sel(self) -> bool:
+        """Whether stage 1 adds the semantic-enhanced loss: not with --no-sel, never in the baseline."""
+        return self.sel and not self.baseline
+
+    # -- (de)serialisation -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {"version": CONFIG_VERSION, **asdict(self)}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-        return _from_dict(cls, d)
+    def from_dict(cls, d: Mapping[str, Any]) -> "TrainConfig":
+        """A config.json's contents (any version this code knows, migrated) -> a validated
+        TrainConfig. Unknown keys are ignored; a newer version is a ConfigVersionError."""
+        current = migrate(d)
+        current.pop("version")
+        return _build(cls, current)
+
+    def with_changes(self, changes: Mapping[str, Any]) -> "TrainConfig":
+        """A validated copy with `changes` applied: keys are field names, or "model.<field>" and
+        "augment.<field>" for the parts. An unknown key is a ConfigError."""
+        base = copy.deepcopy(self)
+        top: dict[str, Any] = {}
+        parts: dict[str, dict[str, Any]] = {"model": {}, "augment": {}}
+        for key, value in changes.items():
+            part, dot, name = key.partition(".")
+            if dot and part in parts and name in _names(getattr(base, part)):
+                parts[part][name] = value
+            elif not dot and key in _names(base):
+                top[key] = value
+            else:
+                raise ConfigError(f"unknown setting {key!r}")
+        for part, values in parts.items():
+            if values:
+                top[part] = _validated(replace, top.get(part, getattr(base, part)), **values)
+        return _validated(replace, base, **top)
 
 
-# Fields added after runs were written with their old behaviour: a config without the key means this.
-LEGACY_DEFAULTS: dict[str, dict[str, Any]] = {"ModelConfig": {"head": "mlp", "line_view": False},
-                                               "TrainConfig": {"plain_nn": False}}
+def _names(obj: Any) -> set[str]:
+    return {f.name for f in fields(obj)}
 
 
-def _from_dict(cls: type, d: dict[str, Any]) -> Any:
-    """Rebuild nested dataclasses; unknown keys are ignored so old configs still load."""
-    d = {**LEGACY_DEFAULTS.get(cls.__name__, {}), **d}
+def migrate(d: Mapping[str, Any]) -> dict[str, Any]:
+    """A config.json's contents, of any version up to CONFIG_VERSION, in the current layout (a new
+    dict; the input is not changed)."""
+    if not isinstance(d, Mapping):
+        raise ConfigError(f"a config must be a JSON object, not {type(d).__name__}")
+    version = d.get("version", 0)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+        raise ConfigError(f"config version must be a whole number, got {version!r}")
+    if version > CONFIG_VERSION:
+        raise ConfigVersionError(f"config version {version} was written by a newer uem (this one reads "
+                                 f"up to {CONFIG_VERSION}); upgrade uem to use it")
+    out = copy.deepcopy(dict(d))
+    if version < 1:
+        out = _from_version_0(out)
+    return out
+
+
+def _from_version_0(d: dict[str, Any]) -> dict[str, Any]:
+    """Version 0 (no "version" key): fields were added over time, each with a new default that
+    differs from what runs written before it did. A missing key means the old behaviour:
+    the mlp head without the line-art view, SN2M trust switching in stage 2, UEM-METHOD.md's global
+    merge bar."""
+    model = d.get("model", {})
+    if isinstance(model, dict):  # anything else is refused when the config is built
+        d["model"] = {"head": "mlp", "line_view": False, **model}
+    d.setdefault("plain_nn", False)
+    d.setdefault("merge_rule", "global")
+    d["version"] = 1
+    return d
+
+
+def _build(cls: type, d: Mapping[str, Any]) -> Any:
+    """Rebuild nested dataclasses from a current-layout dict; unknown keys are ignored."""
+    if not isinstance(d, Mapping):
+        raise ConfigError(f"{cls.__name__} must be a JSON object, not {type(d).__name__}")
     kwargs = {}
     for f in fields(cls):
         if f.name not in d:
             continue
         value = d[f.name]
         ftype = f.type if not isinstance(f.type, str) else _resolve(cls, f.name)
-        if is_dataclass(ftype) and isinstance(value, dict):
-            value = _from_dict(ftype, value)
+        if is_dataclass(ftype) and isinstance(value, Mapping):
+            value = _build(ftype, value)
         kwargs[f.name] = value
-    return cls(**kwargs)
+    return _validated(cls, **kwargs)
+
+
+def _validated(make: Any, *args: Any, **kwargs: Any) -> Any:
+    """make(*args, **kwargs), every refusal as a ConfigError (AugmentConfig raises ValueError; an
+    unexpected keyword or a missing one is a TypeError)."""
+    try:
+        return make(*args, **kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as e:
+        raise ConfigError(str(e)) from None
 
 
 def _resolve(cls: type, name: str) -> Any:

@@ -32,7 +32,7 @@ from ..engine.prototypes import PrototypeGraph
 if TYPE_CHECKING:
     import torch
 
-MERGE_RULES = ("global", "local")
+from .config import DEFAULT_MERGE_RULE, MERGE_RULES  # noqa: F401  (MERGE_RULES: re-exported)
 
 
 # -- K and clustering ------------------------------------------------------------------------------
@@ -219,18 +219,19 @@ def _unified(own: np.ndarray, other_in_own: np.ndarray, own_idx: np.ndarray, oth
 
 
 def pair_and_merge(protos_a: np.ndarray, protos_b: np.ndarray, mean_a: np.ndarray, mean_b: np.ndarray,
-                   rule: str = "global", merge: bool = True) -> PairMerge:
+                   rule: str = DEFAULT_MERGE_RULE, merge: bool = True) -> PairMerge:
     """Hungarian pairing of A's prototypes with B's translated into A, and the merge rule.
 
     UEM-METHOD.md: "MERGE a pair (average it) only if its distance is below the smallest distance
-    between two prototypes inside A and inside B". Reading implemented (rule="global", the default):
+    between two prototypes inside A and inside B". Reading implemented as rule="global":
       distance(i, j) = ||p^A_i - p^{B->A}_j||  (Euclidean, in A's frame; the cost of the assignment),
       threshold     = min( min_{i != i'} ||p^A_i - p^A_i'||,  min_{j != j'} ||p^B_j - p^B_j'|| ),
       merge (i, j)  iff distance(i, j) < threshold (strict).
     i.e. a matched pair merges only if it is closer than ANY two prototypes of the same domain. A domain
-    with a single prototype sets no bar (inf). rule="local" is a looser per-pair variant offered for
-    ablation: threshold(i, j) = min(gap_A(i), gap_B(j)), the distance from each of the two to its own
-    nearest same-domain neighbour. merge=False pairs but merges nothing (the no-merge ablation).
+    with a single prototype sets no bar (inf). rule="local", the default (DEFAULT_MERGE_RULE in
+    uem.train.config says why), is a looser per-pair bar: threshold(i, j) = min(gap_A(i), gap_B(j)), the
+    distance from each of the two to its own nearest same-domain neighbour. merge=False pairs but
+    merges nothing (the no-merge ablation).
     Pairing is rectangular when K_A != K_B: the surplus prototypes stay unpaired (thus unmerged).
     """
     if rule not in MERGE_RULES:
@@ -254,7 +255,7 @@ def pair_and_merge(protos_a: np.ndarray, protos_b: np.ndarray, mean_a: np.ndarra
                      unified_a, unified_b, a_to_b, b_to_a)
 
 
-def match_domains(protos: dict[str, DomainPrototypes], rule: str = "global",
+def match_domains(protos: dict[str, DomainPrototypes], rule: str = DEFAULT_MERGE_RULE,
                   merge: bool = True) -> dict[tuple[str, str], PairMerge]:
     """`pair_and_merge` for every unordered pair of domains (UEM-METHOD.md: apply every rule pairwise),
     keyed (a, b) with a before b in the dict's order."""
@@ -313,7 +314,7 @@ def graph_from(vectors: dict[str, np.ndarray], protos: dict[str, DomainPrototype
 
 
 def build_prototype_graph(vectors: dict[str, np.ndarray], k: dict[str, int] | int | None = None,
-                          seed: int = 2024, merge: bool = True, rule: str = "global",
+                          seed: int = 2024, merge: bool = True, rule: str = DEFAULT_MERGE_RULE,
                           k_min: int = 16, k_max: int = 256) -> PrototypeGraph:
     """Cluster every domain (K estimated when None), pair and merge every pair of domains, and return
     the graph the bundle stores (UEM-METHOD.md, open-set rejection: re-cluster, translate, merge,

@@ -1,11 +1,11 @@
 """A run directory — the contract between `uemctl train` and `uemctl export`.
 
-    RUN/config.json    TrainConfig (the model shape, the data it was trained on, every option)
+    RUN/config.json    TrainConfig (the model shape, the data it was trained on, every option;
+                       versioned, an older one is migrated on load: uem.train.config)
     RUN/encoder.pt     the encoder's state dict (tensors only; loaded with weights_only=True)
     RUN/...            trainer outputs: checkpoint for resume, log.jsonl, loss.png, prototypes
 
-Export needs only the first two; `init_run` writes a pretrained-only run (no training), which is the
-floor and what tests and development use.
+Export needs only the first two.
 """
 
 from __future__ import annotations
@@ -15,10 +15,9 @@ from pathlib import Path
 
 import torch
 
-from ..datasets.folders import scan
 from ..engine.atomic import replacing
 from ..engine.errors import UemError
-from .config import TrainConfig, write_json
+from .config import ConfigError, TrainConfig, write_json
 from .model import Encoder, build_encoder
 
 CONFIG = "config.json"
@@ -49,9 +48,13 @@ def load_config(run_dir: Path) -> TrainConfig:
     if not path.is_file():
         raise RunError(f"{run_dir}: not a training run (no {CONFIG})")
     try:
-        return TrainConfig.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    except (ValueError, TypeError) as e:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as e:
         raise RunError(f"{path}: unreadable config ({e})") from None
+    try:
+        return TrainConfig.from_dict(d)
+    except ConfigError as e:  # a bad value, or a version newer than this code
+        raise RunError(f"{path}: {e}") from None
 
 
 def load_encoder(run_dir: Path) -> tuple[Encoder, TrainConfig]:
@@ -67,14 +70,3 @@ def load_encoder(run_dir: Path) -> tuple[Encoder, TrainConfig]:
     except Exception as e:  # noqa: BLE001 - any unreadable checkpoint is the same user-facing problem
         raise RunError(f"{path}: cannot load encoder ({e})") from None
     return encoder.eval(), cfg
-
-
-def init_run(data: Path, out: Path, cfg: TrainConfig | None = None) -> Path:
-    """A run with the ImageNet backbone and a randomly initialised (seeded) head: no training."""
-    cfg = cfg or TrainConfig()
-    cfg.data = str(Path(data).resolve())
-    cfg.domains = cfg.domains or list(scan(data))
-    torch.manual_seed(cfg.seed)
-    encoder = build_encoder(cfg.model, pretrained=True).eval()
-    save_encoder(Path(out), encoder, cfg)
-    return Path(out)

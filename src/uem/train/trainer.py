@@ -147,7 +147,7 @@ def epoch_prototypes(banks: list[torch.Tensor], domains: list[str], ks: list[int
                      seed: int, device: torch.device) -> EpochPrototypes:
     """This epoch's clusterings and matches of the banks, as tensors on `device`."""
     return EpochPrototypes.build([b.cpu().numpy() for b in banks], domains, ks, seed, device,
-                                 rule=cfg.merge_rule, merge=merges(cfg))
+                                 rule=cfg.merge_rule, merge=cfg.merges)
 
 
 def share_prototypes(job: distributed.Dist, make: Callable[[], EpochPrototypes],
@@ -189,7 +189,7 @@ def stage1_loss(f: torch.Tensor, dom: torch.Tensor, slot: torch.Tensor, banks: l
         total = total + ince + alpha_weight * pnce
         parts["ince"] += ince.item()
         parts["pnce"] += pnce.item()
-        if cfg.sel and cfg.baseline_k is None:
+        if cfg.uses_sel:
             sel = torch.stack([losses.sel(f_d, protos.own_unified[d, e], cfg.tau)
                                for e in range(n_dom) if e != d]).mean()
             total = total + alpha_weight * sel
@@ -511,7 +511,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress:
     final_k = [cfg.baseline_k] * len(sizes) if cfg.baseline_k is not None else [None] * len(sizes)
     protos = {name: domain_prototypes(vectors[name], final_k[d], seed=cfg.seed, k_min=cfg.k_min, k_max=cfg.k_max)
               for d, name in enumerate(images.domains)}
-    matches = match_domains(protos, rule=cfg.merge_rule, merge=merges(cfg))
+    matches = match_domains(protos, rule=cfg.merge_rule, merge=cfg.merges)
     save_prototypes(run_dir, graph_from(vectors, protos, matches))
     save_encoder(run_dir, encoder.cpu(), cfg)
     plot_losses(run_dir / LOG, run_dir / LOSS_PNG)

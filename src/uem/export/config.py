@@ -1,0 +1,107 @@
+"""`ExportConfig`: every setting of one export, validated where it is built.
+
+Why a dataclass: `uemctl export`, the demo, the benchmarks and the tests all export, and the
+settings used to travel as some twenty loose parameters through three functions. One object that
+validates itself refuses a bad value with one line before the slow part starts, keeps each default
+(and its reason) in one place, and lets the CLI map its options onto fields. Importing this module
+is cheap (no torch, no onnx): the CLI reads its defaults at start-up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..engine.bundle import DOMAIN_NAME, HnswParams
+from ..engine.openset import DEFAULT_RULE, RULES
+from ..train.config import DEFAULT_MERGE_RULE, MERGE_RULES, ConfigError
+from .align import AlignConfig
+
+if TYPE_CHECKING:
+    from .quantize import QuantConfig
+
+# "anchored" (default): the closest target item against confident matches, "contrast": the
+# neighbourhood-contrast rule, both calibrated at export (uem.export.openset); "prototype":
+# UEM-METHOD.md's rule on the prototype graph alone. The rules themselves: uem.engine.openset.
+OPEN_SET_RULES = RULES
+
+# hnswlib for 128-d unit vectors, 1k to ~1M items per domain. M=32 (2*M links at level 0, ~256 B per
+# item): on 100k random unit 128-d vectors, the structure-free worst case, it reached recall@10 0.62
+# at ef=128 where M=16 reached 0.37 (benchmarks/RESULTS.md). ef_construction=200 is the usual
+# quality/time point; ef_search=128 is a starting point that the 1M index benchmark should confirm
+# on embedding-like data (the engine may raise it per query).
+DEFAULT_HNSW = HnswParams(M=32, ef_construction=200, ef_search=128, space="ip")
+PARITY_PER_DOMAIN = 200   # held-out images per domain compared with torch (torch is the slow one)
+
+
+def _default_quant() -> "QuantConfig":
+    from .quantize import DEFAULT  # onnx and onnxruntime.quantization: only when a config is built
+
+    return DEFAULT
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """How `export_run` / `export_pretrained` build a bundle (the network itself comes from the run,
+    or from the pretrained read-out)."""
+
+    # DOMAIN -> folder to index (`--index`); None: the run's training domains
+    index_dirs: dict[str, Path] | None = None
+    calib: int = 300                  # int8 calibration images, spread evenly over the training domains
+    keep_fp32: bool = False           # also store the fp32 encoder in the bundle
+    seed: int = 0                     # the calibration / parity image draw, and the alignment's fit
+    quant: QuantConfig = field(default_factory=_default_quant)
+    hnsw: HnswParams = DEFAULT_HNSW
+    parity_per_domain: int = PARITY_PER_DOMAIN
+    k_prototypes: int | None = None   # prototypes per domain; None: estimated from the vectors
+    # serve the domains from Milvus (milvus://HOST:PORT, or a Milvus Lite `*.db` path) instead of
+    # hnswlib files in the bundle
+    to: str | None = None
+    merge_rule: str = DEFAULT_MERGE_RULE  # the bundle's cross-domain links (uem.train.config says why)
+    open_set: str = DEFAULT_RULE
+    align: AlignConfig = field(default_factory=AlignConfig)
+    overwrite: bool = True            # replace an existing bundle at the output path (atomically)
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.index_dirs is not None:
+            if not isinstance(self.index_dirs, dict) or not all(isinstance(k, str) for k in self.index_dirs):
+                problems.append(f"index_dirs must map domain names to folders, got {self.index_dirs!r}")
+            else:
+                bad = [k for k in self.index_dirs if not DOMAIN_NAME.match(k)]
+                if bad:
+                    problems.append(f"index_dirs: bad domain name {bad[0]!r} (letters, digits, '.', '_', '-'; max 64)")
+                object.__setattr__(self, "index_dirs", {k: Path(v) for k, v in self.index_dirs.items()})
+        if not _whole(self.calib, 1):
+            problems.append(f"calib must be at least 1, got {self.calib!r}")
+        if not _whole(self.seed, 0):
+            problems.append(f"seed must be a whole number >= 0, got {self.seed!r}")
+        if not _whole(self.parity_per_domain, 1):
+            problems.append(f"parity_per_domain must be at least 1, got {self.parity_per_domain!r}")
+        if self.k_prototypes is not None and not _whole(self.k_prototypes, 1):
+            problems.append(f"k_prototypes must be at least 1 (or None: estimated), got {self.k_prototypes!r}")
+        if self.merge_rule not in MERGE_RULES:
+            problems.append(f"merge rule must be one of {', '.join(MERGE_RULES)}, not {self.merge_rule!r}")
+        if self.open_set not in OPEN_SET_RULES:
+            problems.append(f"open-set rule must be one of {', '.join(OPEN_SET_RULES)}, not {self.open_set!r}")
+        if not isinstance(self.hnsw, HnswParams):
+            problems.append("hnsw must be an HnswParams")
+        if not isinstance(self.align, AlignConfig):
+            problems.append("align must be an AlignConfig")
+        for name in ("keep_fp32", "overwrite"):
+            if not isinstance(getattr(self, name), bool):
+                problems.append(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.to is not None:
+            from ..engine.milvus import normalise_uri  # no pymilvus import: only the address's form
+
+            try:
+                normalise_uri(self.to)
+            except ValueError as e:
+                problems.append(f"to: {e}")
+        if problems:
+            raise ConfigError("; ".join(problems))
+
+
+def _whole(value: Any, lo: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= lo
