@@ -115,15 +115,17 @@ def test_bundle_written_and_opens(tiny):
     assert m["hnsw"]["dim"] == 32 and m["hnsw"]["M"] >= 8
     with Engine.open(out) as eng:
         assert eng.domains == ["line", "paint"] and eng.count("paint") == 18
-    contrast = m["calibration"]["contrast"]
-    assert sorted(contrast["thresholds"]) == ["line->paint", "paint->line"] and extra["open_set_rule"] == "contrast"
-    assert all(math.isfinite(t) for t in contrast["thresholds"].values())
+    anchored = m["calibration"]["anchored"]
+    assert m["calibration"]["rule"] == "anchored" and extra["open_set_rule"] == "anchored"
+    assert sorted(anchored["grids"]) == ["line->paint", "paint->line"]
+    for grid in anchored["grids"].values():   # a sorted grid of distances 1 - cos, in [0, 2]
+        assert len(grid) == 101 and all(0.0 <= a <= b <= 2.0 for a, b in zip(grid, grid[1:]))
 
 
 def test_info_names_the_open_set_rule(tiny, capsys):
     assert cli_main(["info", str(tiny["out"])]) == 0
     out = capsys.readouterr().out
-    assert "open-set     neighbourhood contrast, k 5, reject above: line->paint " in out
+    assert "open-set     closest item vs confident matches, alpha 0.01: line->paint cos >= " in out
 
 
 def test_query_and_eval_decide_alike(tiny):
