@@ -163,7 +163,7 @@ def test_one_merge_rule_default():
     ({"parity_per_domain": 0}, "parity_per_domain must be at least 1"),
     ({"k_prototypes": 0}, "k_prototypes must be at least 1"),
     ({"merge_rule": "bogus"}, "merge rule must be one of global, local, not 'bogus'"),
-    ({"open_set": "bogus"}, "open-set rule must be one of contrast, prototype, not 'bogus'"),
+    ({"open_set": "bogus"}, "open-set rule must be one of anchored, contrast, prototype, not 'bogus'"),
     ({"to": "ftp://x"}, "to: 'ftp://x': expected milvus://HOST:PORT"),
     ({"index_dirs": {"bad name": "/a"}}, "index_dirs: bad domain name 'bad name'"),
     ({"keep_fp32": "yes"}, "keep_fp32 must be true or false"),
