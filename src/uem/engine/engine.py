@@ -9,7 +9,7 @@ reading — commits it to disk atomically, and only then publishes a new snapsho
 parallel, adds never run concurrently with queries on the same hnswlib object, and what the engine
 serves is always a state that is on disk.
 
-Aligned retrieval (align.py): a query's raw embedding is aligned with its SOURCE domain's transform
+Aligned retrieval (align.py; the per-query path is search.py): a query's raw embedding is aligned with its SOURCE domain's transform
 (given, or inferred from the domains' Gaussians), mapped into the target's space where the bundle
 learned a map, searched there, and the top candidates re-ranked by CSLS when the bundle stores its
 statistics. `pair_scores` and `reject_fn` give `uemctl eval` exactly this scoring over whole sets.
@@ -20,70 +20,24 @@ from __future__ import annotations
 import os
 import threading
 import uuid
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from .align import csls_scores, mean_top_k, pair_score_matrix
-from .backend import Backends, DomainBackend
+from .align import pair_score_matrix
+from .backend import Backends
 from .bundle.reader import BundleInfo, read_bundle
 from .bundle.store import DEFAULT_LOCK_TIMEOUT_S, current_generation
 from .bundle.writers import append_to_domain
 from .encoder import Encoder
 from .errors import BundleError, ImageError, UnknownDomainError
-from .geometry import unit_rows
 from .openset import Decision, OpenSetRule
 from .preprocess import ImageSource, PreprocessSpec, preprocess, preprocess_batch
+from .search import (DomainState, Hit, QueryResult, Snapshot, by_source, check_source, csls_on,  # noqa: F401
+                     decide, own_domain_search, query_rows, search_snapshot, domain_state)
 
 _OPEN_RETRIES = 3
-
-
-@dataclass(frozen=True)
-class Hit:
-    id: str
-    path: str
-    score: float  # cosine similarity in the aligned space, higher is closer
-    rank_score: float | None = None  # the CSLS score the hits are ordered by (None: by cosine)
-
-
-@dataclass(frozen=True)
-class QueryResult:
-    accepted: bool
-    reason: str
-    score: float          # open-set score: > 1 rejects (see openset.py); lower = more confident
-    hits: list[Hit]
-    source: str | None    # the query's domain (given, or inferred from the prototypes)
-    domain: str = ""      # the target domain searched
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class _DomainState:
-    """Immutable searchable state of one domain."""
-
-    name: str
-    index: DomainBackend       # hnswlib DomainIndex or milvus.MilvusDomain (backend.py)
-    items: list[dict]
-    index_key: str             # equal across snapshots: the index object is reused
-
-    @property
-    def count(self) -> int:
-        return len(self.items)
-
-
-@dataclass(frozen=True)
-class _Snapshot:
-    """One consistent engine state; replaced as a whole, never mutated."""
-
-    info: BundleInfo
-    encoder: Encoder
-    rule: OpenSetRule
-    states: dict[str, _DomainState]
-    backends: Backends
 
 
 def _is_path(x: object) -> bool:
@@ -93,8 +47,8 @@ def _is_path(x: object) -> bool:
 class Engine:
     """Query and extend one bundle. Create with `Engine.open(path)`."""
 
-    def __init__(self, snap: _Snapshot, threads: int | None, fp32: bool) -> None:
-        self._snap: _Snapshot | None = snap
+    def __init__(self, snap: Snapshot, threads: int | None, fp32: bool) -> None:
+        self._snap: Snapshot | None = snap
         self._threads = threads
         self._fp32 = fp32
         self._write_lock = threading.Lock()
@@ -128,8 +82,8 @@ class Engine:
         raise AssertionError("unreachable")
 
     @staticmethod
-    def _load(info: BundleInfo, threads: int | None, fp32: bool, old: _Snapshot | None,
-              backends: Backends | None = None) -> _Snapshot:
+    def _load(info: BundleInfo, threads: int | None, fp32: bool, old: Snapshot | None,
+              backends: Backends | None = None) -> Snapshot:
         """A snapshot of `info`, reusing from `old` whatever did not change on disk."""
         backends = old.backends if old is not None else (backends or Backends())
         backends.check(info)
@@ -148,10 +102,10 @@ class Engine:
             prev = old.states.get(name) if old is not None else None
             key = backends.key(info, name)
             if prev is not None and prev.index_key == key:
-                states[name] = _DomainState(name, prev.index, d.items, key)
+                states[name] = DomainState(name, prev.index, d.items, key)
             else:
-                states[name] = _DomainState(name, backends.open(info, name), d.items, key)
-        return _Snapshot(info, encoder, rule, states, backends)
+                states[name] = DomainState(name, backends.open(info, name), d.items, key)
+        return Snapshot(info, encoder, rule, states, backends)
 
     def reload(self) -> bool:
         """Pick up what another process committed (e.g. `uemctl index add`). True if changed."""
@@ -175,7 +129,7 @@ class Engine:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _current(self) -> _Snapshot:
+    def _current(self) -> Snapshot:
         snap = self._snap
         if snap is None:
             raise BundleError("the engine is closed")
@@ -211,16 +165,16 @@ class Engine:
         def own_search(domain: str, vecs: np.ndarray, n: int) -> np.ndarray:
             if domain not in snap.states:
                 return np.full((len(vecs), n), np.nan)
-            return _own_search(snap, domain, np.asarray(vecs, np.float32), n)
+            return own_domain_search(snap, domain, np.asarray(vecs, np.float32), n)
 
-        decide = snap.rule.reject_fn(own_search, pre_aligned=True)
+        rule_reject = snap.rule.reject_fn(own_search, pre_aligned=True)
         al = snap.info.alignment
 
         def reject(query_vectors, query_domain, target_domain, target_vectors):
-            own_q = al.align(_query_rows(query_vectors, snap.info.embed_dim), query_domain)
+            own_q = al.align(query_rows(query_vectors, snap.info.embed_dim), query_domain)
             q = al.to_target(own_q, query_domain, target_domain)
             t = al.align(np.asarray(target_vectors, np.float32), target_domain)
-            return decide(q, query_domain, target_domain, t, own_q)
+            return rule_reject(q, query_domain, target_domain, t, own_q)
 
         return reject
 
@@ -231,9 +185,9 @@ class Engine:
         statistics come from the two given sets themselves, as an index holding exactly these
         items stores them (what `uemctl eval` scores)."""
         snap = self._current()
-        return pair_score_matrix(snap.info.alignment, _query_rows(query_vectors, snap.info.embed_dim), query_domain,
+        return pair_score_matrix(snap.info.alignment, query_rows(query_vectors, snap.info.embed_dim), query_domain,
                                  target_domain, np.asarray(target_vectors, np.float32),
-                                 csls=_csls_on(snap, query_domain, target_domain))
+                                 csls=csls_on(snap, query_domain, target_domain))
 
     @property
     def generation(self) -> int:
@@ -241,7 +195,7 @@ class Engine:
         return self._current().info.generation
 
     def count(self, domain: str) -> int:
-        return _state(self._current(), domain).count
+        return domain_state(self._current(), domain).count
 
     def info(self) -> dict:
         """Everything `uemctl info` shows: domains, counts, model facts, parity, calibration."""
@@ -250,8 +204,8 @@ class Engine:
     def check_domains(self, domain: str, source: str | None = None) -> None:
         """Raise UnknownDomainError now for a bad target or source (before any image is read)."""
         snap = self._current()
-        _state(snap, domain)
-        _check_source(snap, source)
+        domain_state(snap, domain)
+        check_source(snap, source)
 
     # -- embedding ---------------------------------------------------------------------------
     def preprocess(self, image: ImageSource) -> np.ndarray:
@@ -277,10 +231,10 @@ class Engine:
                     source: str | None = None, no_reject: bool = False) -> list[QueryResult]:
         """`query` for many images (one encoder batch). Raises ImageError on the first bad image."""
         snap = self._current()
-        _state(snap, domain)
-        _check_source(snap, source)
+        domain_state(snap, domain)
+        check_source(snap, source)
         vecs = snap.encoder.embed(preprocess_batch(images, snap.info.preprocess))
-        return _search(snap, vecs, domain, k, source, no_reject)
+        return search_snapshot(snap, vecs, domain, k, source, no_reject)
 
     def query_vector(self, vec: np.ndarray, domain: str, k: int = 10, source: str | None = None,
                      no_reject: bool = False) -> QueryResult:
@@ -291,18 +245,18 @@ class Engine:
     def query_vectors(self, vecs: np.ndarray, domain: str, k: int = 10, source: str | None = None,
                       no_reject: bool = False) -> list[QueryResult]:
         """`query` for embeddings (N, D). k larger than the domain is clamped."""
-        return _search(self._current(), vecs, domain, k, source, no_reject)
+        return search_snapshot(self._current(), vecs, domain, k, source, no_reject)
 
     def decide_vectors(self, vecs: np.ndarray, domain: str, source: str | None = None) -> list[Decision]:
         """Only the open-set decision for embeddings (N, D): does each one's concept exist in `domain`?"""
         snap = self._current()
-        _state(snap, domain)
-        _check_source(snap, source)
-        vecs = _query_rows(vecs, snap.info.embed_dim)
+        domain_state(snap, domain)
+        check_source(snap, source)
+        vecs = query_rows(vecs, snap.info.embed_dim)
         out: list[Decision | None] = [None] * len(vecs)
-        for src, rows, own_q, q in _by_source(snap, vecs, source, domain):
-            labels, sims = _state(snap, domain).index.search(q, max(1, snap.rule.contrast_k))
-            for i, d in zip(rows, _decide(snap, own_q, domain, labels, sims, src)):
+        for src, rows, own_q, q in by_source(snap, vecs, source, domain):
+            labels, sims = domain_state(snap, domain).index.search(q, max(1, snap.rule.contrast_k))
+            for i, d in zip(rows, decide(snap, own_q, domain, labels, sims, src)):
                 out[i] = d
         return out  # type: ignore[return-value]
 
@@ -321,7 +275,7 @@ class Engine:
         left out. `progress(done, total)` is called after each encoder batch.
         """
         snap = self._current()
-        _state(snap, domain)
+        domain_state(snap, domain)
         images = list(images)
         if ids is not None and len(ids) != len(images):
             raise ValueError(f"{len(ids)} ids for {len(images)} images")
@@ -356,7 +310,7 @@ class Engine:
         "id" and metadata) to `domain`; persisted atomically. Returns the number of rows added.
 
         Afterwards the engine serves the bundle as committed, including other processes' adds."""
-        _state(self._current(), domain)
+        domain_state(self._current(), domain)
         with self._write_lock:
             old = self._current()
             added, info = append_to_domain(old.info.root, domain, vectors, list(items),
@@ -382,127 +336,3 @@ def _pixels(images: Sequence[ImageSource], spec: PreprocessSpec,
             on_bad(img, e)
     x = np.stack(arrays) if arrays else np.zeros((0, 3, spec.size, spec.size), np.float32)
     return x, ok
-
-
-def _state(snap: _Snapshot, domain: str) -> _DomainState:
-    try:
-        return snap.states[domain]
-    except KeyError:
-        raise UnknownDomainError(domain, list(snap.states)) from None
-
-
-def _check_source(snap: _Snapshot, source: str | None) -> None:
-    known = snap.rule.graph.domains
-    if source is not None and source not in snap.states and source not in known:
-        raise UnknownDomainError(source, sorted(set(snap.states) | set(known)))
-
-
-def _query_rows(vecs: np.ndarray, dim: int) -> np.ndarray:
-    """Query vectors checked (finite, (N, dim)) and made unit rows (an all-zero row stays zero)."""
-    vecs = np.asarray(vecs, dtype=np.float32)
-    if vecs.ndim != 2 or vecs.shape[1] != dim or not np.all(np.isfinite(vecs)):
-        raise ValueError(f"query vectors must be finite (N, {dim}), got {vecs.shape}")
-    return unit_rows(vecs)
-
-
-def _sources(snap: _Snapshot, vecs: np.ndarray, source: str | None) -> list[str | None]:
-    """The given source for every query, or each one's inferred domain: from the alignment's
-    per-domain Gaussians when the bundle has them, else from the nearest prototype."""
-    if source is not None:
-        return [source] * len(vecs)
-    if snap.info.alignment.domains:
-        return snap.info.alignment.infer_source(vecs)
-    return [snap.rule.infer_source(q) for q in vecs]
-
-
-def _by_source(snap: _Snapshot, vecs: np.ndarray, source: str | None, target: str):
-    """Queries grouped by source: (source, rows, aligned in the source's space, in the target's)."""
-    sources = _sources(snap, vecs, source)
-    al = snap.info.alignment
-    for src in dict.fromkeys(sources):
-        rows = [i for i, s in enumerate(sources) if s == src]
-        own_q = al.align(vecs[rows], src)
-        yield src, rows, own_q, al.to_target(own_q, src, target)
-
-
-def _csls_on(snap: _Snapshot, source: str | None, target: str) -> bool:
-    order = snap.info.csls_order
-    return (snap.info.alignment.csls.enabled and source is not None and source != target
-            and source in order and target in order)
-
-
-def _rank(snap: _Snapshot, source: str | None, target: str, labels: np.ndarray,
-          sims: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """HNSW candidates (best cosine first) -> (labels, cosines, CSLS or None), in ranking order."""
-    if not _csls_on(snap, source, target):
-        return labels, sims, None
-    col = snap.info.csls_order.index(source)
-    stats = snap.info.domains[target].csls
-    valid = labels >= 0
-    r_q = mean_top_k(np.where(valid, sims, np.nan), snap.info.alignment.csls.k)
-    r_t = np.where(valid, stats[np.clip(labels, 0, None), col], 0.0)
-    score = np.where(valid, csls_scores(sims, r_q, r_t), -np.inf)
-    order = np.argsort(-score, axis=1, kind="stable")
-    pick = lambda a: np.take_along_axis(a, order, axis=1)  # noqa: E731
-    return pick(labels), pick(sims), pick(score)
-
-
-def _search(snap: _Snapshot, vecs: np.ndarray, domain: str, k: int, source: str | None,
-            no_reject: bool) -> list[QueryResult]:
-    """Top-k in `domain` + the open-set decision, all from one snapshot."""
-    if int(k) < 1:
-        raise ValueError(f"k must be at least 1, got {k}")
-    state = _state(snap, domain)
-    _check_source(snap, source)
-    vecs = _query_rows(vecs, snap.info.embed_dim)
-    csls = snap.info.alignment.csls
-    n = max(int(k), snap.rule.contrast_k, csls.candidates if csls.enabled else 1)
-    out: list[QueryResult | None] = [None] * len(vecs)
-    for src, rows, own_q, q in _by_source(snap, vecs, source, domain):
-        labels, sims = state.index.search(q, n)
-        decisions = _decide(snap, own_q, domain, labels, sims, src)
-        ranked_labels, ranked_sims, ranked = _rank(snap, src, domain, labels, sims)
-        for r, i in enumerate(rows):
-            d, hits = decisions[r], []
-            if d.accepted or no_reject:  # label -1: a backend answered with fewer than k hits
-                lab, sim = ranked_labels[r, :k].tolist(), ranked_sims[r, :k].tolist()
-                rs = [None] * len(lab) if ranked is None else ranked[r, :k].tolist()
-                hits = [Hit(state.items[j]["id"], state.items[j]["path"], float(c),
-                            None if z is None else float(z))
-                        for j, c, z in zip(lab, sim, rs) if j >= 0]
-            out[i] = QueryResult(d.accepted, d.reason, float(d.score), hits, d.source, domain)
-    return out  # type: ignore[return-value]
-
-
-def _decide(snap: _Snapshot, own_q: np.ndarray, target: str, labels: np.ndarray, sims: np.ndarray,
-            source: str | None) -> list[Decision]:
-    """The open-set decision for queries of one source, from their target hits (best cosine
-    first) and, where the pair is decided by neighbourhood contrast, their own-domain neighbours.
-    `own_q`: the queries aligned in their source's space (where its prototypes and index live)."""
-    rule = snap.rule
-    own = _own_neighbours(snap, own_q, source, target)
-    out = []
-    for i, (q, lab, sim) in enumerate(zip(own_q, labels, sims)):
-        found = lab >= 0
-        out.append(rule.decide(q, target, float(sim[0]) if len(sim) and lab[0] >= 0 else None, source,
-                               target_sims=sim[found] if own is not None else None,
-                               own_sims=None if own is None else own[i]))
-    return out
-
-
-def _own_search(snap: _Snapshot, domain: str, vecs: np.ndarray, n: int) -> np.ndarray:
-    """Cosines of `vecs`' n nearest items in `domain`, best first; NaN where fewer were found."""
-    lab, sims = _state(snap, domain).index.search(vecs, n)
-    sims = np.where(lab >= 0, sims, np.nan).astype(np.float64)
-    if sims.shape[1] < n:
-        sims = np.pad(sims, ((0, 0), (0, n - sims.shape[1])), constant_values=np.nan)
-    return sims
-
-
-def _own_neighbours(snap: _Snapshot, own_q: np.ndarray, source: str | None,
-                    target: str) -> np.ndarray | None:
-    """The queries' own-domain neighbour cosines when their pair is decided by neighbourhood contrast."""
-    n = snap.rule.own_k(source, target)
-    if source is None or source not in snap.states or not n:
-        return None
-    return _own_search(snap, source, own_q, n)

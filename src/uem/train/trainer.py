@@ -12,7 +12,7 @@ Read top to bottom:
                (bank momentum 0.5: a few epochs need a faster bank than the paper's 0.99).
   4. epochs  — 4 of stage 1, then 2 of stage 2. Each epoch: re-cluster every bank (K estimated at
                the start of each stage), pair and merge prototypes across every pair of domains
-               (the "global" merge rule), then one pass over all images in random batches, each
+               (the "local" merge rule, uem.train.config.DEFAULT_MERGE_RULE), then one pass over all images in random batches, each
                image as one of its cached augmented views.
                stage 1 (IDSE):  sum_d  L_IPM^d + alpha * mean_{d' != d} L_SEL^{d|d'},
                                 L_IPM = L_INCE + alpha * L_PNCE
@@ -27,6 +27,8 @@ Read top to bottom:
                --resume), log.jsonl, loss.png, prototypes.npy/json (the final PrototypeGraph).
 
 The method's math lives in uem.train.losses and uem.train.prototypes; this file only wires it.
+Why one file of ~520 lines: the loop reads top to bottom as one story (nanoGPT's train.py); the
+stages become objects of their own when the training itself is redesigned.
 """
 
 from __future__ import annotations

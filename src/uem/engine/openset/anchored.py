@@ -25,6 +25,7 @@ import math
 import numpy as np
 
 from ..errors import BundleError
+from .record import parse_record
 
 ALPHA = 0.01        # share of confident matches the rule may refuse
 GRID = 101          # quantiles stored per pair: 0.00, 0.01, ..., 1.00
@@ -56,15 +57,10 @@ class AnchoredRule:
     name = "anchored"
 
     def __init__(self, record: dict | None) -> None:
-        record = {} if record is None else record
-        if not isinstance(record, dict):
-            raise BundleError("invalid open-set calibration (anchored must be an object)")
-        try:
-            self.alpha = float(record.get("alpha", ALPHA))
-            self.grids = {str(p): np.asarray(g, np.float64) for p, g in (record.get("grids") or {}).items()}
-            self.anchors = {str(p): int(n) for p, n in (record.get("anchors") or {}).items()}
-        except (AttributeError, TypeError, ValueError) as e:
-            raise BundleError(f"invalid open-set calibration ({e})") from None
+        self.alpha, self.grids, self.anchors = parse_record(record, "anchored", lambda r: (
+            float(r.get("alpha", ALPHA)),
+            {str(p): np.asarray(g, np.float64) for p, g in (r.get("grids") or {}).items()},
+            {str(p): int(n) for p, n in (r.get("anchors") or {}).items()}))
         if not 0.0 < self.alpha < 1.0:
             raise BundleError(f"invalid open-set calibration (alpha {self.alpha} not in (0, 1))")
         for p, g in self.grids.items():

@@ -16,6 +16,7 @@ import math
 import numpy as np
 
 from ..errors import BundleError
+from .record import parse_record
 
 CONTRAST_K = 5            # neighbours per side; k = 3..10 measured within 0.01 AUROC of each other
 SELF_COS = 0.9999         # an own-domain hit this close is the query itself (skipped once)
@@ -48,14 +49,9 @@ class ContrastRule:
     name = "contrast"
 
     def __init__(self, record: dict | None) -> None:
-        record = {} if record is None else record
-        if not isinstance(record, dict):
-            raise BundleError("invalid open-set calibration (contrast must be an object)")
-        try:
-            self.k = int(record.get("k", CONTRAST_K)) if record else 0
-            self.thresholds = {str(p): float(v) for p, v in (record.get("thresholds") or {}).items()}
-        except (AttributeError, TypeError, ValueError) as e:
-            raise BundleError(f"invalid open-set calibration ({e})") from None
+        self.k, self.thresholds = parse_record(record, "contrast", lambda r: (
+            int(r.get("k", CONTRAST_K)) if r else 0,
+            {str(p): float(v) for p, v in (r.get("thresholds") or {}).items()}))
         if self.k < 0 or not all(math.isfinite(v) for v in self.thresholds.values()):
             raise BundleError("invalid open-set calibration (negative k or non-finite value)")
 
