@@ -121,3 +121,20 @@ def test_older_bundles_keep_their_rule():
     assert rule_name({"rule": "anchored", "anchored": {}}) == "anchored"
     assert OpenSetRule(EMPTY, {"contrast": {"k": 5, "thresholds": {"a->b": 0.1}}}).own_k("a", "b") == 6
     assert OpenSetRule(EMPTY, {"rule": "anchored", "anchored": {}}).own_k("a", "b") == 0
+
+
+@pytest.mark.parametrize("alpha", [0.0, 1.0, -0.1, "x"])
+def test_export_config_refuses_bad_alpha(alpha):
+    from uem.export.config import ExportConfig
+    from uem.train.config import ConfigError
+
+    with pytest.raises(ConfigError, match="open_set_alpha must be between 0 and 1"):
+        ExportConfig(open_set_alpha=alpha)
+
+
+def test_alpha_sets_the_threshold():
+    vecs, _ = _domains(True)
+    strict = OpenSetRule(EMPTY, {"rule": "anchored", "anchored": anchored_calibration(vecs, alpha=0.2, csls_k=5)})
+    lenient = OpenSetRule(EMPTY, {"rule": "anchored", "anchored": anchored_calibration(vecs, alpha=0.01, csls_k=5)})
+    # a larger alpha accepts only closer items: its cosine bar is higher
+    assert strict.anchored.threshold("photo->sketch") < lenient.anchored.threshold("photo->sketch")

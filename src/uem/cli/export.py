@@ -29,6 +29,9 @@ def export_cmd(
     open_set: str = typer.Option(ExportConfig.open_set, "--open-set", help="Open-set rule: anchored (closest target "
                                  "item vs the distances of confident matches, no labels), contrast (own-domain vs "
                                  "target neighbours, Otsu's threshold) or prototype (UEM-METHOD.md's rule)."),
+    open_set_alpha: float = typer.Option(ExportConfig.open_set_alpha, "--open-set-alpha", help="anchored rule: "
+                                         "share of confident matches it may answer 'no match' (0-1); lower "
+                                         "refuses less, and detects fewer missing concepts."),
     to: Optional[str] = typer.Option(
         None, "--to", help="Serve the domains from Milvus: milvus://HOST:PORT, or a Milvus Lite file "
         "path ending in .db (needs uem[milvus]). Default: hnswlib indexes inside the bundle."),
@@ -54,7 +57,7 @@ def export_cmd(
         raise ExportError("give a training RUN or --pretrained DATA (one of the two)")
     try:  # the options are ExportConfig's and AlignConfig's fields
         cfg = ExportConfig(index_dirs=parse_index_args(index or []) or None, calib=calib, keep_fp32=keep_fp32,
-                           seed=seed, to=to, merge_rule=merge_rule, open_set=open_set,
+                           seed=seed, to=to, merge_rule=merge_rule, open_set=open_set, open_set_alpha=open_set_alpha,
                            align=AlignConfig(kind=align, shrinkage=shrinkage, maps=maps, csls_k=csls_k,
                                              csls_candidates=max(csls_candidates, csls_k, 1)))
     except ValueError as e:  # AlignConfig's are plain ValueErrors

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..engine.bundle import DOMAIN_NAME, HnswParams
-from ..engine.openset import DEFAULT_RULE, RULES
+from ..engine.openset import ALPHA, DEFAULT_RULE, RULES
 from ..train.config import DEFAULT_MERGE_RULE, MERGE_RULES, ConfigError
 from .align import AlignConfig
 
@@ -60,6 +60,9 @@ class ExportConfig:
     to: str | None = None
     merge_rule: str = DEFAULT_MERGE_RULE  # the bundle's cross-domain links (uem.train.config says why)
     open_set: str = DEFAULT_RULE
+    # anchored rule: share of confident matches it may refuse (lower: fewer false "no match",
+    # fewer true ones too; benchmarks/RESULTS.md, "No match on the aligned space")
+    open_set_alpha: float = ALPHA
     align: AlignConfig = field(default_factory=AlignConfig)
     overwrite: bool = True            # replace an existing bundle at the output path (atomically)
 
@@ -85,6 +88,8 @@ class ExportConfig:
             problems.append(f"merge rule must be one of {', '.join(MERGE_RULES)}, not {self.merge_rule!r}")
         if self.open_set not in OPEN_SET_RULES:
             problems.append(f"open-set rule must be one of {', '.join(OPEN_SET_RULES)}, not {self.open_set!r}")
+        if not (isinstance(self.open_set_alpha, (int, float)) and 0.0 < self.open_set_alpha < 1.0):
+            problems.append(f"open_set_alpha must be between 0 and 1 (exclusive), got {self.open_set_alpha!r}")
         if not isinstance(self.hnsw, HnswParams):
             problems.append("hnsw must be an HnswParams")
         if not isinstance(self.align, AlignConfig):

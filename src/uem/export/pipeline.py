@@ -33,6 +33,7 @@ from ..train.run import load_encoder
 from .align import AlignConfig, fit_alignment
 from .config import ExportConfig
 from .onnx import export_onnx, torch_embed
+from ..engine.openset import ALPHA
 from .openset import anchored_calibration, contrast_calibration
 from .parity import ParityReport, parity_report
 from .quantize import calibration_sample, quantize_int8
@@ -330,7 +331,7 @@ def _export(run_dir, out, encoder, train_cfg, train, targets, roots, cfg: Export
         with stage("alignment, prototypes, open-set calibration", prog):
             readout = fit_readout(vectors, cfg.align, merge_rule=cfg.merge_rule, open_set=cfg.open_set,
                                   merge=train_cfg.merges, k_prototypes=cfg.k_prototypes,
-                                  proto_seed=train_cfg.seed, seed=seed)
+                                  proto_seed=train_cfg.seed, seed=seed, open_set_alpha=cfg.open_set_alpha)
         alignment, align_log, graph, calibration = readout
 
         quant_info = {**quant.to_dict(), "label": quant.label(), "calibration_images": int(len(calib_x)),
@@ -373,7 +374,8 @@ def _export(run_dir, out, encoder, train_cfg, train, targets, roots, cfg: Export
 
 
 def fit_readout(vectors: dict[str, np.ndarray], align: AlignConfig, *, merge_rule: str, open_set: str,
-                merge: bool, k_prototypes: int | None, proto_seed: int, seed: int):
+                merge: bool, k_prototypes: int | None, proto_seed: int, seed: int,
+                open_set_alpha: float = ALPHA):
     """Everything a bundle derives from its raw vectors without labels: the alignment (and its
     log), the prototype graph and the open-set calibration, both on the aligned vectors (where the
     engine compares a query with them). Shared by export and `uemctl index realign`."""
@@ -385,8 +387,9 @@ def fit_readout(vectors: dict[str, np.ndarray], align: AlignConfig, *, merge_rul
     graph = build_prototype_graph(aligned, k=k_prototypes, seed=proto_seed, rule=merge_rule, merge=merge)
     calibration = {"rule": open_set}
     if open_set == "anchored":
-        calibration["anchored"] = anchored_calibration(aligned, seed=seed, to_target=alignment.to_target,
-                                                       csls_k=align.csls_k)
+        calibration["anchored"] = anchored_calibration(aligned, alpha=open_set_alpha, seed=seed,
+                                                       to_target=alignment.to_target,
+                                                       csls_k=max(align.csls_k, 1))
     elif open_set == "contrast":
         calibration["contrast"] = contrast_calibration(aligned, seed=seed, to_target=alignment.to_target)
     return alignment, align_log, graph, calibration

@@ -18,6 +18,7 @@ from ..engine.errors import BundleError
 from ..train.config import ConfigError, TrainConfig
 from .align import NO_ALIGNMENT, AlignConfig
 from .config import OPEN_SET_RULES
+from ..engine.openset import ALPHA
 from .pipeline import fit_readout
 
 # What export did before the manifest recorded its rules: bundles without "merge_rule" were linked
@@ -69,7 +70,8 @@ def realign_bundle(path: str | Path, align: AlignConfig | None = None, *, change
     vectors = {d: info.load_vectors(d, mmap=False) for d in info.domains}
     alignment, align_log, graph, calibration = fit_readout(
         vectors, align, merge_rule=merge_rule, open_set=open_set, merge=merge, k_prototypes=k_prototypes,
-        proto_seed=proto_seed, seed=seed)
+        proto_seed=proto_seed, seed=seed,
+        open_set_alpha=float((info.calibration.get("anchored") or {}).get("alpha", ALPHA)))
     extra["alignment"] = align_log
     extra["realigned_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     write_bundle(info.root, encoder_onnx=info.encoder.path,
