@@ -84,6 +84,10 @@ def test_reason_names_the_evidence():
     assert "closest: cos 0.05" in far.reason and far.score > 1.0
     near = rule.decide(vecs["photo"][0], "sketch", 0.999, "photo")
     assert near.accepted and near.reason.startswith("concept exists in sketch: its closest item (cos 1.00)")
+    grid = rule.anchored.grids["photo->sketch"]
+    weak_cos = 1.0 - float(np.interp(0.95, np.linspace(0, 1, len(grid)), grid))   # score 0.95: accepted, weak
+    weak = rule.decide(vecs["photo"][0], "sketch", weak_cos, "photo")
+    assert weak.accepted and weak.reason.startswith("weak match in sketch:") and "only 5%" in weak.reason
     assert "line" not in rule.describe() and rule.describe().startswith("closest item vs confident matches, alpha 0.01")
 
 

@@ -7,7 +7,9 @@
         -> prototypes and open-set calibration on the aligned vectors -> write_bundle (atomic)
 
 Everything that can be refused (not a run, an output that is not a bundle, a missing data folder) is
-refused before the slow part starts.
+refused before the slow part starts. Why ~410 lines in one module: it is the export's one story in
+the order it runs; each step it calls lives in its own module (onnx, quantize, parity, align,
+openset, config).
 """
 
 from __future__ import annotations

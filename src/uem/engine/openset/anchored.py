@@ -29,6 +29,7 @@ from .record import parse_record
 
 ALPHA = 0.01        # share of confident matches the rule may refuse
 GRID = 101          # quantiles stored per pair: 0.00, 0.01, ..., 1.00
+WEAK = 0.9          # accepted, but farther than 90% of confident matches: the answer says "weak match"
 MIN_ANCHORS = 5     # fewer confident matches than this: the pair is left to the prototype rule
 
 
@@ -88,6 +89,9 @@ class AnchoredRule:
             return (f"no {target} item is as close as {100 * (1 - self.alpha):g}% of confident "
                     f"{source}->{target} matches (closest: cos {nearest_cos:.2f}, needed {need:.2f})")
         closer = max(0.0, min(1.0, 1.0 - score))
+        if score > WEAK:
+            return (f"weak match in {target}: its closest item (cos {nearest_cos:.2f}) is closer than "
+                    f"only {100 * closer:.0f}% of confident {source}->{target} matches")
         return (f"concept exists in {target}: its closest item (cos {nearest_cos:.2f}) is closer than "
                 f"{100 * closer:.0f}% of confident {source}->{target} matches")
 
