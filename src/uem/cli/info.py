@@ -51,7 +51,7 @@ def info(
     lines.append("parity       " + (_flat(parity) if isinstance(parity, dict) else "not recorded"))
     lines.append("open-set     " + OpenSetRule(info_.prototypes, s["calibration"]).describe())
     cal = {k: v for k, v in s["calibration"].items() if k not in ("rule", "contrast", "anchored")}
-    lines.append("calibration  " + (json.dumps(cal, sort_keys=True) if cal else "none (prototype radii only)"))
+    lines.append("calibration  " + (json.dumps(cal, sort_keys=True) if cal else "none besides the open-set rule"))
     al = s.get("alignment") or {}
     if al.get("kind", "none") == "none" and not al.get("maps") and not (al.get("csls") or {}).get("k"):
         lines.append("alignment    none (raw cosine)")
