@@ -37,7 +37,7 @@ def load(bundle: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     info = read_bundle(bundle)
     vecs, cats = {}, {}
     for d, di in info.domains.items():
-        vecs[d] = np.load(di.vectors.path).astype(np.float32)
+        vecs[d] = info.load_vectors(d, mmap=False)
         cats[d] = np.array([it["id"].split("/")[0] for it in di.items])
     return vecs, cats
 
@@ -63,11 +63,12 @@ def sinkhorn_uot_mass(cost: np.ndarray, eps: float, tau: float, iters: int = 200
     return row * n
 
 
-def scores_for(src: np.ndarray, tgt: np.ndarray, k: int = 5, kc: int = 10, uot: bool = False):
+def scores_for(src: np.ndarray, tgt: np.ndarray, k: int = 5, kc: int = 10, uot: bool = False,
+               src_in_target: np.ndarray | None = None):
     """Per source row: candidate scores, higher = more likely private."""
     own = src @ src.T
     np.fill_diagonal(own, -np.inf)               # the query itself
-    st = src @ tgt.T
+    st = (src if src_in_target is None else src_in_target) @ tgt.T   # cross-domain: in the target's space
     own_k = topk(own, k).mean(1)
     tgt_k = topk(st, k).mean(1)
     out = {"nearest": -st.max(1), "contrast": own_k - tgt_k}
@@ -100,9 +101,8 @@ def scores_for(src: np.ndarray, tgt: np.ndarray, k: int = 5, kc: int = 10, uot: 
     out["nearest+contrast"] = z(out["nearest"]) + z(out["contrast"])
     out["nearest+mutual"] = z(out["nearest"]) + z(out["mutual_margin"])
     # anchors: source rows that are mutual CSLS nearest neighbours with some target row
-    best_t = best
     best_s = np.argmax(2 * ts - r_t[:, None] - r_q[None, :], axis=1)
-    anchors = best_s[best_t] == np.arange(len(src))
+    anchors = best_s[best] == np.arange(len(src))
     return out, anchors
 
 
@@ -144,7 +144,8 @@ def main() -> None:
             targets = [args.target] if seed is not None else [t for t in vecs if t != s]
             for t in targets:
                 private = ~np.isin(cats[s][keep[s]], np.unique(cats[t][keep[t]]))
-                sc, anchors = scores_for(aligned[s], alignment.to_target(aligned[t], t, t), uot=args.uot)
+                sc, anchors = scores_for(aligned[s], aligned[t], uot=args.uot,
+                                         src_in_target=alignment.to_target(aligned[s], s, t))
                 row = {"situation": name, "pair": f"{s}->{t}", "n": int(len(private)),
                        "n_private": int(private.sum()), "n_anchors": int(anchors.sum()),
                        "anchor_private": float(private[anchors].mean()), "scores": {}}

@@ -53,7 +53,7 @@ def info(
     cal = {k: v for k, v in s["calibration"].items() if k not in ("rule", "contrast", "anchored")}
     lines.append("calibration  " + (json.dumps(cal, sort_keys=True) if cal else "none besides the open-set rule"))
     al = s.get("alignment") or {}
-    if al.get("kind", "none") == "none" and not al.get("maps") and not (al.get("csls") or {}).get("k"):
+    if not info_.alignment.active:
         lines.append("alignment    none (raw cosine)")
     else:
         kind = {"whiten": f"per-domain mean + ZCA whitening (shrinkage {al.get('shrinkage')})",

@@ -21,7 +21,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TypeVar
 
-from ..engine.atomic import fsync_dir
+from ..engine.atomic import fsync_dir, write_bytes_durable
 from ..engine.errors import DataError, MissingDependencyError
 
 T = TypeVar("T")
@@ -132,11 +132,9 @@ class Progress:
 # --- files ------------------------------------------------------------------------------------
 
 def write_file(path: Path, data: bytes) -> None:
+    """A new file in the build's fresh temp folder, fsynced (names are unique: a second write fails)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+    write_bytes_durable(path, data)
 
 
 def _a(word: str) -> str:

@@ -102,7 +102,7 @@ class Alignment:
     source_domains: list[str] = field(default_factory=list)     # rows of the domain classifier
     source_weights: np.ndarray | None = None                     # (len(source_domains), D)
     source_bias: np.ndarray | None = None                        # (len(source_domains),)
-    _log_norm: dict[str, float] = field(default_factory=dict, repr=False)
+    _log_norm: dict[str, float] = field(default_factory=dict, init=False, repr=False, compare=False)  # derived: log|W|
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -148,9 +148,9 @@ class Alignment:
         x = np.asarray(vecs, np.float32)
         if self.kind == "none" or domain not in self.means:
             return unit_rows(x)
-        x = x - self.means[domain].astype(np.float32)
+        x = x - self.means[domain].astype(np.float32, copy=False)
         if self.kind == "whiten":
-            x = x @ self.whiteners[domain].astype(np.float32)  # symmetric: x W == (W x^T)^T
+            x = x @ self.whiteners[domain].astype(np.float32, copy=False)  # symmetric: x W == (W x^T)^T
         return unit_rows(x)
 
     def to_target(self, aligned: np.ndarray, source: str | None, target: str) -> np.ndarray:
@@ -161,12 +161,9 @@ class Alignment:
         r = self.maps.get((a, b))
         if r is None:
             return aligned
-        r = r.astype(np.float32)
+        r = r.astype(np.float32, copy=False)
         # stored R maps a -> b as row vectors: y = x @ R; the way back is R^T
         return unit_rows(aligned @ (r.T if transposed else r))
-
-    def query_vectors(self, raw: np.ndarray, source: str | None, target: str) -> np.ndarray:
-        return self.to_target(self.align(raw, source), source, target)
 
     def infer_source(self, raw: np.ndarray) -> list[str | None]:
         """Per raw unit row, its most likely domain: the domain classifier's argmax where the

@@ -167,7 +167,7 @@ class Engine:
                 return np.full((len(vecs), n), np.nan)
             return own_domain_search(snap, domain, np.asarray(vecs, np.float32), n)
 
-        rule_reject = snap.rule.reject_fn(own_search, pre_aligned=True)
+        rule_reject = snap.rule.reject_fn(own_search)
         al = snap.info.alignment
 
         def reject(query_vectors, query_domain, target_domain, target_vectors):

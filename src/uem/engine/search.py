@@ -133,17 +133,18 @@ def _rank(snap: Snapshot, source: str | None, target: str, labels: np.ndarray,
 
 
 def search_snapshot(snap: Snapshot, vecs: np.ndarray, domain: str, k: int, source: str | None,
-            no_reject: bool) -> list[QueryResult]:
+                    no_reject: bool) -> list[QueryResult]:
     """Top-k in `domain` + the open-set decision, all from one snapshot."""
     if int(k) < 1:
         raise ValueError(f"k must be at least 1, got {k}")
     state = domain_state(snap, domain)
     check_source(snap, source)
     vecs = query_rows(vecs, snap.info.embed_dim)
-    csls = snap.info.alignment.csls
-    n = max(int(k), snap.rule.contrast_k, csls.candidates if csls.enabled else 1)
     out: list[QueryResult | None] = [None] * len(vecs)
     for src, rows, own_q, q in by_source(snap, vecs, source, domain):
+        # CSLS re-ranks `candidates` hits, but only where it applies to this (source, target)
+        n = max(int(k), snap.rule.contrast_k,
+                snap.info.alignment.csls.candidates if csls_on(snap, src, domain) else 1)
         labels, sims = state.index.search(q, n)
         decisions = decide(snap, own_q, domain, labels, sims, src)
         ranked_labels, ranked_sims, ranked = _rank(snap, src, domain, labels, sims)

@@ -57,6 +57,19 @@ def top_cosines(q: np.ndarray, base: np.ndarray, n: int, chunk: int = 1024) -> n
     return out
 
 
+def _sample_rows(rng: np.random.Generator, n: int, max_queries: int) -> np.ndarray:
+    """The source rows a calibration scores: all of them, or a seeded sorted sample of max_queries."""
+    return np.sort(rng.choice(n, max_queries, replace=False)) if n > max_queries else np.arange(n)
+
+
+def _targets(vectors: dict[str, np.ndarray], src: str, rows: np.ndarray, to_target):
+    """(target, the source rows mapped into its space, its rows) for every other non-empty domain."""
+    for tgt, t in vectors.items():
+        if tgt == src or len(t) == 0:
+            continue
+        yield tgt, (rows if to_target is None else to_target(rows, src, tgt)), np.asarray(t, np.float32)
+
+
 def contrast_calibration(vectors: dict[str, np.ndarray], k: int = CONTRAST_K, max_queries: int = 5000,
                          seed: int = 0, to_target=None) -> dict:
     """{"k", "thresholds": {"source->target": value}, "queries": {...}} for the bundle's manifest.
@@ -71,13 +84,10 @@ def contrast_calibration(vectors: dict[str, np.ndarray], k: int = CONTRAST_K, ma
         v = np.asarray(v, np.float32)
         if len(v) < 2:
             continue
-        rows = np.sort(rng.choice(len(v), max_queries, replace=False)) if len(v) > max_queries else np.arange(len(v))
+        rows = _sample_rows(rng, len(v), max_queries)
         own = top_cosines(v[rows], v, k + 1)
-        for tgt, t in vectors.items():
-            if tgt == src or len(t) == 0:
-                continue
-            q = v[rows] if to_target is None else to_target(v[rows], src, tgt)
-            score = neighbourhood_contrast(own, top_cosines(q, np.asarray(t, np.float32), k), k)
+        for tgt, q, t in _targets(vectors, src, v[rows], to_target):
+            score = neighbourhood_contrast(own, top_cosines(q, t, k), k)
             thresholds[pair_key(src, tgt)] = otsu_threshold(score)
             queries[pair_key(src, tgt)] = int(len(rows))
     return {"k": int(k), "thresholds": thresholds, "queries": queries, "method": "otsu"}
@@ -98,12 +108,8 @@ def anchored_calibration(vectors: dict[str, np.ndarray], alpha: float = ALPHA, c
         v = np.asarray(v, np.float32)
         if len(v) == 0:
             continue
-        rows = np.sort(rng.choice(len(v), max_queries, replace=False)) if len(v) > max_queries else np.arange(len(v))
-        for tgt, t in vectors.items():
-            t = np.asarray(t, np.float32)
-            if tgt == src or len(t) == 0:
-                continue
-            q = v[rows] if to_target is None else to_target(v[rows], src, tgt)
+        rows = _sample_rows(rng, len(v), max_queries)
+        for tgt, q, t in _targets(vectors, src, v[rows], to_target):
             mine, _ = mutual_csls_pairs(q, t, min(csls_k, len(t), len(q)))
             key = pair_key(src, tgt)
             queries[key], anchors[key] = int(len(rows)), int(len(mine))

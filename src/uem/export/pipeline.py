@@ -7,9 +7,7 @@
         -> prototypes and open-set calibration on the aligned vectors -> write_bundle (atomic)
 
 Everything that can be refused (not a run, an output that is not a bundle, a missing data folder) is
-refused before the slow part starts. Why ~410 lines in one module: it is the export's one story in
-the order it runs; each step it calls lives in its own module (onnx, quantize, parity, align,
-openset, config).
+refused before the slow part starts.
 """
 
 from __future__ import annotations
@@ -32,13 +30,11 @@ from ..engine.encoder import Encoder as OnnxEncoder
 from ..engine.errors import DataError, ImageError, UemError
 from ..engine.preprocess import PreprocessSpec, preprocess_batch
 from ..train.run import load_encoder
-from .align import AlignConfig, fit_alignment
 from .config import ExportConfig
 from .onnx import export_onnx, torch_embed
-from ..engine.openset import ALPHA
-from .openset import anchored_calibration, contrast_calibration
 from .parity import ParityReport, parity_report
 from .quantize import calibration_sample, quantize_int8
+from .readout import fit_readout  # noqa: F401  (also imported from here by callers)
 
 EMBED_CHUNK = 128
 
@@ -373,28 +369,6 @@ def _export(run_dir, out, encoder, train_cfg, train, targets, roots, cfg: Export
     return ExportSummary(out=out, domains={d: len(v) for d, v in vectors.items()}, parity=report,
                          quantization=quant_info, sizes=sizes, seconds=time.perf_counter() - t0,
                          stages=stage.seconds, skipped=skipped, prototypes=int(len(graph.centroids)), merged_links=int(len(graph.links)))
-
-
-def fit_readout(vectors: dict[str, np.ndarray], align: AlignConfig, *, merge_rule: str, open_set: str,
-                merge: bool, k_prototypes: int | None, proto_seed: int, seed: int,
-                open_set_alpha: float = ALPHA):
-    """Everything a bundle derives from its raw vectors without labels: the alignment (and its
-    log), the prototype graph and the open-set calibration, both on the aligned vectors (where the
-    engine compares a query with them). Shared by export and `uemctl index realign`."""
-    from ..train.prototypes import build_prototype_graph
-
-    alignment, align_log = fit_alignment(vectors, align, seed=seed)
-    aligned = {d: alignment.align(v, d) for d, v in vectors.items()}
-    # merge_rule: ExportConfig's (DEFAULT_MERGE_RULE, uem.train.config, says why), or what the bundle records
-    graph = build_prototype_graph(aligned, k=k_prototypes, seed=proto_seed, rule=merge_rule, merge=merge)
-    calibration = {"rule": open_set}
-    if open_set == "anchored":
-        calibration["anchored"] = anchored_calibration(aligned, alpha=open_set_alpha, seed=seed,
-                                                       to_target=alignment.to_target,
-                                                       csls_k=max(align.csls_k, 1))
-    elif open_set == "contrast":
-        calibration["contrast"] = contrast_calibration(aligned, seed=seed, to_target=alignment.to_target)
-    return alignment, align_log, graph, calibration
 
 
 def _item_id(path: Path, root: Path) -> str:

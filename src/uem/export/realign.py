@@ -15,15 +15,14 @@ from pathlib import Path
 
 from ..engine.bundle import DEFAULT_LOCK_TIMEOUT_S, DomainData, read_bundle, write_bundle
 from ..engine.errors import BundleError
+from ..engine.openset import ALPHA, rule_name
 from ..train.config import ConfigError, TrainConfig
 from .align import NO_ALIGNMENT, AlignConfig
-from .config import OPEN_SET_RULES
-from ..engine.openset import ALPHA
-from .pipeline import fit_readout
+from .readout import fit_readout
 
 # What export did before the manifest recorded its rules: bundles without "merge_rule" were linked
-# with UEM-METHOD.md's global bar; those without "open_set_rule" use the contrast rule exactly when
-# their calibration holds its thresholds (what the engine decides by).
+# with UEM-METHOD.md's global bar. The open-set rule is read from the calibration, as the engine reads
+# it (uem.engine.openset.rule_name: contrast when it holds contrast thresholds, else prototype).
 UNRECORDED_MERGE_RULE = "global"
 
 
@@ -54,9 +53,7 @@ def realign_bundle(path: str | Path, align: AlignConfig | None = None, *, change
         align = AlignConfig(**base)
     extra = dict(info.extra)
     merge_rule = str(extra.get("merge_rule", UNRECORDED_MERGE_RULE))
-    open_set = str(extra.get("open_set_rule", "contrast" if "contrast" in info.calibration else "prototype"))
-    if open_set not in OPEN_SET_RULES:
-        open_set = "prototype"
+    open_set = rule_name(info.calibration)
     merge, proto_seed = True, 0  # a bundle that records no training config
     if extra.get("train_config"):
         try:

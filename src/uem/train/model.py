@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbone import FEATURE_DIM, EfficientNetLite0, load_pretrained
+from .backbone import FEATURE_DIM, LITE0_STAGES, EfficientNetLite0, load_pretrained
 from .config import ModelConfig
 
 
@@ -113,7 +113,8 @@ def trunk_channels(freeze_blocks: int) -> int:
     """Channels of the trunk's output: those of MBConv block freeze_blocks - 1 (the stem's 32 at 0)."""
     if freeze_blocks <= 0:
         return 32
-    return int(EfficientNetLite0()._blocks[freeze_blocks - 1]._project_conv.out_channels)
+    outs = [cout for repeats, _, _, _, _, cout in LITE0_STAGES for _ in range(repeats)]  # one per block
+    return outs[freeze_blocks - 1]
 
 
 class Encoder(nn.Module):
@@ -139,9 +140,10 @@ class Encoder(nn.Module):
         elif cfg.head == "mlp":
             self.head = ProjectionHead(FEATURE_DIM, cfg.head_hidden, out)
         elif cfg.head == "pooled":
-            if out != trunk_channels(cfg.freeze_blocks):
+            channels = trunk_channels(cfg.freeze_blocks)
+            if out != channels:
                 raise ValueError(f"the pooled read-out of block {cfg.freeze_blocks - 1} has "
-                                 f"{trunk_channels(cfg.freeze_blocks)} channels per view, embed_dim says {out}")
+                                 f"{channels} channels per view, embed_dim says {out}")
             self.head = nn.Identity()
         else:
             raise ValueError(f"unknown head {cfg.head!r} (linear, mlp or pooled)")

@@ -140,11 +140,6 @@ def pooled_cached(encoder: Encoder, feats: torch.Tensor, device: torch.device, b
     return torch.cat(parts, dim=1).reshape(-1, FEATURE_DIM)
 
 
-def merges(cfg: TrainConfig) -> bool:
-    """Whether prototypes merge: --no-merge and the fixed-K baseline pair them but merge none."""
-    return cfg.merge and cfg.baseline_k is None
-
-
 def epoch_prototypes(banks: list[torch.Tensor], domains: list[str], ks: list[int], cfg: TrainConfig,
                      seed: int, device: torch.device) -> EpochPrototypes:
     """This epoch's clusterings and matches of the banks, as tensors on `device`."""

@@ -19,7 +19,6 @@ from .manifest import (DOMAIN_NAME, ENCODER, ENCODER_FP32, FORMAT_NAME, FORMAT_V
 from .manifest import checksum as _checksum
 from .reader import BundleInfo, DomainInfo, FileEntry, read_bundle
 from .store import _GENERATION, DEFAULT_LOCK_TIMEOUT_S, LOCK_FILE, Transaction, transaction
-from .store import current_generation as _current_generation
 from .writers import DomainData, append_to_domain, reindex_bundle, write_bundle
 
 __all__ = [

@@ -12,6 +12,7 @@ No pickle anywhere: `np.load(..., allow_pickle=False)`, JSON for everything else
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from dataclasses import dataclass, field
@@ -77,9 +78,9 @@ class BundleInfo:
     alignment: Alignment = field(repr=False, default_factory=Alignment)
     alignment_file: FileEntry | None = None
 
-    @property
+    @functools.cached_property
     def csls_order(self) -> list[str]:
-        """The source domain of each column of a domain's CSLS statistics."""
+        """The source domain of each column of a domain's CSLS statistics (read per query: cached)."""
         return list((self.manifest.get("alignment") or {}).get("csls_columns") or [])
 
     def aligned_vectors(self, domain: str) -> np.ndarray:

@@ -137,16 +137,15 @@ class OpenSetRule:
                                                      nearest_cos)
         return Decision(accepted, reason, score, source)
 
-    def reject_fn(self, own_search: Callable[[str, np.ndarray, int], np.ndarray] | None = None,
-                  pre_aligned: bool = False):
+    def reject_fn(self, own_search: Callable[[str, np.ndarray, int], np.ndarray] | None = None):
         """This rule as `uem.eval`'s reject_fn(query_vectors, query_domain, target_domain,
         target_vectors) -> (accepted bool [n], score float [n]), with exact target neighbours.
 
         `own_search(domain, vectors, n) -> cosines [len(vectors), <= n]` (best first) finds the
         queries' own-domain neighbours (the engine passes its indexes); without it, pairs decided by
-        contrast fall back to the prototype rule. `pre_aligned`: the function takes a fifth
-        argument, the queries in their own domain's space (for prototypes and own-domain
-        neighbours), while the first is already in the target's space (the engine's alignment)."""
+        contrast fall back to the prototype rule. An optional fifth argument, `own_vectors`: the
+        queries in their own domain's space (for prototypes and own-domain neighbours) when the
+        first is already in the target's space (the engine's alignment)."""
 
         def reject(query_vectors, query_domain, target_domain, target_vectors, own_vectors=None):
             q = np.asarray(query_vectors, np.float32)
@@ -165,6 +164,4 @@ class OpenSetRule:
             return (np.array([d.accepted for d in ds], dtype=bool),
                     np.array([d.score for d in ds], dtype=np.float64))
 
-        if pre_aligned:
-            return reject
-        return lambda q, qd, td, t: reject(q, qd, td, t)
+        return reject

@@ -20,8 +20,6 @@ against 0.88-0.96). Measured in benchmarks/RESULTS.md, "No match on the aligned 
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from ..errors import BundleError
@@ -39,23 +37,31 @@ def quantile_grid(distances: np.ndarray, size: int = GRID) -> list[float]:
     return [float(x) for x in np.quantile(d, np.linspace(0.0, 1.0, size))]
 
 
-def grid_score(distance: np.ndarray, grid: np.ndarray) -> np.ndarray:
+def grid_table(grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(distinct grid values ascending, the quantile level of each): what `score_in` interpolates.
+    Equal grid values (many ties) would make np.interp ill-defined: a run takes its highest level."""
+    g = np.asarray(grid, np.float64)
+    levels = np.linspace(0.0, 1.0, len(g))
+    g_unique, last = np.unique(g[::-1], return_index=True)
+    return g_unique, levels[::-1][last]
+
+
+def score_in(distance: np.ndarray, table: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
     """Where each distance falls among the confident matches: the interpolated quantile level in
     [0, 1]; beyond the largest, 1 + the excess (monotone in the distance everywhere)."""
     d = np.asarray(distance, np.float64)
-    g = np.asarray(grid, np.float64)
-    levels = np.linspace(0.0, 1.0, len(g))
-    # equal grid values (many ties) would make np.interp ill-defined: take the highest level of a run
-    g_unique, last = np.unique(g[::-1], return_index=True)
-    lv = levels[::-1][last]
-    inside = np.interp(d, g_unique, lv, left=0.0, right=1.0)
-    return np.where(d > g[-1], 1.0 + (d - g[-1]), inside)
+    values, levels = table
+    inside = np.interp(d, values, levels, left=0.0, right=1.0)
+    return np.where(d > values[-1], 1.0 + (d - values[-1]), inside)
+
+
+def grid_score(distance: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """`score_in` for a grid given as stored (sorted quantiles)."""
+    return score_in(distance, grid_table(grid))
 
 
 class AnchoredRule:
     """Per-pair quantile grids of confident-match distances (the manifest's calibration["anchored"])."""
-
-    name = "anchored"
 
     def __init__(self, record: dict | None) -> None:
         self.alpha, self.grids, self.anchors = parse_record(record, "anchored", lambda r: (
@@ -67,17 +73,20 @@ class AnchoredRule:
         for p, g in self.grids.items():
             if g.ndim != 1 or len(g) < 2 or not np.all(np.isfinite(g)) or np.any(np.diff(g) < 0):
                 raise BundleError(f"invalid open-set calibration (grid of {p} is not a sorted finite list)")
+        # fixed for the bundle's life: computed once here, not per query
+        self._tables = {p: grid_table(g) for p, g in self.grids.items()}
+        self._thresholds = {p: float(np.interp(1.0 - self.alpha, np.linspace(0.0, 1.0, len(g)), g))
+                            for p, g in self.grids.items()}
 
     def covers(self, pair: str) -> bool:
         return pair in self.grids
 
     def threshold(self, pair: str) -> float:
         """The largest distance (1 - cosine) still accepted: the (1 - alpha) quantile."""
-        g = self.grids[pair]
-        return float(np.interp(1.0 - self.alpha, np.linspace(0.0, 1.0, len(g)), g))
+        return self._thresholds[pair]
 
     def score(self, pair: str, nearest_cos: np.ndarray) -> np.ndarray:
-        return grid_score(1.0 - np.asarray(nearest_cos, np.float64), self.grids[pair])
+        return score_in(1.0 - np.asarray(nearest_cos, np.float64), self._tables[pair])
 
     def rejects(self, score: float) -> bool:
         return score > 1.0 - self.alpha
@@ -100,9 +109,3 @@ class AnchoredRule:
                           for p in sorted(self.grids))
         return f"closest item vs confident matches, alpha {self.alpha:g}: {pairs}"
 
-
-def nearest_or_nan(sims: np.ndarray) -> float:
-    """The best finite cosine of a best-first row (NaN when there is none)."""
-    s = np.asarray(sims, np.float64).reshape(-1)
-    s = s[np.isfinite(s)]
-    return float(s.max()) if len(s) else math.nan

@@ -46,8 +46,6 @@ def neighbourhood_contrast(own_sims: np.ndarray, target_sims: np.ndarray, k: int
 class ContrastRule:
     """Per-pair thresholds on neighbourhood contrast (the manifest's calibration["contrast"])."""
 
-    name = "contrast"
-
     def __init__(self, record: dict | None) -> None:
         self.k, self.thresholds = parse_record(record, "contrast", lambda r: (
             int(r.get("k", CONTRAST_K)) if r else 0,
