@@ -53,11 +53,17 @@ def test_migration_fills_only_what_is_missing_and_leaves_its_input_alone():
     d = {"model": {"head": "linear"}, "plain_nn": True}
     m = migrate(d)
     assert d == {"model": {"head": "linear"}, "plain_nn": True}
-    assert m["version"] == 1 and m["model"] == {"head": "linear", "line_view": False}
+    assert m["version"] == 2 and m["model"] == {"head": "linear", "line_view": False, "embed_dim": 128}
     assert m["plain_nn"] is True and m["merge_rule"] == "global"  # trained before the local default
+    # version 1: trained before the mined-pair stage and the grid head
+    v1 = TrainConfig.from_dict({"version": 1, "model": {"input_size": 128}})
+    assert (v1.model.head, v1.model.embed_dim, v1.epochs1, v1.epochs2, v1.epochs_pairs, v1.views, v1.batch_size,
+            v1.lr) == ("linear", 128, 4, 2, 0, 3, 64, 0.03)
+    assert TrainConfig.from_dict({"version": 1, "epochs_pairs": 3, "lr": 0.1}).epochs_pairs == 3  # only what is missing
     # a current config is not touched: its defaults are the current ones
     assert TrainConfig.from_dict(TrainConfig().to_dict()) == TrainConfig()
     assert TrainConfig.from_dict({"version": 1}).merge_rule == DEFAULT_MERGE_RULE
+    assert TrainConfig.from_dict({"version": 2}) == TrainConfig()
 
 
 def test_a_newer_config_is_refused_with_one_line(tmp_path, capsys):
@@ -90,7 +96,7 @@ def test_a_newer_config_is_refused_with_one_line(tmp_path, capsys):
     ({"views": 1.5}, "views must be an integer"),
     ({"sel": "no"}, "sel must be true or false"),
     ({"seed": -3}, "seed must be an integer >= 0"),
-    ({"model": ModelConfig(input_size=48)}, "input_size must be a multiple of 32 for a trained head, got 48"),
+    ({"model": ModelConfig(input_size=48, grid=1)}, "input_size must be a multiple of 32 for a trained head, got 48"),
 ])
 def test_train_config_refuses_bad_values(kwargs, message):
     with pytest.raises(ConfigError) as e:
@@ -101,7 +107,7 @@ def test_train_config_refuses_bad_values(kwargs, message):
 @pytest.mark.parametrize("kwargs, message", [
     ({"input_size": 16}, "input_size must be an integer >= 32, got 16"),
     ({"embed_dim": 33}, "embed_dim must be even with the line-art view"),
-    ({"head": "cnn"}, "head must be one of linear, mlp, pooled"),
+    ({"head": "cnn"}, "head must be one of grid, linear, mlp, pooled"),
     ({"freeze_blocks": 17}, "freeze_blocks must be an integer in [0, 16], got 17"),
     ({"head_hidden": 0}, "head_hidden must be an integer >= 1"),
 ])
@@ -192,14 +198,14 @@ def _tiny_data(root: Path) -> Path:
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--input-size", "40"], "input_size must be a multiple of 32"),
+    (["--input-size", "40", "--grid", "1"], "input_size must be a multiple of 32"),
     (["--freeze-blocks", "17"], "freeze_blocks must be an integer in [0, 16]"),
     (["--embed-dim", "33"], "embed_dim must be even"),
     (["--batch-size", "1"], "batch_size must be an integer >= 2"),
     (["--baseline-k", "0"], "baseline_k must be an integer >= 1"),
     (["--device", "tpu"], "device must be one of auto, cpu, cuda"),
     (["--merge-rule", "nearest"], "merge_rule must be one of global, local"),
-    (["--nproc", "40"], "--nproc must be within 1..batch size / 2 (32), got 40"),
+    (["--nproc", "70"], "--nproc must be within 1..batch size / 2 (64), got 70"),
 ])
 def test_cli_train_bad_values_are_one_line(tmp_path, capsys, argv, message):
     data = _tiny_data(tmp_path / "data")

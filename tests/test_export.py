@@ -19,7 +19,7 @@ from PIL import Image, ImageDraw
 from uem.cli.app import main as cli_main
 from uem.engine import Engine
 from uem.engine.encoder import Encoder as OnnxEncoder
-from uem.engine.preprocess import preprocess_batch
+from uem.engine.preprocess import normalize, preprocess_batch
 from uem.export.biascorrect import fake_quant_weights
 from uem.export.onnx import compare, torch_embed
 from uem.export.parity import cross_domain_overlap, topk, topk_overlap
@@ -83,10 +83,18 @@ def tiny(tmp_path_factory, request):
                 _draw(shape, colour, filled, jitter=2 * i).save(folder / f"{i}.png")
     cfg = TrainConfig(data=str(data), domains=["line", "paint"],
                       model=ModelConfig(input_size=64, embed_dim=32, head_hidden=64, line_view=request.param,
-                                        head="linear" if request.param else "mlp"),
+                                        head="grid" if request.param else "mlp", grid=2),
                       seed=7)
     torch.manual_seed(cfg.seed)
     encoder = build_encoder(cfg.model, pretrained=True).eval()
+    if cfg.model.head == "grid":  # as training starts it: the head at the PCA of its input
+        from uem.train.data import load_images
+        from uem.train.model import init_linear_head
+
+        images = load_images(data, cfg.model.preprocess())
+        with torch.no_grad():
+            cells = encoder.pooled(encoder.trunk(torch.from_numpy(normalize(images.pixels, cfg.model.preprocess()))))
+        init_linear_head(encoder.head, cells, torch.as_tensor(images.domain).repeat(encoder.views))
     run = root / "run"
     save_encoder(run, encoder, cfg)
     out = root / "model.uem"

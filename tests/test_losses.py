@@ -15,12 +15,14 @@ from uem.train.losses import (
     grad_reverse,
     instance_nce,
     ipm,
+    pair_nce,
     pairwise_d_distance,
     proto_nce,
     sel,
     sn2m,
     spr,
     update_bank,
+    whiten_rows,
 )
 
 
@@ -166,3 +168,25 @@ def test_domain_adversarial_loss_reverses_encoder_gradient_only():
     assert clf(f).shape == (6, 3)
     # cross-entropy at initial chance level is about ln 3 for 3 domains
     assert abs(loss.item() - math.log(3)) < 0.5
+
+
+def test_pair_nce_hand_case():
+    """Two anchors, three targets. Anchor 0 = target 0 exactly, partner 0: logits (1, 0, 0) / tau
+    with tau = 1 -> -log(e / (e + 2)). Anchor 1 has no partner (-1): counts 0, and the mean is over
+    both rows -> loss = -log(e / (e + 2)) / 2."""
+    a = t([[1, 0, 0], [0, 1, 0]])
+    targets = t([[1, 0, 0], [0, 1, 0], [0, 0, 1]])
+    got = pair_nce(a, targets, torch.tensor([0, -1]), tau=1.0)
+    assert got.item() == pytest.approx(-math.log(math.e / (math.e + 2)) / 2, rel=1e-6)
+    # tau 0.5 doubles the logits: -log(e^2 / (e^2 + 2)) / 2
+    assert pair_nce(a, targets, torch.tensor([0, -1]), tau=0.5).item() == pytest.approx(
+        -math.log(math.e ** 2 / (math.e ** 2 + 2)) / 2, rel=1e-6)
+    # nobody paired: exactly 0, and still a tensor that backward() accepts
+    zero = pair_nce(a.requires_grad_(), targets, torch.tensor([-1, -1]), tau=1.0)
+    assert zero.item() == 0.0
+
+
+def test_whiten_rows_hand_case():
+    """mean (1, 0), whitener diag(1, 2): (2, 1) -> (1, 2) / sqrt(5); (1, 3) -> (0, 6) / 6 = (0, 1)."""
+    got = whiten_rows(t([[2, 1], [1, 3]]), t([1, 0]), t([[1, 0], [0, 2]]))
+    assert torch.allclose(got, t([[1 / math.sqrt(5), 2 / math.sqrt(5)], [0, 1]]), atol=1e-6)

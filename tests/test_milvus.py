@@ -296,7 +296,7 @@ def test_export_to_milvus_end_to_end(lite, store, tmp_path):
             for i in range(4):
                 draw(colour, domain, rng).save(data / domain / colour / f"{i}.png")
     cfg = TrainConfig(data=str(data), domains=["photo", "sketch"],
-                      model=ModelConfig(input_size=32, embed_dim=16, head_hidden=32), seed=3)
+                      model=ModelConfig(input_size=32, embed_dim=16, head_hidden=32, grid=1), seed=3)
     torch.manual_seed(cfg.seed)
     save_encoder(tmp_path / "run", build_encoder(cfg.model, pretrained=True).eval(), cfg)
     out = tmp_path / "model.uem"

@@ -55,7 +55,7 @@ def test_line_art_view_thickens_and_ignores_small_changes():
 
 def test_two_view_embedding_is_two_unit_halves_and_top_matches_forward():
     torch.manual_seed(0)
-    cfg = ModelConfig(input_size=32, embed_dim=16, line_view=True)
+    cfg = ModelConfig(input_size=32, embed_dim=16, line_view=True, grid=1)
     enc = Encoder(cfg).eval()
     x = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
@@ -66,16 +66,52 @@ def test_two_view_embedding_is_two_unit_halves_and_top_matches_forward():
         assert torch.allclose(f[:, :8].norm(dim=1), torch.full((3,), 0.5 ** 0.5), atol=1e-6)
         assert torch.allclose(enc.top(h), f, atol=1e-6)
         # the second half is the first half's computation on the line-art view
-        single = Encoder(ModelConfig(input_size=32, embed_dim=8, line_view=False)).eval()
+        single = Encoder(ModelConfig(input_size=32, embed_dim=8, line_view=False, grid=1)).eval()
         single.load_state_dict(enc.state_dict())
         assert torch.allclose(f[:, 8:] * 2 ** 0.5, single(enc.line_view(x)), atol=1e-5)
         assert torch.allclose(f[:, :8] * 2 ** 0.5, single(x), atol=1e-5)
 
 
+@pytest.mark.parametrize("size,freeze", [(128, 14), (64, 14), (96, 12), (128, 5), (32, 0), (160, 16)])
+def test_map_side_is_the_trunk_output_side(size, freeze):
+    cfg = ModelConfig(input_size=size, freeze_blocks=freeze, head="linear")
+    with torch.no_grad():
+        h = Encoder(cfg).eval().trunk(torch.zeros(1, 3, size, size))
+    assert h.shape[-1] == h.shape[-2] == cfg.map_side()
+
+
+def test_grid_head_reads_the_cells_of_the_map():
+    """grid 2 on a 4 x 4 map: each cell is the mean of a 2 x 2 block, per channel, flattened
+    channel-major (C, 2, 2), the view's whole vector unit length; then the head, then unit halves."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(input_size=128, embed_dim=8, grid=2)
+    enc = Encoder(cfg).eval()
+    assert enc.head.in_features == 192 * 4 and cfg.map_side() == 4
+    h = torch.randn(2, 2 * 192, 4, 4)
+    cells = enc.grid_cells(h)
+    img = h[:, :192].reshape(2, 192, 2, 2, 2, 2).mean(dim=(3, 5)).flatten(1)
+    line = h[:, 192:].reshape(2, 192, 2, 2, 2, 2).mean(dim=(3, 5)).flatten(1)
+    want = torch.nn.functional.normalize(torch.cat([img, line]), dim=1)
+    assert torch.allclose(cells, want, atol=1e-6)
+    f = enc.top(h)
+    halves = torch.nn.functional.normalize(enc.head(want), dim=1) / 2 ** 0.5
+    assert torch.allclose(f, torch.cat([halves[:2], halves[2:]], dim=1), atol=1e-6)
+    # only the head trains: the blocks after the trunk are not part of this embedding
+    assert {id(p) for p in enc.trainable_parameters()} == {id(p) for p in enc.head.parameters()}
+
+
+def test_grid_must_divide_the_map():
+    from uem.train.config import ConfigError
+
+    with pytest.raises(ConfigError, match="grid must divide the trunk's 4 x 4 output map at input_size 128, got 3"):
+        ModelConfig(grid=3)
+    assert ModelConfig(grid=2).grid == 2 and ModelConfig(input_size=64, grid=2).map_side() == 2
+
+
 def test_old_configs_without_the_new_fields_keep_their_behaviour():
     cfg = TrainConfig.from_dict({"model": {"input_size": 64, "embed_dim": 32}})
     assert cfg.model.head == "mlp" and cfg.model.line_view is False and cfg.plain_nn is False
-    assert TrainConfig().model.line_view is True and TrainConfig().model.head == "linear"
+    assert TrainConfig().model.line_view is True and TrainConfig().model.head == "grid"
     assert TrainConfig().plain_nn is True
 
 

@@ -1,4 +1,5 @@
-"""Training pipeline: end to end on tiny generated images (input 32 px, 1 epoch per stage)."""
+"""Training pipeline: end to end on tiny generated images (input 32 px, 1 epoch per stage, the grid
+head at 1 x 1 cell: the block-13 map of a 32 px image is 1 x 1)."""
 
 from __future__ import annotations
 
@@ -13,11 +14,11 @@ from PIL import Image, ImageDraw
 
 from uem.cli.app import main
 from uem.train import cache as trunk_cache
-from uem.train import losses, trainer
+from uem.train import losses, stages, trainer
 from uem.train.augment import AugmentConfig, augment
 from uem.train.config import ModelConfig, TrainConfig
 from uem.train.data import load_images
-from uem.train.model import build_encoder
+from uem.train.model import build_encoder, init_linear_head
 from uem.train.run import load_encoder
 
 
@@ -46,8 +47,8 @@ def make_data(root: Path, n: int = 6, subs: tuple[str, ...] = ("s0", "s1")) -> P
 
 
 def tiny_config(data: Path, **kw) -> TrainConfig:
-    cfg = TrainConfig(data=str(data), model=ModelConfig(input_size=32, embed_dim=16, head_hidden=32),
-                      epochs1=1, epochs2=1, views=2, batch_size=6, k_min=2, k_max=4)
+    cfg = TrainConfig(data=str(data), model=ModelConfig(input_size=32, embed_dim=16, head_hidden=32, grid=1),
+                      epochs1=1, epochs2=1, epochs_pairs=1, views=2, batch_size=6, k_min=2, k_max=4)
     for k, v in kw.items():
         setattr(cfg, k, v)
     return cfg
@@ -77,7 +78,7 @@ def data(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def full_run(data, tmp_path_factory) -> Path:
-    """2 + 1 epochs, uninterrupted; reused by the output and resume tests."""
+    """2 + 1 + 1 epochs (IDSE, CDSM, pairs), uninterrupted; reused by the output and resume tests."""
     out = tmp_path_factory.mktemp("run") / "run"
     return trainer.train(tiny_config(data, epochs1=2), out, progress=False)
 
@@ -93,50 +94,47 @@ def test_outputs_exist_and_encoder_loads(full_run):
         z = encoder(torch.randn(3, 3, 32, 32))
     assert z.shape == (3, 16) and torch.allclose(z.norm(dim=1), torch.ones(3), atol=1e-5)
     log = [json.loads(x) for x in (full_run / "log.jsonl").read_text().splitlines()]
-    assert {r["stage"] for r in log if "loss" in r} == {1, 2}
+    assert {r["stage"] for r in log if "loss" in r} == {1, 2, 3}
     assert all(np.isfinite(r["loss"]) for r in log if "loss" in r)
+    assert [r["pairs"] for r in log if "pairs" in r and "t" not in r][0]["colour-sketch"] >= 1
     state = torch.load(full_run / "checkpoint.pt", map_location="cpu", weights_only=True)
-    assert state["epoch"] == 3
+    assert state["epoch"] == 4 and state["stage"] == "pairs"
 
 
-def test_loss_decreases_on_a_fixed_batch(data):
-    """A few optimiser steps on one batch lower both stages' losses (the wiring trains something)."""
+@pytest.mark.parametrize("stage_class", [stages.IdseStage, stages.CdsmStage, stages.PairStage])
+def test_loss_decreases_on_a_fixed_batch(data, stage_class):
+    """A few optimiser steps on one batch lower each stage's loss (the wiring trains something)."""
     torch.manual_seed(0)
     cfg = tiny_config(data)
     spec = cfg.model.preprocess()
     images = load_images(data, spec)
     encoder = build_encoder(cfg.model, pretrained=True)
     feats = trunk_cache.compute(encoder, images, cfg.views, cfg.augment, cfg.seed, spec, torch.device("cpu"))
-    clean = trainer.embed_cached(encoder, feats[0], torch.device("cpu"))
-    banks = [clean[torch.as_tensor(images.members(d))].clone() for d in range(2)]
-    ep = trainer.epoch_prototypes(banks, images.domains, [3, 3], cfg, 0, torch.device("cpu"))
-    idx = torch.arange(len(images))
-    h = feats[1, idx].float()
+    groups = torch.as_tensor(images.domain).repeat(encoder.views)
+    init_linear_head(encoder.head, trainer.pooled_cached(encoder, feats[0], torch.device("cpu")), groups)  # as train() does
+    job = trainer.distributed.setup(torch.device("cpu"))
+    ctx = stages.Context(cfg=cfg, encoder=encoder, feats=feats, images=images, device=torch.device("cpu"), job=job)
+    clean = ctx.clean_embeddings()
+    ctx.banks = [clean[torch.as_tensor(images.members(d))].clone() for d in range(2)]
+    stage = stage_class(8)
+    stage.first_epoch = 0
+    stage.start(ctx, None)
+    stage.begin_epoch(ctx, 0, cfg.seed)
+    h = feats[1, torch.arange(len(images))].float()
     dom, slot = torch.as_tensor(images.domain), torch.as_tensor(images.slot)
-    frozen = build_encoder(cfg.model, pretrained=True)
-    frozen.load_state_dict(encoder.state_dict())
-    trainer.train_mode(frozen)
-    disc = losses.DomainClassifier(cfg.model.embed_dim, 2)
+    stages.train_mode(encoder)
 
-    def loss_of(stage: int) -> torch.Tensor:
-        f = encoder.top(h)
-        if stage == 1:
-            return trainer.stage1_loss(f, dom, slot, banks, ep, 1.0, cfg)[0]
-        with torch.no_grad():
-            f0 = frozen.top(h)
-        return trainer.stage2_loss(f, f0, dom, banks, ep, disc, cfg)[0]
+    def loss_now() -> torch.Tensor:
+        return stage.loss(ctx, encoder.top(h), h, dom, slot)[0]
 
-    for stage in (1, 2):
-        opt = trainer.make_optimizer(encoder, cfg, list(disc.parameters()) if stage == 2 else [])
-        trainer.train_mode(encoder)
-        before = loss_of(stage).item()
-        for _ in range(8):
-            loss = loss_of(stage)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        after = loss_of(stage).item()
-        assert after < before - 0.05, (stage, before, after)
+    before = loss_now().item()
+    for _ in range(8):
+        loss = loss_now()
+        stage.optimizer.zero_grad()
+        loss.backward()
+        stage.optimizer.step()
+    after = loss_now().item()
+    assert after < before - 0.05, (stage.name, before, after)
 
 
 def test_resume_after_a_kill_gives_the_same_weights(data, full_run, tmp_path, monkeypatch):
@@ -158,7 +156,35 @@ def test_resume_after_a_kill_gives_the_same_weights(data, full_run, tmp_path, mo
     trainer.train(tiny_config(data, epochs1=9), out, resume=True, progress=False)
     assert same_weights(encoder_state(out), encoder_state(full_run))
     epochs = [json.loads(x)["epoch"] for x in (out / "log.jsonl").read_text().splitlines()]
-    assert epochs == sorted(epochs) and set(epochs) == {0, 1, 2}
+    assert epochs == sorted(epochs) and set(epochs) == {0, 1, 2, 3}
+
+
+def test_resume_inside_the_pair_stage_gives_the_same_weights(data, tmp_path, monkeypatch):
+    """Killed after the first of two pair epochs: the resumed run re-mines from the checkpointed
+    encoder and restores AdamW's state, ending on the uninterrupted run's weights exactly."""
+    cfg = lambda: tiny_config(data, epochs1=0, epochs2=0, epochs_pairs=2)  # noqa: E731
+    seen = []
+    whole = trainer.train(cfg(), tmp_path / "whole", progress=False, observer=lambda e, m: seen.append((e, m)))
+    # the observer sees each epoch's mined pairs, the ones the log counts
+    whole_log = [json.loads(x) for x in (whole / "log.jsonl").read_text().splitlines()]
+    assert [e for e, _ in seen] == [0, 1]
+    assert [m.counts()[(0, 1)] for _, m in seen] == [r["pairs"]["colour-sketch"] for r in whole_log if "t" not in r]
+    out = tmp_path / "run"
+    real_save = trainer.save_checkpoint
+
+    def save_then_die(run_dir, epoch, *args, **kw):
+        real_save(run_dir, epoch, *args, **kw)
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train(cfg(), out, progress=False)
+    monkeypatch.setattr(trainer, "save_checkpoint", real_save)
+    trainer.train(cfg(), out, resume=True, progress=False)
+    assert same_weights(encoder_state(out), encoder_state(whole))
+    log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log if "t" not in r] == [0, 1] and all(r["stage"] == 3 for r in log)
 
 
 def test_sub_folder_names_are_ignored(tmp_path):
@@ -201,7 +227,8 @@ def test_cli_bad_data_is_one_line_and_exit_2(tmp_path, capsys, make):
 def test_cli_trains(data, tmp_path, capsys):
     out = tmp_path / "run"
     code = main(["train", str(data), "-o", str(out), "-q", "--input-size", "32", "--embed-dim", "16",
-                 "--epochs1", "1", "--epochs2", "1", "--views", "1", "--batch-size", "6", "--no-sel", "--sn2m"])
+                 "--epochs1", "1", "--epochs2", "1", "--epochs-pairs", "1", "--grid", "1", "--views", "1", "--batch-size", "6",
+                 "--no-sel", "--sn2m"])
     assert code == 0, capsys.readouterr().err
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["sel"] is False and cfg["plain_nn"] is False and cfg["model"]["input_size"] == 32

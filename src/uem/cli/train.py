@@ -1,4 +1,5 @@
-"""`uemctl train DATA -o RUN` — unsupervised UEM training (stage 1 IDSE, stage 2 CDSM)."""
+"""`uemctl train DATA -o RUN` — unsupervised training (mined cross-domain pairs by default; UEM's
+stage 1 IDSE and stage 2 CDSM with --epochs1 / --epochs2)."""
 
 from __future__ import annotations
 
@@ -16,15 +17,19 @@ from .root import app, err
 def train_cmd(
     data: Path = typer.Argument(..., help="DATA/<domain>/**/<image>, 2 or more domains; sub-folders are not read as labels."),
     out: Path = typer.Option(..., "-o", "--out", help="Run directory (config.json, encoder.pt, checkpoint, log, plots)."),
-    epochs1: int = typer.Option(None, "--epochs1", help="Stage 1 (IDSE) epochs."),
-    epochs2: int = typer.Option(None, "--epochs2", help="Stage 2 (CDSM) epochs."),
+    epochs1: int = typer.Option(None, "--epochs1", help="UEM stage 1 (IDSE) epochs (default 0)."),
+    epochs2: int = typer.Option(None, "--epochs2", help="UEM stage 2 (CDSM) epochs (default 0)."),
+    epochs_pairs: int = typer.Option(None, "--epochs-pairs", help="Mined-pair stage epochs (runs after IDSE/CDSM)."),
+    head: str = typer.Option(None, "--head", help="Read-out: grid (default), linear, mlp."),
+    grid: int = typer.Option(None, "--grid", help="Grid head: cells per side of the trunk's output map."),
     seed: int = typer.Option(None, "--seed"),
     embed_dim: int = typer.Option(None, "--embed-dim", help="Embedding size."),
     input_size: int = typer.Option(None, "--input-size", help="Square input side (multiple of 32)."),
     batch_size: int = typer.Option(None, "--batch-size"),
     freeze_blocks: int = typer.Option(None, "--freeze-blocks", help="MBConv blocks kept frozen (and cached), 0-16."),
     views: int = typer.Option(None, "--views", help="Augmented views cached per image."),
-    lr: float = typer.Option(None, "--lr", help="Learning rate of the head (backbone blocks: lr * backbone_lr_mult)."),
+    lr: float = typer.Option(None, "--lr", help="IDSE/CDSM learning rate of the head (backbone blocks: lr * backbone_lr_mult)."),
+    pairs_lr: float = typer.Option(None, "--pairs-lr", help="Mined-pair stage learning rate (AdamW)."),
     device: str = typer.Option("auto", "--device", help=" | ".join(DEVICES)),
     merge_rule: str = typer.Option(DEFAULT_MERGE_RULE, "--merge-rule", help="Which matched prototype pairs "
                                    f"merge: {' or '.join(MERGE_RULES)} (UEM-METHOD.md's bar is global)."),
@@ -53,8 +58,10 @@ def train_cmd(
                       sel=not no_sel, spda=not no_spda, plain_nn=plain_nn, baseline_k=baseline_k,
                       keep_cache=keep_cache,
                       model=ModelConfig(line_view=not no_line_view, **_given(embed_dim=embed_dim, input_size=input_size,
-                                                                          freeze_blocks=freeze_blocks)),
-                      **_given(epochs1=epochs1, epochs2=epochs2, seed=seed, batch_size=batch_size, views=views, lr=lr))
+                                                                          freeze_blocks=freeze_blocks, head=head,
+                                                                          grid=grid)),
+                      **_given(epochs1=epochs1, epochs2=epochs2, epochs_pairs=epochs_pairs, seed=seed,
+                               batch_size=batch_size, views=views, lr=lr, pairs_lr=pairs_lr))
     if nproc < 1 or nproc > cfg.batch_size // 2:
         raise UemError(f"--nproc must be within 1..batch size / 2 ({cfg.batch_size // 2}), got {nproc}")
     if nproc > 1:

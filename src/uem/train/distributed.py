@@ -16,7 +16,7 @@ How the ranks share the work, and why the result matches one process with the sa
 * Banks, prototypes. Bank updates use the gathered features: every rank applies the same update,
   the banks stay identical. K estimation, k-means and the merge run once, on rank 0, and are
   broadcast as tensors (`Dist.from_main`, `Dist.broadcast_tensors`). This module moves tensors only:
-  what they mean (the trainer's `share_prototypes`, `EpochPrototypes.to_tensors`) lives with the trainer.
+  what they mean (`uem.train.stages`, `EpochPrototypes.to_tensors`) lives with the stages.
 * Cache. The frozen trunk's (view, batch) jobs are dealt round-robin to the ranks and summed
   (`Dist.sum_shards`): N processes compute it N times faster, and the bits equal one process's.
 * Writes. Only rank 0 writes files, logs and draws progress bars (the trainer asks `is_main`).

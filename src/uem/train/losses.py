@@ -166,3 +166,21 @@ def domain_adversarial_loss(f: torch.Tensor, domain_ids: torch.Tensor, classifie
     reversal — minimising it trains g to tell domains apart and f to make them indistinguishable.
     Cross-entropy over n_domains logits equals the binary case for 2 domains and extends to more."""
     return F.cross_entropy(classifier(grad_reverse(f, lambda_)), domain_ids)
+
+
+# -- stage 3: mined pairs (uem.train.stages.PairStage) ---------------------------------------------
+def whiten_rows(f: torch.Tensor, mean: torch.Tensor, whitener: torch.Tensor) -> torch.Tensor:
+    """f centred and whitened with one domain's fixed (mean, whitener), unit length: the space the
+    bundle is searched in (uem.engine.align); gradients flow through f only."""
+    return F.normalize((f - mean) @ whitener, dim=1)
+
+
+def pair_nce(anchor: torch.Tensor, targets: torch.Tensor, partner: torch.Tensor, tau: float) -> torch.Tensor:
+    """Mined-pair contrast: -log(exp(a·t_p/tau) / sum_j exp(a·t_j/tau)) over the rows whose partner
+    p is >= 0, the whole target domain the denominator; rows without a partner count 0 (the mean is
+    over all rows, so a batch with few pairs pulls little). 0 when no row has a partner."""
+    has = partner >= 0
+    if not bool(has.any()):
+        return anchor.new_zeros(())
+    ce = F.cross_entropy(anchor[has] @ targets.T / tau, partner[has], reduction="sum")
+    return ce / len(partner)

@@ -99,7 +99,7 @@ def principal_directions(x: np.ndarray, groups: np.ndarray, n: int) -> tuple[np.
 
 
 def init_linear_head(head: nn.Linear, pooled: torch.Tensor, groups: torch.Tensor) -> None:
-    """Start a linear head at the PCA of `pooled` (N, 1280): the top principal directions of the
+    """Start a linear head at the PCA of `pooled` (N, F), the features under it: the top principal directions of the
     features centred within each group (domain), so the first directions describe content rather
     than the domain; the bias centres on the overall mean. Nothing here reads a label."""
     x = pooled.detach().cpu().double().numpy()
@@ -120,6 +120,11 @@ def trunk_channels(freeze_blocks: int) -> int:
 class Encoder(nn.Module):
     """image (N, 3, S, S) normalised -> embedding (N, D), unit length.
 
+    head "grid" (the default) reads the trunk's output map itself: each view's map average-pooled
+    to grid x grid cells, flattened, unit length, then one Linear layer (started at the PCA,
+    `init_linear_head`), unit length, the views side by side. Nothing after the trunk but that
+    layer: the pretrained blocks 14-15 and the 1280-d head conv are not part of the embedding.
+
     head "pooled" is the untrained read-out: no layer after the trunk, the embedding is each view's
     average-pooled trunk output (MBConv block freeze_blocks - 1), unit length, side by side. On
     emoji3 the pooled block-13 output carries more cross-style identity than the 1280-d head
@@ -135,8 +140,10 @@ class Encoder(nn.Module):
             raise ValueError(f"embed_dim {cfg.embed_dim} must be even with the line-art view")
         out = cfg.embed_dim // self.views  # each view's half of the embedding
         self.line_view = LineArtView(cfg.preprocess().mean, cfg.preprocess().std) if cfg.line_view else None
-        if cfg.head == "linear":
-            self.head: nn.Module = nn.Linear(FEATURE_DIM, out)
+        if cfg.head == "grid":
+            self.head: nn.Module = nn.Linear(trunk_channels(cfg.freeze_blocks) * cfg.grid ** 2, out)
+        elif cfg.head == "linear":
+            self.head = nn.Linear(FEATURE_DIM, out)
         elif cfg.head == "mlp":
             self.head = ProjectionHead(FEATURE_DIM, cfg.head_hidden, out)
         elif cfg.head == "pooled":
@@ -146,7 +153,7 @@ class Encoder(nn.Module):
                                  f"{channels} channels per view, embed_dim says {out}")
             self.head = nn.Identity()
         else:
-            raise ValueError(f"unknown head {cfg.head!r} (linear, mlp or pooled)")
+            raise ValueError(f"unknown head {cfg.head!r} (grid, linear, mlp or pooled)")
 
     def trunk(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3, S, S) -> (N, views * C, H, W): the views' trunk outputs side by side in channels,
@@ -158,13 +165,30 @@ class Encoder(nn.Module):
         # slices, not chunk(): they keep the batch dimension symbolic in the ONNX export
         return torch.cat([h[:n], h[n:]], dim=1) if self.views > 1 else h
 
-    def pooled(self, h: torch.Tensor) -> torch.Tensor:
-        """Trunk output (N, views * C, H, W) -> the 1280-d average-pooled backbone features under the
-        head, (views * N, 1280): all first views, then all line-art views."""
+    def _per_view(self, h: torch.Tensor) -> torch.Tensor:
+        """(N, views * C, H, W) -> (views * N, C, H, W): all first views, then all line-art views."""
         if self.views > 1:
             c = h.shape[1] // 2
             h = torch.cat([h[:, :c], h[:, c:]])
-        h = self.backbone._blocks[self.cfg.freeze_blocks:](h)
+        return h
+
+    def grid_cells(self, h: torch.Tensor) -> torch.Tensor:
+        """Trunk output (N, views * C, H, W) -> what the grid head reads, (views * N, C * grid^2):
+        each view's map average-pooled to grid x grid cells (a fixed kernel: exported as AveragePool),
+        flattened, unit length."""
+        h = self._per_view(h)
+        k = h.shape[-1] // self.cfg.grid
+        if k > 1:
+            h = F.avg_pool2d(h, k)
+        return F.normalize(h.flatten(1), dim=1)
+
+    def pooled(self, h: torch.Tensor) -> torch.Tensor:
+        """Trunk output (N, views * C, H, W) -> the features under the head, (views * N, F): all
+        first views, then all line-art views. For the linear and mlp heads the 1280-d average-pooled
+        backbone features; for the grid head its cells (`grid_cells`)."""
+        if self.cfg.head == "grid":
+            return self.grid_cells(h)
+        h = self.backbone._blocks[self.cfg.freeze_blocks:](self._per_view(h))
         return self.backbone.head(h).mean(dim=(2, 3))
 
     def top(self, h: torch.Tensor) -> torch.Tensor:
@@ -183,11 +207,15 @@ class Encoder(nn.Module):
         return self.top(self.trunk(x))
 
     def frozen_modules(self) -> list[nn.Module]:
-        """Modules kept at their ImageNet weights (BatchNorm statistics included)."""
+        """Modules kept at their ImageNet weights (BatchNorm statistics included). For the grid and
+        pooled read-outs that includes the blocks after the trunk and the 1280-d head conv: they are
+        not part of the embedding (and DDP refuses parameters that never get a gradient)."""
         b = self.backbone
-        return [b._conv_stem, b._bn0, b._fc, *b._blocks[: self.cfg.freeze_blocks]]
+        unused = [*b._blocks[self.cfg.freeze_blocks:], b._conv_head, b._bn1] if self.cfg.head in ("grid", "pooled") else []
+        return [b._conv_stem, b._bn0, b._fc, *b._blocks[: self.cfg.freeze_blocks], *unused]
 
     def trainable_parameters(self) -> list[nn.Parameter]:
+        """What the optimiser updates: everything not frozen (for the grid head: the head alone)."""
         frozen = {id(p) for m in self.frozen_modules() for p in m.parameters()}
         return [p for p in self.parameters() if id(p) not in frozen]
 

@@ -1,39 +1,28 @@
-"""The UEM training loop: stage 1 IDSE, then stage 2 CDSM, on a cached frozen trunk.
+"""The training loop: a cached frozen trunk, then the run's stages (uem.train.stages), epoch by epoch.
 
 What the defaults (uem.train.config.TrainConfig) train: EfficientNet-Lite0 with blocks 0-13 frozen
 at their ImageNet weights; every picture goes through the same weights twice, as itself and as a
-line drawing of itself (line_view: the embedding is both views' halves); the projection head is one
-linear layer started at the PCA of the clean images' pooled features (head "linear").
+line drawing of itself (line_view: the embedding is both views' halves); the head is the grid
+read-out (the block-13 map's 4 x 4 cells, flattened) through one linear layer started at its PCA.
 
 Read top to bottom:
   1. images  — every domain's images decoded once (uem.train.data), nothing below a domain read.
-  2. cache   — the frozen trunk's float16 outputs for the clean image + `views` (3) augmented views.
-  3. banks   — one memory-bank row per image, per domain, started from the clean embeddings
-               (bank momentum 0.5: a few epochs need a faster bank than the paper's 0.99).
-  4. epochs  — 4 of stage 1, then 2 of stage 2. Each epoch: re-cluster every bank (K estimated at
-               the start of each stage), pair and merge prototypes across every pair of domains
-               (the "local" merge rule, uem.train.config.DEFAULT_MERGE_RULE), then one pass over all images in random batches, each
-               image as one of its cached augmented views.
-               stage 1 (IDSE):  sum_d  L_IPM^d + alpha * mean_{d' != d} L_SEL^{d|d'},
-                                L_IPM = L_INCE + alpha * L_PNCE
-               stage 2 (CDSM):  L_DAL + sum_d ( L_SPR^d + mean_{d' != d} L_SN2M^{d->d'} )
-               with PLAIN nearest-neighbour positives by default (plain_nn; measured ahead of SN2M
-               on top-1 identity, benchmarks/RESULTS.md): p~ and the nearest bank entry of d',
-               always. `--sn2m` is UEM-METHOD.md's SN2M: that neighbour counts only when its
-               nearest prototype agrees with p~.
-               Ablations: --no-merge, --no-sel, --no-spda (no L_DAL, no L_SPR), --baseline-k K
-               (fixed K, no merge, no SEL).
+  2. cache   — the frozen trunk's float16 outputs for the clean image + `views` (2) augmented views.
+  3. head    — a linear head starts at the PCA of the clean images' features under it; the memory
+               banks (UEM's stages only) start from the clean embeddings.
+  4. epochs  — the stages in order (idse, cdsm, pairs; only those with epochs > 0; by default
+               4 epochs of pairs): each epoch the stage sets its targets (prototypes, or mined
+               pairs), then one pass over all images in random batches, each image as one of its
+               cached augmented views: the stage's loss, one optimiser step, its bank update.
   5. outputs — encoder.pt + config.json (the export contract), checkpoint.pt after every epoch (for
                --resume), log.jsonl, loss.png, prototypes.npy/json (the final PrototypeGraph).
 
-The method's math lives in uem.train.losses and uem.train.prototypes; this file only wires it.
-Why one file of ~520 lines: the loop reads top to bottom as one story (nanoGPT's train.py); the
-stages become objects of their own when the training itself is redesigned.
+The losses live in uem.train.losses, the stages' wiring in uem.train.stages, the pair mining in
+uem.train.pairs and the prototypes in uem.train.prototypes; this file only runs them.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import time
@@ -48,13 +37,16 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ..engine.atomic import replace_files, replacing
 from ..engine.prototypes import PrototypeGraph
 from . import cache as trunk_cache
-from . import distributed, losses
-from .backbone import FEATURE_DIM
+from . import distributed
+from .cached import embed_cached, pooled_cached  # noqa: F401 - also the benchmarks' and tests' entry
 from .config import TrainConfig, write_json
 from .data import ImageSet, load_images
 from .model import Encoder, build_encoder, init_linear_head
-from .prototypes import EpochPrototypes, domain_prototypes, estimate_k, graph_from, match_domains
+from .pairs import MinedPairs
+from .prototypes import domain_prototypes, graph_from, match_domains
 from .run import save_encoder, save_torch_atomic
+from .stages import Context, Stage, train_mode
+from .stages import build as build_stages
 
 CHECKPOINT = "checkpoint.pt"
 LOG = "log.jsonl"
@@ -90,18 +82,6 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def make_optimizer(encoder: Encoder, cfg: TrainConfig, extra: list[torch.nn.Parameter] = ()) -> torch.optim.SGD:
-    """SGD with two learning rates: the projection head (and the domain classifier) at lr, the
-    trainable backbone blocks at lr * backbone_lr_mult."""
-    head = {id(p) for p in encoder.head.parameters()}
-    trainable = encoder.trainable_parameters()
-    groups = [{"params": [p for p in trainable if id(p) not in head], "lr": cfg.lr * cfg.backbone_lr_mult},
-              {"params": [p for p in trainable if id(p) in head] + list(extra), "lr": cfg.lr}]
-    for g in groups:
-        g["base_lr"] = g["lr"]
-    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-
-
 def set_lr(opt: torch.optim.Optimizer, progress: float) -> float:
     """Cosine from base_lr to 0 over a stage; progress in [0, 1)."""
     scale = 0.5 * (1.0 + math.cos(math.pi * progress))
@@ -110,154 +90,29 @@ def set_lr(opt: torch.optim.Optimizer, progress: float) -> float:
     return opt.param_groups[-1]["lr"]
 
 
-def train_mode(encoder: Encoder) -> None:
-    """Trainable part in train mode; the frozen trunk (and its BatchNorm statistics) stays in eval."""
-    encoder.train()
-    for m in encoder.frozen_modules():
-        m.eval()
-
-
-@torch.no_grad()
-def _over_cache(fn, encoder: Encoder, feats: torch.Tensor, device: torch.device, batch: int) -> list[torch.Tensor]:
-    """fn(batch of cached trunk outputs) for every batch of `feats`, the encoder in eval mode."""
-    was_training = encoder.training
-    encoder.eval()
-    out = [fn(feats[i:i + batch].to(device).float()) for i in range(0, len(feats), batch)]
-    encoder.train(was_training)
-    return out
-
-
-def embed_cached(encoder: Encoder, feats: torch.Tensor, device: torch.device, batch: int = 256) -> torch.Tensor:
-    """Embeddings (N, D) float32 of cached trunk outputs (N, C, H, W), eval mode."""
-    return torch.cat(_over_cache(encoder.top, encoder, feats, device, batch))
-
-
-def pooled_cached(encoder: Encoder, feats: torch.Tensor, device: torch.device, batch: int = 256) -> torch.Tensor:
-    """The 1280-d pooled backbone features (views * N, 1280) of cached trunk outputs, eval mode:
-    all first views, then all line-art views (Encoder.pooled)."""
-    parts = _over_cache(lambda h: encoder.pooled(h).reshape(encoder.views, -1, FEATURE_DIM), encoder, feats,
-                        device, batch)
-    return torch.cat(parts, dim=1).reshape(-1, FEATURE_DIM)
-
-
-def epoch_prototypes(banks: list[torch.Tensor], domains: list[str], ks: list[int], cfg: TrainConfig,
-                     seed: int, device: torch.device) -> EpochPrototypes:
-    """This epoch's clusterings and matches of the banks, as tensors on `device`."""
-    return EpochPrototypes.build([b.cpu().numpy() for b in banks], domains, ks, seed, device,
-                                 rule=cfg.merge_rule, merge=cfg.merges)
-
-
-def share_prototypes(job: distributed.Dist, make: Callable[[], EpochPrototypes],
-                     n_domains: int) -> EpochPrototypes:
-    """`make()` on rank 0 only (k-means and the merge are the expensive, seed-sensitive part), its
-    tensors broadcast and rebuilt into EpochPrototypes on the other ranks."""
-    if not job.active:
-        return make()
-    mine = make() if job.is_main else None
-    got = job.broadcast_tensors(mine.to_tensors() if mine is not None else None)
-    if mine is not None:
-        return mine
-    return EpochPrototypes.from_tensors([t.to(job.device) for t in got], n_domains)
-
-
-def estimate_ks(banks: list[torch.Tensor], cfg: TrainConfig, seed: int) -> list[int]:
-    """K per domain: the user's fixed K in baseline mode, otherwise estimated from the bank."""
-    if cfg.baseline_k is not None:
-        return [int(cfg.baseline_k)] * len(banks)
-    return [estimate_k(b.cpu().numpy(), k_min=cfg.k_min, k_max=cfg.k_max, seed=seed) for b in banks]
-
-
-# -- the two stages' losses for one batch ----------------------------------------------------------
-def stage1_loss(f: torch.Tensor, dom: torch.Tensor, slot: torch.Tensor, banks: list[torch.Tensor],
-                protos: EpochPrototypes, alpha_weight: float, cfg: TrainConfig
-                ) -> tuple[torch.Tensor, dict[str, float]]:
-    """L_IDSE = sum_d [ L_INCE^d + alpha L_PNCE^d + alpha mean_{e != d} L_SEL^{d|e} ] over the batch's
-    domains; `alpha_weight` is alpha(e, E)."""
-    n_dom = len(banks)
-    total = f.new_zeros(())
-    parts = {"ince": 0.0, "pnce": 0.0, "sel": 0.0}
-    for d in range(n_dom):
-        rows = dom == d
-        if not rows.any():
-            continue
-        f_d, slots_d = f[rows], slot[rows]
-        ince = losses.instance_nce(f_d, banks[d], slots_d, cfg.tau)
-        pnce = losses.proto_nce(f_d, protos.centroids[d], protos.assign[d][slots_d], cfg.tau)
-        total = total + ince + alpha_weight * pnce
-        parts["ince"] += ince.item()
-        parts["pnce"] += pnce.item()
-        if cfg.uses_sel:
-            sel = torch.stack([losses.sel(f_d, protos.own_unified[d, e], cfg.tau)
-                               for e in range(n_dom) if e != d]).mean()
-            total = total + alpha_weight * sel
-            parts["sel"] += sel.item()
-    return total, parts
-
-
-def stage2_loss(f: torch.Tensor, f_frozen: torch.Tensor, dom: torch.Tensor, banks: list[torch.Tensor],
-                protos: EpochPrototypes, classifier: torch.nn.Module | None, cfg: TrainConfig
-                ) -> tuple[torch.Tensor, dict[str, float]]:
-    """L_CDSM = L_DAL + sum_d ( L_SPR^d + mean_{e != d} L_SN2M^{d->e} ); SN2M's positives are plain
-    nearest neighbours when cfg.plain_nn (the default). `classifier`: the domain classifier (None
-    without SPDA: no L_DAL and no L_SPR)."""
-    n_dom = len(banks)
-    total = f.new_zeros(())
-    parts = {"dal": 0.0, "spr": 0.0, "sn2m": 0.0, "trusted": 0.0}
-    if classifier is not None:
-        dal = losses.domain_adversarial_loss(f, dom, classifier)
-        total = total + dal
-        parts["dal"] = dal.item()
-    trusted, seen = 0, 0
-    for d in range(n_dom):
-        rows = dom == d
-        if not rows.any():
-            continue
-        f_d = f[rows]
-        if classifier is not None and int(rows.sum()) > 1:
-            spr = losses.spr(f_d, f_frozen[rows])
-            total = total + spr
-            parts["spr"] += spr.item()
-        terms = []
-        for e in range(n_dom):
-            if e == d:
-                continue
-            loss, trusted_rows = losses.sn2m(f_d, protos.centroids[d], protos.tilde_index[d, e],
-                                             protos.target_unified[d, e], banks[e], cfg.tau,
-                                             plain_nn=cfg.plain_nn)
-            terms.append(loss)
-            trusted += int(trusted_rows.sum())
-            seen += len(trusted_rows)
-        sn2m = torch.stack(terms).mean()
-        total = total + sn2m
-        parts["sn2m"] += sn2m.item()
-    parts["trusted"] = trusted / max(seen, 1)
-    return total, parts
-
-
-# -- checkpoint ------------------------------------------------------------------------------------
-def save_checkpoint(run_dir: Path, epoch: int, encoder: Encoder, opt: torch.optim.Optimizer,
-                    banks: list[torch.Tensor], ks: list[int], frozen: Encoder | None,
-                    classifier: torch.nn.Module | None) -> None:
-    """Tensors and plain types only (loaded with weights_only=True). epoch = epochs completed.
-    RNG state needs no saving: every epoch reseeds from (seed, epoch)."""
-    on_cpu = lambda state: {k: v.detach().cpu() if torch.is_tensor(v) else v  # noqa: E731
-                            for k, v in state.items()}
+def save_checkpoint(run_dir: Path, epoch: int, encoder: Encoder, stage: Stage, banks: list[torch.Tensor]) -> None:
+    """Tensors and plain types only (loaded with weights_only=True). epoch = epochs completed;
+    `stage` = the stage that ran it (its optimiser and targets' state). RNG state needs no
+    saving: every epoch reseeds from (seed, epoch)."""
     save_torch_atomic({
         "epoch": epoch,
-        "model": on_cpu(encoder.state_dict()),
-        "optimizer": opt.state_dict(),
+        "model": {k: v.detach().cpu() for k, v in encoder.state_dict().items()},
+        "stage": stage.name,
+        "stage_state": stage.state_dict(),
         "banks": [b.cpu() for b in banks],
-        "ks": list(ks),
-        "frozen": on_cpu(frozen.state_dict()) if frozen is not None else None,
-        "disc": on_cpu(classifier.state_dict()) if classifier is not None else None,
     }, run_dir / CHECKPOINT)
 
 
 def load_checkpoint(run_dir: Path) -> dict | None:
+    """The last checkpoint, or None. One written before the stages were objects (its optimiser,
+    K and stage-2 modules at the top level) reads in the current layout."""
     path = run_dir / CHECKPOINT
     if not path.is_file():
         return None
-    return torch.load(path, map_location="cpu", weights_only=True)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if "stage_state" not in state:
+        state["stage_state"] = {k: state.pop(k, None) for k in ("optimizer", "ks", "frozen", "disc")}
+    return state
 
 
 # -- logging ---------------------------------------------------------------------------------------
@@ -303,15 +158,15 @@ def plot_losses(log_path: Path, out: Path) -> None:
     if not recs:
         return
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for stage, colour in ((1, "tab:blue"), (2, "tab:red")):
+    for stage, colour, name in ((1, "tab:blue", "IDSE"), (2, "tab:red", "CDSM"), (3, "tab:green", "mined pairs")):
         stage_recs = [r for r in recs if r["stage"] == stage]
         if stage_recs:
             axes[0].plot([r["t"] for r in stage_recs], [r["loss"] for r in stage_recs], lw=0.6, color=colour,
-                         label=f"stage {stage} ({'IDSE' if stage == 1 else 'CDSM'})")
+                         label=f"stage {stage} ({name})")
     axes[0].set_xlabel("step")
     axes[0].set_ylabel("total loss")
     axes[0].legend()
-    keys = ["ince", "pnce", "sel", "dal", "spr", "sn2m"]
+    keys = ["ince", "pnce", "sel", "dal", "spr", "sn2m", "inst", "pair"]
     epochs = sorted({r["epoch"] for r in recs})
     for k in keys:
         ys = [np.mean([r[k] for r in recs if r["epoch"] == e and k in r] or [np.nan]) for e in epochs]
@@ -340,10 +195,12 @@ def save_prototypes(run_dir: Path, graph: PrototypeGraph) -> None:
 # -- the loop --------------------------------------------------------------------------------------
 def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress: bool = True,
           pretrained: bool = True, console: Console | None = None,
-          trunk_features: torch.Tensor | None = None) -> Path:
+          trunk_features: torch.Tensor | None = None,
+          observer: Callable[[int, MinedPairs], None] | None = None) -> Path:
     """Train on cfg.data into run_dir. With resume, continue from run_dir/checkpoint.pt (its own
     config.json wins over `cfg`, except the device). `trunk_features` (experiments only): a cache
-    computed earlier for the same images, input size and freeze point, used as is."""
+    computed earlier for the same images, input size and freeze point, used as is. `observer`
+    (benchmarks only): called with (pair-stage epoch, MinedPairs) after each epoch's mining."""
     run_dir = Path(run_dir)
     job = distributed.setup(pick_device(cfg.device))  # torchrun: this rank; else one process
     if job.is_main:
@@ -384,6 +241,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress:
     feats = trunk_features if trunk_features is not None else trunk_cache.load(run_dir, key)
     if not job.all_agree(feats is not None):
         feats = None
+    stages = build_stages(cfg, observer)
+    total_epochs = sum(s.epochs for s in stages)
     if feats is None:
         t0 = time.perf_counter()
         with progress_bar(console, progress) as bar:
@@ -392,114 +251,81 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress:
                                         progress=lambda n: bar.advance(task, n * job.world),
                                         shard=(job.rank, job.world))
             feats = job.sum_shards(feats)
-        if cfg.epochs1 + cfg.epochs2 > 1 and job.is_main:
+        if total_epochs > 1 and job.is_main:
             trunk_cache.save(run_dir, key, feats)
         console.print(f"trunk cache: {tuple(feats.shape)} float16, {feats.numel() * 2 / 2**20:.0f} MiB, "
                       f"{time.perf_counter() - t0:.0f} s", markup=False)
     elif trunk_features is not None and cfg.keep_cache and job.is_main:
         trunk_cache.save(run_dir, "given", feats)
-    members = [torch.as_tensor(images.members(d)) for d in range(len(sizes))]
     dom_all = torch.as_tensor(images.domain)
     slot_all = torch.as_tensor(images.slot)
 
-    # 3. a linear head starts at the PCA of the clean images' pooled features; memory banks hold the
-    #    clean images' embeddings
-    if state is None and cfg.model.head == "linear":
+    # 3. a linear head starts at the PCA of the clean images' features under it; memory banks hold
+    #    the clean images' embeddings
+    ctx = Context(cfg=cfg, encoder=encoder, feats=feats, images=images, device=device, job=job)
+    if state is None and cfg.model.head in ("linear", "grid"):
         init_linear_head(encoder.head, pooled_cached(encoder, feats[0], device).cpu(), dom_all.repeat(encoder.views))
     if state is not None:
-        banks = [b.to(device) for b in state["banks"]]
+        ctx.banks = [b.to(device) for b in state["banks"]]
     else:
-        clean = job.embed(lambda rows: embed_cached(encoder, feats[0][rows], device), n=len(images))
-        banks = [clean[m.to(device)].clone() for m in members]
+        clean = ctx.clean_embeddings()
+        ctx.banks = [clean[torch.as_tensor(images.members(d)).to(device)].clone() for d in range(len(sizes))]
 
-    # 4. epochs
-    epochs1, epochs2 = cfg.epochs1, cfg.epochs2
+    # 4. epochs, stage by stage
     start = state["epoch"] if state is not None else 0
-    ks = list(state["ks"]) if state is not None else []
-    frozen: Encoder | None = None
-    classifier: losses.DomainClassifier | None = None
-    opt: torch.optim.Optimizer | None = None
     log = Log(run_dir / LOG, start) if job.is_main else NullLog()
     encoder_top = job.wrap(distributed.EncoderTop(encoder))  # encoder.top; under DDP, averaged gradients
-    classifier_ddp = None
     n = len(images)
     n_batches = max(1, math.ceil(n / cfg.batch_size))
     global_step = start * n_batches
     with progress_bar(console, progress) as bar:
-        task = bar.add_task("train", total=(epochs1 + epochs2) * n_batches, completed=start * n_batches, info="")
-        for epoch in range(start, epochs1 + epochs2):
-            stage = 1 if epoch < epochs1 else 2
-            stage_epoch = epoch if stage == 1 else epoch - epochs1
-            stage_epochs = epochs1 if stage == 1 else epochs2
-            rng = np.random.default_rng([cfg.seed, epoch])
-            torch.manual_seed(cfg.seed * 1000 + epoch)
-            # the stage's modules: built fresh at its first epoch, or from the checkpoint
-            if opt is None or stage_epoch == 0:
-                if stage == 2:
-                    # f': the stage-1 encoder, frozen; run with batch statistics like f, so that
-                    # L_SPR is exactly 0 at the start of stage 2
-                    frozen = copy.deepcopy(encoder)
-                    if state is not None and state.get("frozen") is not None and stage_epoch > 0:
-                        frozen.load_state_dict(state["frozen"])
-                    for p in frozen.parameters():
-                        p.requires_grad_(False)
-                    train_mode(frozen)
-                    classifier = (losses.DomainClassifier(cfg.model.embed_dim, len(sizes)).to(device)
-                                  if cfg.spda else None)
-                    if classifier is not None and state is not None and state.get("disc") is not None \
-                            and stage_epoch > 0:
-                        classifier.load_state_dict(state["disc"])
-                    classifier_ddp = job.wrap(classifier) if classifier is not None else None
-                opt = make_optimizer(encoder, cfg, list(classifier.parameters()) if classifier is not None else [])
-                if state is not None and stage_epoch > 0 and epoch == start:
-                    opt.load_state_dict(state["optimizer"])
-                if stage_epoch == 0:
-                    ks = job.from_main(lambda: estimate_ks(banks, cfg, cfg.seed + epoch))
-            epoch_protos = share_prototypes(
-                job, lambda: epoch_prototypes(banks, images.domains, ks, cfg, cfg.seed + epoch, device), len(sizes))
-            alpha_weight = losses.alpha(stage_epoch, stage_epochs)
-            bar.update(task, description=f"stage {stage} ep {stage_epoch + 1}/{stage_epochs}")
-            train_mode(encoder)
-            order = rng.permutation(n)
-            views = rng.integers(1, cfg.views + 1, size=n) if cfg.views > 0 else np.zeros(n, dtype=np.int64)
-            epoch_losses = []
-            for step, idx in enumerate(np.array_split(order, n_batches)):
-                lr = set_lr(opt, (stage_epoch * n_batches + step) / (stage_epochs * n_batches))
-                local_idx = job.local(idx)  # this rank's slice; f and f_frozen gathered back to the whole batch
-                trunk_out = feats[torch.as_tensor(views[local_idx]), torch.as_tensor(local_idx)].to(device).float()
-                dom = dom_all[idx].to(device)
-                slot = slot_all[idx].to(device)
-                f = job.gather(encoder_top(trunk_out), len(idx))
-                if stage == 1:
-                    loss, parts = stage1_loss(f, dom, slot, banks, epoch_protos, alpha_weight, cfg)
-                else:
-                    with torch.no_grad():
-                        f_frozen = job.gather(frozen.top(trunk_out), len(idx))
-                    loss, parts = stage2_loss(f, f_frozen, dom, banks, epoch_protos, classifier_ddp, cfg)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                for d in range(len(banks)):
-                    rows = dom == d
-                    if rows.any():
-                        losses.update_bank(banks[d], slot[rows], f[rows], cfg.bank_momentum)
-                global_step += 1
-                epoch_losses.append(loss.item())
-                log.write({"t": global_step, "stage": stage, "epoch": epoch, "step": step, "lr": lr,
-                           "alpha": alpha_weight, "loss": loss.item(), **{k: round(v, 5) for k, v in parts.items()}})
-                bar.update(task, advance=1, info=f"loss {loss.item():.3f}")
-            summary = {"epoch": epoch, "stage": stage, "ks": ks, "merged": epoch_protos.merged_count(),
-                       "loss": round(float(np.mean(epoch_losses)), 4), "seconds": round(time.perf_counter() - t_start, 1)}
-            log.write(summary)
-            bar.console.print(f"stage {stage} epoch {stage_epoch + 1}/{stage_epochs}: loss {summary['loss']:.4f}, "
-                              f"K {ks}, {summary['merged']} merged pairs, {summary['seconds']:.0f} s", markup=False)
-            if job.is_main:
-                save_checkpoint(run_dir, epoch + 1, encoder, opt, banks, ks, frozen, classifier)
+        task = bar.add_task("train", total=total_epochs * n_batches, completed=start * n_batches, info="")
+        for stage in stages:
+            if stage.first_epoch + stage.epochs <= start:
+                continue  # finished before the checkpoint
+            resuming = state is not None and start > stage.first_epoch
+            stage.start(ctx, state["stage_state"] if resuming else None)
+            for stage_epoch in range(max(start - stage.first_epoch, 0), stage.epochs):
+                epoch = stage.first_epoch + stage_epoch
+                rng = np.random.default_rng([cfg.seed, epoch])
+                torch.manual_seed(cfg.seed * 1000 + epoch)
+                targets = stage.begin_epoch(ctx, stage_epoch, cfg.seed + epoch)
+                bar.update(task, description=f"{stage.name} ep {stage_epoch + 1}/{stage.epochs}")
+                train_mode(encoder)
+                order = rng.permutation(n)
+                views = rng.integers(1, cfg.views + 1, size=n) if cfg.views > 0 else np.zeros(n, dtype=np.int64)
+                epoch_losses = []
+                for step, idx in enumerate(np.array_split(order, n_batches)):
+                    lr = set_lr(stage.optimizer, (stage_epoch * n_batches + step) / (stage.epochs * n_batches))
+                    local_idx = job.local(idx)  # this rank's slice; f gathered back to the whole batch
+                    trunk_out = feats[torch.as_tensor(views[local_idx]), torch.as_tensor(local_idx)].to(device).float()
+                    dom = dom_all[idx].to(device)
+                    slot = slot_all[idx].to(device)
+                    f = job.gather(encoder_top(trunk_out), len(idx))
+                    loss, parts = stage.loss(ctx, f, trunk_out, dom, slot)
+                    stage.optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    stage.optimizer.step()
+                    stage.after_step(ctx, f.detach(), dom, slot)
+                    global_step += 1
+                    epoch_losses.append(loss.item())
+                    log.write({"t": global_step, "stage": stage.number, "epoch": epoch, "step": step, "lr": lr,
+                               "loss": loss.item(), **{k: round(v, 5) for k, v in parts.items()}})
+                    bar.update(task, advance=1, info=f"loss {loss.item():.3f}")
+                summary = {"epoch": epoch, "stage": stage.number, **targets,
+                           "loss": round(float(np.mean(epoch_losses)), 4),
+                           "seconds": round(time.perf_counter() - t_start, 1)}
+                log.write(summary)
+                said = ", ".join(f"{k} {v}" for k, v in targets.items() if k != "alpha")
+                bar.console.print(f"{stage.name} epoch {stage_epoch + 1}/{stage.epochs}: loss {summary['loss']:.4f}, "
+                                  f"{said}, {summary['seconds']:.0f} s", markup=False)
+                if job.is_main:
+                    save_checkpoint(run_dir, epoch + 1, encoder, stage, ctx.banks)
             state = None
     log.close()
 
     # 5. outputs: the final prototypes from the clean images' embeddings (written by rank 0)
-    clean = job.embed(lambda rows: embed_cached(encoder, feats[0][rows], device), n=len(images)).cpu().numpy()
+    clean = ctx.clean_embeddings().cpu().numpy()
     if not job.is_main:
         job.barrier()  # wait for rank 0's outputs, so the job ends when the run is complete
         job.close()

@@ -161,7 +161,7 @@ def make_tiny_run(root: Path, per_domain: int = 8) -> Path:
                                                   outline=(0, 0, 0), width=2)
             im.save(folder / f"{i}.png")
     cfg = TrainConfig(data=str(data), domains=["line", "paint"],
-                      model=ModelConfig(input_size=32, embed_dim=16, head_hidden=32), seed=3)
+                      model=ModelConfig(input_size=32, embed_dim=16, head_hidden=32, grid=1), seed=3)
     torch.manual_seed(cfg.seed)
     run = root / "run"
     save_encoder(run, build_encoder(cfg.model, pretrained=True).eval(), cfg)
