@@ -96,7 +96,7 @@ def test_a_newer_config_is_refused_with_one_line(tmp_path, capsys):
     ({"views": 1.5}, "views must be an integer"),
     ({"sel": "no"}, "sel must be true or false"),
     ({"seed": -3}, "seed must be an integer >= 0"),
-    ({"model": ModelConfig(input_size=48, grid=1)}, "input_size must be a multiple of 32 for a trained head, got 48"),
+    ({"model": ModelConfig(input_size=48, head="linear")}, "input_size must be a multiple of 32 for a trained head, got 48"),
 ])
 def test_train_config_refuses_bad_values(kwargs, message):
     with pytest.raises(ConfigError) as e:
@@ -121,7 +121,9 @@ def test_every_problem_at_once_and_the_pooled_readout_takes_any_size():
     with pytest.raises(ConfigError) as e:
         TrainConfig(batch_size=0, device="gpu", tau=0)
     assert str(e.value).count(";") == 2
-    assert TrainConfig(model=ModelConfig(input_size=100, head="pooled", embed_dim=640)).model.input_size == 100
+    assert TrainConfig(model=ModelConfig(input_size=100, head="pooled", embed_dim=640), epochs_pairs=0).model.input_size == 100
+    with pytest.raises(ConfigError, match="the pooled read-out has nothing to train"):
+        TrainConfig(model=ModelConfig(head="pooled", embed_dim=384))
     assert ModelConfig(embed_dim=33, line_view=False).embed_dim == 33
 
 

@@ -137,14 +137,17 @@ def test_loss_decreases_on_a_fixed_batch(data, stage_class):
     assert after < before - 0.05, (stage.name, before, after)
 
 
-def test_resume_after_a_kill_gives_the_same_weights(data, full_run, tmp_path, monkeypatch):
+@pytest.mark.parametrize("kill_after", [1, 2], ids=["inside-idse", "idse-cdsm-boundary"])
+def test_resume_after_a_kill_gives_the_same_weights(data, full_run, tmp_path, monkeypatch, kill_after):
+    """Killed inside IDSE, or right at its end (CDSM then builds its domain classifier and frozen
+    copy on resume): the resumed run ends on the uninterrupted run's weights exactly."""
     out = tmp_path / "run"
     real_save = trainer.save_checkpoint
 
     def save_then_die(run_dir, epoch, *args, **kw):
         real_save(run_dir, epoch, *args, **kw)
-        if epoch == 1:
-            raise KeyboardInterrupt  # killed right after the first epoch's checkpoint
+        if epoch == kill_after:
+            raise KeyboardInterrupt  # killed right after this epoch's checkpoint
 
     monkeypatch.setattr(trainer, "save_checkpoint", save_then_die)
     with pytest.raises(KeyboardInterrupt):

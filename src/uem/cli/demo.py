@@ -18,8 +18,8 @@ def demo_cmd(
     query_domain: str = typer.Option("twemoji", "--from", help="Domain of the example queries."),
     target: str = typer.Option("notomono", "--domain", help="Domain searched; keeps half of its subgroups."),
     seed: int = typer.Option(0, "--seed", help="Seed of the open-set split and the example choice."),
-    epochs1: Optional[int] = typer.Option(None, "--epochs1", help="Override stage-1 epochs (default: the trainer's)."),
-    epochs2: Optional[int] = typer.Option(None, "--epochs2", help="Override stage-2 epochs."),
+    epochs1: Optional[int] = typer.Option(None, "--epochs1", help="Also run UEM's stage 1 (IDSE) for this many epochs (default 0)."),
+    epochs2: Optional[int] = typer.Option(None, "--epochs2", help="Also run UEM's stage 2 (CDSM) for this many epochs (default 0)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
 ) -> None:
     """The main job on the built-in emoji3 set, end to end; prints where everything went."""

@@ -19,7 +19,7 @@ def train_cmd(
     out: Path = typer.Option(..., "-o", "--out", help="Run directory (config.json, encoder.pt, checkpoint, log, plots)."),
     epochs1: int = typer.Option(None, "--epochs1", help="UEM stage 1 (IDSE) epochs (default 0)."),
     epochs2: int = typer.Option(None, "--epochs2", help="UEM stage 2 (CDSM) epochs (default 0)."),
-    epochs_pairs: int = typer.Option(None, "--epochs-pairs", help="Mined-pair stage epochs (runs after IDSE/CDSM)."),
+    epochs_pairs: int = typer.Option(None, "--epochs-pairs", help="Mined-pair stage epochs (default 4; runs after IDSE/CDSM)."),
     head: str = typer.Option(None, "--head", help="Read-out: grid (default), linear, mlp."),
     grid: int = typer.Option(None, "--grid", help="Grid head: cells per side of the trunk's output map."),
     seed: int = typer.Option(None, "--seed"),

@@ -26,9 +26,10 @@ if TYPE_CHECKING:
 # UEM-METHOD.md's rule on the prototype graph alone. The rules themselves: uem.engine.openset.
 OPEN_SET_RULES = RULES
 
-# hnswlib for 128-d unit vectors, 1k to ~1M items per domain. M=32 (2*M links at level 0, ~256 B per
+# hnswlib for unit vectors, 1k to ~1M items per domain. M=32 (2*M links at level 0, ~256 B per
 # item): on 100k random unit 128-d vectors, the structure-free worst case, it reached recall@10 0.62
-# at ef=128 where M=16 reached 0.37 (benchmarks/RESULTS.md). ef_construction=200 is the usual
+# at ef=128 where M=16 reached 0.37 (benchmarks/RESULTS.md; measured when the embedding was 128-d,
+# the default is now 512-d and was not re-measured at 1M). ef_construction=200 is the usual
 # quality/time point; ef_search=128 is a starting point that the 1M index benchmark should confirm
 # on embedding-like data (the engine may raise it per query).
 DEFAULT_HNSW = HnswParams(M=32, ef_construction=200, ef_search=128, space="ip")

@@ -38,8 +38,10 @@ class QuantConfig:
       (EfficientNet-Lite0: 1 = the stem, 3 = stem + block 0). The stem's 3x3x3 kernels see flat
       white input on icons, where int8 rounding adds up instead of averaging out (biascorrect.py).
     fp32_tail_convs: the last N convolutions in graph order, and every node after them, stay fp32
-      (EfficientNet-Lite0: 1 = the 1280-channel head conv and the projection; on a 4x4 map at 128 px
-      they cost little, and the linear projection's centred output is sensitive to their rounding).
+      (1 = the last conv and everything after it: the 1280-channel head conv and the projection
+      for the linear head, block 13's project conv, the grid cells and the projection for the grid
+      head; on a 4x4 map at 128 px they cost little, and the linear projection's centred output is
+      sensitive to their rounding).
     keep_fp32: ONNX op types left in fp32 everywhere (e.g. "Gemm": the projection head).
     bias_correction: fold the expected weight-rounding error into the biases (biascorrect.py).
     """

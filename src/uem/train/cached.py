@@ -31,4 +31,3 @@ def pooled_cached(encoder: Encoder, feats: torch.Tensor, device: torch.device, b
     return torch.cat(parts, dim=1).reshape(-1, parts[0].shape[-1])
 
 
-# -- checkpoint ------------------------------------------------------------------------------------

@@ -129,7 +129,9 @@ class ModelConfig:
         p.number("head_hidden", self.head_hidden, 1, integer=True)
         p.number("freeze_blocks", self.freeze_blocks, 0, 16, integer=True)
         p.number("grid", self.grid, 1, integer=True)
-        if self.head == "grid" and isinstance(self.grid, int) and isinstance(self.input_size, int) \
+        if self.head == "grid" and isinstance(self.input_size, int) and self.input_size % 32:
+            p.items.append(f"input_size must be a multiple of 32 for the grid head, got {self.input_size}")
+        elif self.head == "grid" and isinstance(self.grid, int) and isinstance(self.input_size, int) \
                 and isinstance(self.freeze_blocks, int) and 0 <= self.freeze_blocks <= 16:
             side = self.map_side()
             p.check(side % self.grid == 0 if self.grid >= 1 else True,
@@ -142,7 +144,9 @@ class ModelConfig:
         return PreprocessSpec(size=self.input_size, mean=IMAGENET_MEAN, std=IMAGENET_STD)
 
     def map_side(self) -> int:
-        """Side of the trunk's output map: input_size over the stride of blocks [0, freeze_blocks)."""
+        """Side of the trunk's output map: input_size over the stride of blocks [0, freeze_blocks).
+        Exact for input sizes that are multiples of 32 (what every trained head takes; a test pins
+        it against the network)."""
         stride = 2  # the stem
         for block in range(min(self.freeze_blocks, 16)):
             if block in (1, 3, 5, 11):  # the first block of each stride-2 stage (LITE0_STAGES)
@@ -238,6 +242,10 @@ class TrainConfig:
             p.number("baseline_k", self.baseline_k, 1, integer=True)
         # a trained run's input side is a multiple of 32, the trunk's total stride (what `uemctl train`
         # has always asked for); the pooled read-out of `uemctl export --pretrained` takes any size >= 32
+        if isinstance(self.model, ModelConfig) and self.model.head == "pooled":
+            p.check(self.epochs1 == self.epochs2 == self.epochs_pairs == 0 or not all(
+                isinstance(e, int) for e in (self.epochs1, self.epochs2, self.epochs_pairs)),
+                    "the pooled read-out has nothing to train: its epochs must be 0")
         if isinstance(self.model, ModelConfig) and self.model.head != "pooled":
             p.check(self.model.input_size % 32 == 0,
                     f"input_size must be a multiple of 32 for a trained head, got {self.model.input_size}")

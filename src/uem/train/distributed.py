@@ -9,8 +9,9 @@ How the ranks share the work, and why the result matches one process with the sa
   All UEM losses couple the batch (per-domain means, L_SPR's in-batch pairs), so this is what keeps
   the method unchanged. The gather's backward sums the N identical copies of the gradient (N x the
   true one on each rank's slice) and DDP's gradient average divides by N: the exact gradient.
-* BatchNorm. The trained part (the last MBConv blocks, the head conv's BN, the projection head's
-  BatchNorm1d) normalises with batch statistics. torch.nn.SyncBatchNorm refuses CPU tensors (torch
+* BatchNorm. Where the trained part has BatchNorm (the linear / mlp heads: the last MBConv blocks,
+  the head conv's BN, the projection head's BatchNorm1d; the default grid head has none) it
+  normalises with batch statistics. torch.nn.SyncBatchNorm refuses CPU tensors (torch
   2.13: "expected input tensor to be on GPU"), so `GlobalBatchNorm` does the same on any device:
   per-channel sums all-reduced with autograd, so training statistics are the global batch's.
 * Banks, prototypes. Bank updates use the gathered features: every rank applies the same update,

@@ -1,7 +1,9 @@
 """The encoder: EfficientNet-Lite0 trunk + projection head, output L2-normalised.
 
 Split in two so training can freeze (and cache) the early part: `trunk` = stem + blocks
-[0, freeze_blocks), `top` = the remaining blocks, the 1280-d head conv, average pool and projection.
+[0, freeze_blocks), `top` = the read-out: for the default grid head the trunk's map in grid x grid
+cells and one linear projection; for the linear / mlp heads the remaining blocks, the 1280-d head
+conv, average pool and projection.
 
 With `line_view` (the default) the network looks at every picture twice: as given, and as a line
 drawing of itself (`LineArtView`, black strokes where the colour changes). Both views go through the

@@ -38,6 +38,16 @@ class MinedPairs:
     def counts(self) -> dict[tuple[int, int], int]:
         return {(d, e): int(np.sum(p >= 0)) for (d, e), p in self.partner.items() if d < e}
 
+    def to_arrays(self) -> list[np.ndarray]:
+        """Flat arrays (to broadcast between processes): means, whiteners, then each (d, e) partner
+        array in sorted key order."""
+        return [np.stack(self.means), np.stack(self.whiteners), *(self.partner[k] for k in sorted(self.partner))]
+
+    @classmethod
+    def from_arrays(cls, arrays: list[np.ndarray], n_domains: int) -> "MinedPairs":
+        keys = sorted((d, e) for d in range(n_domains) for e in range(n_domains) if d != e)
+        return cls(partner=dict(zip(keys, arrays[2:])), means=list(arrays[0]), whiteners=list(arrays[1]))
+
 
 def whiten(x: np.ndarray, mean: np.ndarray, whitener: np.ndarray) -> np.ndarray:
     """Rows centred, whitened and back to unit length (float32)."""
@@ -47,14 +57,15 @@ def whiten(x: np.ndarray, mean: np.ndarray, whitener: np.ndarray) -> np.ndarray:
 
 def mine(vectors: list[np.ndarray], shrinkage: float, k: int) -> MinedPairs:
     """Mutual CSLS pairs between every two domains of `vectors` (unit rows per domain, slot order),
-    after each domain's own shrunk ZCA whitening (uem.engine.align.fit_whitener, as export fits
-    it). A domain of one item, or without spread, is centred only (the engine's fit does so)."""
+    after each domain's own shrunk ZCA whitening (uem.engine.align: fitted as export fits it,
+    applied as the engine applies it). A domain of one item, or without spread, has nothing to
+    whiten and stays as it is (mean 0, identity whitener), as in the engine."""
     names = [str(d) for d in range(len(vectors))]
     fit = fit_domains({n: v for n, v in zip(names, vectors)}, "whiten", shrinkage)
     dim = vectors[0].shape[1]
     means = [fit.means.get(n, np.zeros(dim, np.float32)) for n in names]
     whiteners = [fit.whiteners.get(n, np.eye(dim, dtype=np.float32)) for n in names]
-    aligned = [whiten(v, m, w) for v, m, w in zip(vectors, means, whiteners)]
+    aligned = [fit.align(np.asarray(v, np.float32), n) for v, n in zip(vectors, names)]
     partner: dict[tuple[int, int], np.ndarray] = {}
     for d, e in itertools.combinations(range(len(vectors)), 2):
         fwd = np.full(len(aligned[d]), -1, np.int64)

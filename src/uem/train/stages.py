@@ -33,7 +33,7 @@ from .model import Encoder
 from .pairs import MinedPairs, mine, whiten
 from .prototypes import EpochPrototypes, estimate_k
 
-PAIRS_WEIGHT_DECAY = 1e-4  # AdamW's decoupled decay for the pair stage's head
+PAIRS_WEIGHT_DECAY = 1e-4  # AdamW's decoupled decay in the pair stage
 
 
 @dataclass
@@ -263,20 +263,31 @@ class PairStage(Stage):
         self.observer = observer
 
     def start(self, ctx: Context, resume: dict | None) -> None:
-        groups = [{"params": ctx.encoder.trainable_parameters(), "lr": ctx.cfg.pairs_lr,
-                   "base_lr": ctx.cfg.pairs_lr}]
-        self.optimizer = torch.optim.AdamW(groups, lr=ctx.cfg.pairs_lr, weight_decay=PAIRS_WEIGHT_DECAY)
+        """AdamW: the head at pairs_lr, trainable backbone blocks (linear / mlp heads) at
+        pairs_lr * backbone_lr_mult."""
+        cfg = ctx.cfg
+        head = {id(p) for p in ctx.encoder.head.parameters()}
+        trainable = ctx.encoder.trainable_parameters()
+        groups = [{"params": [p for p in trainable if id(p) not in head], "lr": cfg.pairs_lr * cfg.backbone_lr_mult},
+                  {"params": [p for p in trainable if id(p) in head], "lr": cfg.pairs_lr}]
+        groups = [g for g in groups if g["params"]]
+        for g in groups:
+            g["base_lr"] = g["lr"]
+        self.optimizer = torch.optim.AdamW(groups, lr=cfg.pairs_lr, weight_decay=PAIRS_WEIGHT_DECAY)
         if resume:
             self.optimizer.load_state_dict(resume["optimizer"])
 
     def begin_epoch(self, ctx: Context, stage_epoch: int, seed: int) -> dict:
-        """Whiten each domain's clean embeddings on its own and mine the mutual CSLS pairs. Every rank
-        computes the same (deterministic numpy on the same gathered embeddings)."""
-        cfg, dev = ctx.cfg, ctx.device
+        """Whiten each domain's clean embeddings on its own and mine the mutual CSLS pairs: on rank 0
+        (SVD rounding may differ between processes), the result broadcast to the other ranks."""
+        cfg, dev, job = ctx.cfg, ctx.device, ctx.job
         clean = ctx.clean_embeddings().cpu().numpy()
         vectors = [clean[ctx.images.members(d)] for d in range(ctx.n_domains)]
-        mined = mine(vectors, cfg.align_shrinkage, cfg.pairs_k)
-        if self.observer is not None:
+        mined = mine(vectors, cfg.align_shrinkage, cfg.pairs_k) if job.is_main else None
+        if job.active:
+            got = job.broadcast_tensors([torch.from_numpy(a) for a in mined.to_arrays()] if mined is not None else None)
+            mined = mined or MinedPairs.from_arrays([t.cpu().numpy() for t in got], ctx.n_domains)
+        if self.observer is not None and job.is_main:
             self.observer(stage_epoch, mined)
         self.means = [torch.from_numpy(m).to(dev) for m in mined.means]
         self.whiteners = [torch.from_numpy(w).to(dev) for w in mined.whiteners]

@@ -9,7 +9,7 @@ Read top to bottom:
   1. images  — every domain's images decoded once (uem.train.data), nothing below a domain read.
   2. cache   — the frozen trunk's float16 outputs for the clean image + `views` (2) augmented views.
   3. head    — a linear head starts at the PCA of the clean images' features under it; the memory
-               banks (UEM's stages only) start from the clean embeddings.
+               banks start from the clean embeddings (built only when a UEM stage runs).
   4. epochs  — the stages in order (idse, cdsm, pairs; only those with epochs > 0; by default
                4 epochs of pairs): each epoch the stage sets its targets (prototypes, or mined
                pairs), then one pass over all images in random batches, each image as one of its
@@ -147,7 +147,7 @@ class NullLog:
 
 
 def plot_losses(log_path: Path, out: Path) -> None:
-    """loss.png: per-step total loss (thin) and per-epoch mean per component, both stages."""
+    """loss.png: per-step total loss (thin) and per-epoch mean per component, every stage."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -260,14 +260,14 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress:
     dom_all = torch.as_tensor(images.domain)
     slot_all = torch.as_tensor(images.slot)
 
-    # 3. a linear head starts at the PCA of the clean images' features under it; memory banks hold
-    #    the clean images' embeddings
+    # 3. a linear head starts at the PCA of the clean images' features under it; memory banks (for
+    #    UEM's stages) hold the clean images' embeddings
     ctx = Context(cfg=cfg, encoder=encoder, feats=feats, images=images, device=device, job=job)
     if state is None and cfg.model.head in ("linear", "grid"):
         init_linear_head(encoder.head, pooled_cached(encoder, feats[0], device).cpu(), dom_all.repeat(encoder.views))
     if state is not None:
         ctx.banks = [b.to(device) for b in state["banks"]]
-    else:
+    elif any(s.updates_banks for s in stages):
         clean = ctx.clean_embeddings()
         ctx.banks = [clean[torch.as_tensor(images.members(d)).to(device)].clone() for d in range(len(sizes))]
 
@@ -284,6 +284,11 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress:
             if stage.first_epoch + stage.epochs <= start:
                 continue  # finished before the checkpoint
             resuming = state is not None and start > stage.first_epoch
+            if resuming and state.get("stage", stage.name) != stage.name:
+                raise RuntimeError(f"checkpoint of stage {state['stage']!r} where this config has {stage.name!r}")
+            # the stage's own random draws (CDSM's domain classifier) come from this seed, so a run
+            # resumed at a stage boundary builds the same modules as an uninterrupted one
+            torch.manual_seed(cfg.seed * 1000 + max(start, stage.first_epoch))
             stage.start(ctx, state["stage_state"] if resuming else None)
             for stage_epoch in range(max(start - stage.first_epoch, 0), stage.epochs):
                 epoch = stage.first_epoch + stage_epoch
