@@ -41,6 +41,7 @@ CONFIGS: dict[str, dict] = {
     "default": {},
     "untrained": {"epochs_pairs": 0},                                    # the grid head at its PCA start
     "pairs-no-instance": {"pairs_instance_weight": 0.0},
+    "pairs-instance0.3": {"pairs_instance_weight": 0.3},
     "pairs-8ep": {"epochs_pairs": 8},
     "pairs-tau0.1": {"pairs_tau": 0.1},
     "uem": {"epochs1": 4, "epochs2": 2, "epochs_pairs": 0},              # UEM-METHOD.md's stages alone

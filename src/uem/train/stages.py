@@ -8,8 +8,9 @@ targets, its state for --resume and its log keys; `uem.train.trainer.train` is a
 PairStage learns in the space the bundle is searched in: at the start of every epoch each domain's
 clean embeddings are whitened on their own (the export's alignment, uem.train.pairs) and the
 cross-domain positives re-mined as mutual CSLS nearest neighbours; an augmented view is then pulled
-to its own clean embedding (L_inst, weight `pairs_instance_weight`) and to its mined partner in every
-other domain (L_pair, losses.pair_nce), each against the whole target domain. The targets stay fixed
+to its mined partner in every other domain (L_pair, losses.pair_nce) and, with weight
+`pairs_instance_weight` (0 by default: it measured no better), to its own clean embedding (L_inst),
+each against the whole target domain. The targets stay fixed
 within an epoch, so a batch's loss needs no memory bank.
 
 The UEM stages keep one memory bank per domain (momentum `bank_momentum`), started from the clean
