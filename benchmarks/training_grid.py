@@ -57,20 +57,6 @@ CONFIGS: dict[str, dict] = {
 }
 
 
-def labels_in_scan_order(data: Path, cfg: TrainConfig):
-    from uem.datasets.folders import scan
-
-    files = scan(data, cfg.domains or None)
-    labels = load_labels(data)
-    out = {}
-    for d, paths in files.items():
-        lab = labels[d]
-        pos = {str(Path(p).resolve()): i for i, p in enumerate(lab.paths)}
-        order = np.array([pos[str(Path(p).resolve())] for p in paths])
-        out[d] = type(lab)(d, [lab.paths[i] for i in order], lab.categories[order], lab.identities[order])
-    return out
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("data", type=Path)
@@ -88,7 +74,7 @@ def main() -> None:
     # a run's trunk_cache.pt, or a probe's {"b13": ...} (block-13 outputs, the default freeze point)
     feats = obj["features"] if "features" in obj else obj["b13"]
     base = TrainConfig(data=str(args.data.resolve()))
-    labs = labels_in_scan_order(args.data, base)
+    labs = load_labels(args.data, base.domains or None)  # in scan order: the trainer's image order
     domains = list(labs)
     results = json.loads(args.out.read_text()) if args.out.is_file() else {"data": str(args.data), "rows": []}
     done = {(r["config"], r["seed"]) for r in results["rows"]}
@@ -129,9 +115,8 @@ def main() -> None:
             export_run(run, bundle, ExportConfig(), progress=False)
             ev = evaluate_bundle(bundle, args.data, sheets=False)
             row["int8"] = {"export_seconds": round(time.perf_counter() - t1, 1),
-                           "pairs": {p["pair"] if "pair" in p else k: {"top1_identity": p["top1_identity"], "map": p["map"]}
-                                     for k, p in (ev["pairs"].items() if isinstance(ev["pairs"], dict)
-                                                  else enumerate(ev["pairs"]))}}
+                           "pairs": {p["pair"]: {"top1_identity": p["top1_identity"], "map": p["map"]}
+                                     for p in ev["pairs"]}}
             tops = [v["top1_identity"] for v in row["int8"]["pairs"].values()]
             maps = [v["map"] for v in row["int8"]["pairs"].values()]
             row["int8"]["mean_top1_identity"] = round(float(np.mean(tops)), 4)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from uem.train.pairs import mine, whiten
+from uem.train.pairs import mine
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -67,7 +67,7 @@ def test_three_domains_every_ordered_pair_and_the_whitened_space():
     mined = mine([a, b, c], shrinkage=1.0, k=3)
     assert set(mined.partner) == {(d, e) for d in range(3) for e in range(3) if d != e}
     assert all(len(mined.partner[(d, e)]) == (len(a), len(b), len(c))[d] for d, e in mined.partner)
-    w = whiten(a, mined.means[0], mined.whiteners[0])
+    w = mined.aligned[0]
     assert w.dtype == np.float32 and np.allclose(np.linalg.norm(w, axis=1), 1, atol=1e-5)
 
 

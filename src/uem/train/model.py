@@ -196,9 +196,7 @@ class Encoder(nn.Module):
     def top(self, h: torch.Tensor) -> torch.Tensor:
         n = h.shape[0]
         if self.cfg.head == "pooled":
-            c = h.shape[1] // self.views
-            z = F.normalize(h.mean(dim=(2, 3)).reshape(n * self.views, c) if self.views == 1
-                            else torch.cat([h[:, :c].mean(dim=(2, 3)), h[:, c:].mean(dim=(2, 3))]), dim=1)
+            z = F.normalize(self._per_view(h).mean(dim=(2, 3)), dim=1)
         else:
             z = F.normalize(self.head(self.pooled(h)), dim=1)
         if self.views == 1:

@@ -23,11 +23,13 @@ from ..engine.align import fit_domains, mutual_csls_pairs
 class MinedPairs:
     """Per ordered domain pair (d, e): for every item of d (its slot), the slot of its mutual
     partner in e, or -1. partner[(e, d)] is the inverse of partner[(d, e)]. `means` / `whiteners`
-    are the per-domain alignment the pairs were mined in (index = domain)."""
+    are the per-domain alignment the pairs were mined in (index = domain), `aligned` each domain's
+    vectors in it (unit rows, slot order)."""
 
     partner: dict[tuple[int, int], np.ndarray]
     means: list[np.ndarray]
     whiteners: list[np.ndarray]
+    aligned: list[np.ndarray]
 
     def pairs(self, d: int, e: int) -> tuple[np.ndarray, np.ndarray]:
         """(slots in d, slots in e) of the mined pairs, by slot in d."""
@@ -39,20 +41,16 @@ class MinedPairs:
         return {(d, e): int(np.sum(p >= 0)) for (d, e), p in self.partner.items() if d < e}
 
     def to_arrays(self) -> list[np.ndarray]:
-        """Flat arrays (to broadcast between processes): means, whiteners, then each (d, e) partner
-        array in sorted key order."""
-        return [np.stack(self.means), np.stack(self.whiteners), *(self.partner[k] for k in sorted(self.partner))]
+        """Flat arrays (to broadcast between processes): means, whiteners, each domain's aligned
+        vectors, then each (d, e) partner array in sorted key order."""
+        return [np.stack(self.means), np.stack(self.whiteners), *self.aligned,
+                *(self.partner[k] for k in sorted(self.partner))]
 
     @classmethod
     def from_arrays(cls, arrays: list[np.ndarray], n_domains: int) -> "MinedPairs":
         keys = sorted((d, e) for d in range(n_domains) for e in range(n_domains) if d != e)
-        return cls(partner=dict(zip(keys, arrays[2:])), means=list(arrays[0]), whiteners=list(arrays[1]))
-
-
-def whiten(x: np.ndarray, mean: np.ndarray, whitener: np.ndarray) -> np.ndarray:
-    """Rows centred, whitened and back to unit length (float32)."""
-    y = (np.asarray(x, np.float32) - mean) @ whitener
-    return (y / np.maximum(np.linalg.norm(y, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+        return cls(partner=dict(zip(keys, arrays[2 + n_domains:])), means=list(arrays[0]),
+                   whiteners=list(arrays[1]), aligned=list(arrays[2:2 + n_domains]))
 
 
 def mine(vectors: list[np.ndarray], shrinkage: float, k: int) -> MinedPairs:
@@ -74,4 +72,4 @@ def mine(vectors: list[np.ndarray], shrinkage: float, k: int) -> MinedPairs:
             i, j = mutual_csls_pairs(aligned[d], aligned[e], min(k, len(aligned[d]), len(aligned[e])))
             fwd[i], back[j] = j, i
         partner[(d, e)], partner[(e, d)] = fwd, back
-    return MinedPairs(partner=partner, means=means, whiteners=whiteners)
+    return MinedPairs(partner=partner, means=means, whiteners=whiteners, aligned=aligned)

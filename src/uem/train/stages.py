@@ -31,7 +31,7 @@ from .cached import embed_cached
 from .config import TrainConfig
 from .data import ImageSet
 from .model import Encoder
-from .pairs import MinedPairs, mine, whiten
+from .pairs import MinedPairs, mine
 from .prototypes import EpochPrototypes, estimate_k
 
 PAIRS_WEIGHT_DECAY = 1e-4  # AdamW's decoupled decay in the pair stage
@@ -60,17 +60,25 @@ class Context:
                               n=len(self.images))
 
 
-def sgd(encoder: Encoder, cfg: TrainConfig, extra: list[torch.nn.Parameter] = ()) -> torch.optim.SGD:
-    """SGD with two learning rates: the projection head (and the domain classifier) at lr, the
-    trainable backbone blocks at lr * backbone_lr_mult."""
+def param_groups(encoder: Encoder, lr: float, backbone_lr_mult: float,
+                 extra: list[torch.nn.Parameter] = ()) -> list[dict]:
+    """Two learning rates: the projection head (and `extra`, the domain classifier) at lr, the
+    trainable backbone blocks at lr * backbone_lr_mult; empty groups left out; each group keeps its
+    base_lr for the cosine schedule (trainer.set_lr)."""
     head = {id(p) for p in encoder.head.parameters()}
     trainable = encoder.trainable_parameters()
-    groups = [{"params": [p for p in trainable if id(p) not in head], "lr": cfg.lr * cfg.backbone_lr_mult},
-              {"params": [p for p in trainable if id(p) in head] + list(extra), "lr": cfg.lr}]
+    groups = [{"params": [p for p in trainable if id(p) not in head], "lr": lr * backbone_lr_mult},
+              {"params": [p for p in trainable if id(p) in head] + list(extra), "lr": lr}]
     groups = [g for g in groups if g["params"]]
     for g in groups:
         g["base_lr"] = g["lr"]
-    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return groups
+
+
+def sgd(encoder: Encoder, cfg: TrainConfig, extra: list[torch.nn.Parameter] = ()) -> torch.optim.SGD:
+    """The UEM stages' optimiser: SGD with momentum at cfg.lr (param_groups)."""
+    return torch.optim.SGD(param_groups(encoder, cfg.lr, cfg.backbone_lr_mult, extra), lr=cfg.lr,
+                           momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
 class Stage:
@@ -141,7 +149,12 @@ class IdseStage(Stage):
     log_keys = ("ince", "pnce", "sel")
 
     def start(self, ctx: Context, resume: dict | None) -> None:
-        self.optimizer = sgd(ctx.encoder, ctx.cfg)
+        self._start_optimizer(ctx, resume, sgd(ctx.encoder, ctx.cfg))
+
+    def _start_optimizer(self, ctx: Context, resume: dict | None, optimizer: torch.optim.Optimizer) -> None:
+        """The stage's optimiser and K per domain: from the checkpoint, or fresh (K estimated on
+        rank 0 from the banks as the stage starts)."""
+        self.optimizer = optimizer
         self.ks = list(resume["ks"]) if resume else ctx.job.from_main(
             lambda: estimate_ks(ctx.banks, ctx.cfg, ctx.cfg.seed + self.first_epoch))
         if resume:
@@ -201,11 +214,8 @@ class CdsmStage(IdseStage):
         if self.classifier is not None and resume and resume.get("disc") is not None:
             self.classifier.load_state_dict(resume["disc"])
         self.classifier_ddp = ctx.job.wrap(self.classifier) if self.classifier is not None else None
-        self.optimizer = sgd(ctx.encoder, cfg, list(self.classifier.parameters()) if self.classifier else [])
-        self.ks = list(resume["ks"]) if resume else ctx.job.from_main(
-            lambda: estimate_ks(ctx.banks, cfg, cfg.seed + self.first_epoch))
-        if resume:
-            self.optimizer.load_state_dict(resume["optimizer"])
+        self._start_optimizer(ctx, resume,
+                              sgd(ctx.encoder, cfg, list(self.classifier.parameters()) if self.classifier else []))
 
     def loss(self, ctx, f, trunk_out, dom, slot):
         """L_CDSM = L_DAL + sum_d ( L_SPR^d + mean_{e != d} L_SN2M^{d->e} ); SN2M's positives are
@@ -267,14 +277,8 @@ class PairStage(Stage):
         """AdamW: the head at pairs_lr, trainable backbone blocks (linear / mlp heads) at
         pairs_lr * backbone_lr_mult."""
         cfg = ctx.cfg
-        head = {id(p) for p in ctx.encoder.head.parameters()}
-        trainable = ctx.encoder.trainable_parameters()
-        groups = [{"params": [p for p in trainable if id(p) not in head], "lr": cfg.pairs_lr * cfg.backbone_lr_mult},
-                  {"params": [p for p in trainable if id(p) in head], "lr": cfg.pairs_lr}]
-        groups = [g for g in groups if g["params"]]
-        for g in groups:
-            g["base_lr"] = g["lr"]
-        self.optimizer = torch.optim.AdamW(groups, lr=cfg.pairs_lr, weight_decay=PAIRS_WEIGHT_DECAY)
+        self.optimizer = torch.optim.AdamW(param_groups(ctx.encoder, cfg.pairs_lr, cfg.backbone_lr_mult),
+                                           lr=cfg.pairs_lr, weight_decay=PAIRS_WEIGHT_DECAY)
         if resume:
             self.optimizer.load_state_dict(resume["optimizer"])
 
@@ -292,8 +296,7 @@ class PairStage(Stage):
             self.observer(stage_epoch, mined)
         self.means = [torch.from_numpy(m).to(dev) for m in mined.means]
         self.whiteners = [torch.from_numpy(w).to(dev) for w in mined.whiteners]
-        self.targets = [torch.from_numpy(whiten(v, m, w)).to(dev)
-                        for v, m, w in zip(vectors, mined.means, mined.whiteners)]
+        self.targets = [torch.from_numpy(v).to(dev) for v in mined.aligned]
         self.partner = {k: torch.from_numpy(p).to(dev) for k, p in mined.partner.items()}
         names = ctx.images.domains
         return {"pairs": {f"{names[d]}-{names[e]}": n for (d, e), n in mined.counts().items()}}
@@ -312,16 +315,16 @@ class PairStage(Stage):
                 continue
             a = losses.whiten_rows(f[rows], self.means[d], self.whiteners[d])
             slots = slot[rows]
-            inst = losses.instance_nce(a, self.targets[d], slots, cfg.pairs_tau)
-            total = total + cfg.pairs_instance_weight * inst
-            parts["inst"] += inst.item()
+            if cfg.pairs_instance_weight > 0:  # off by default: no bank-wide softmax for nothing
+                inst = losses.instance_nce(a, self.targets[d], slots, cfg.pairs_tau)
+                total = total + cfg.pairs_instance_weight * inst
+                parts["inst"] += inst.item()
             if n_dom > 1:
-                pair = torch.stack([losses.pair_nce(a, self.targets[e], self.partner[(d, e)][slots], cfg.pairs_tau)
-                                    for e in range(n_dom) if e != d]).mean()
+                partners = [(e, self.partner[(d, e)][slots]) for e in range(n_dom) if e != d]
+                pair = torch.stack([losses.pair_nce(a, self.targets[e], p, cfg.pairs_tau) for e, p in partners]).mean()
                 total = total + pair
                 parts["pair"] += pair.item()
-                parts["paired"] += float(sum(int((self.partner[(d, e)][slots] >= 0).sum())
-                                             for e in range(n_dom) if e != d))
+                parts["paired"] += float(sum(int((p >= 0).sum()) for _, p in partners))
         parts["paired"] /= max(len(dom) * max(n_dom - 1, 1), 1)
         return total, parts
 
