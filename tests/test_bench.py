@@ -59,7 +59,7 @@ def test_quick_json_is_well_formed(base, capsys):
 
     q = r["query"]
     assert q["rounds"] == r["plan"]["query_rounds"] and q["source"] != q["target"]
-    assert list(q["stages"]) == ["decode", "resize", "normalise", "encode", "search + reject", "reject only"]
+    assert list(q["stages"]) == ["decode", "frame", "resize", "normalise", "encode", "search + reject", "reject only"]
     shares = [s["share_of_stage_sum"] for n, s in q["stages"].items() if n != "reject only"]
     assert sum(shares) == pytest.approx(1.0) and all(0 <= s <= 1 for s in shares)
     assert _positive(q["end_to_end"]["p50_ms"]) and 0 <= q["accepted_fraction"] <= 1

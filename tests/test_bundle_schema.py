@@ -29,11 +29,11 @@ def _manifest(b: Path) -> dict:
     return json.loads((b / MANIFEST).read_text())
 
 
-def test_version_1_is_migrated_to_2_in_memory_and_written_back_as_1(base):
+def test_version_1_is_migrated_to_3_in_memory_and_written_back_as_1(base):
     m = _manifest(base)
     assert m["format_version"] == 1
     up = migrate(m)
-    assert up["format_version"] == FORMAT_VERSION == 2 and m["format_version"] == 1  # input untouched
+    assert up["format_version"] == FORMAT_VERSION == 3 and m["format_version"] == 1  # input untouched
     assert {k: v for k, v in up.items() if k != "format_version"} == {k: v for k, v in m.items()
                                                                       if k != "format_version"}
     again = Manifest.upgrade(m).to_dict()
@@ -50,10 +50,16 @@ def test_version_2_round_trips_exactly(aligned):
 
 
 def test_unknown_or_inconsistent_versions_are_refused():
-    with pytest.raises(BundleVersionError, match="version 3 is not supported"):
-        migrate({"format_version": 3})
+    with pytest.raises(BundleVersionError, match="version 4 is not supported"):
+        migrate({"format_version": 4})
     with pytest.raises(ValueError, match="alignment in a version-1 bundle"):
         migrate({"format_version": 1, "alignment": {"method": "whiten"}})
+    # a version-2 bundle that frames content or has probes: an older reader would letter-box its queries
+    with pytest.raises(ValueError, match="version-2 bundle"):
+        migrate({"format_version": 2, "model": {"preprocess": {"framing": "content"}}})
+    with pytest.raises(ValueError, match="version-2 bundle"):
+        migrate({"format_version": 2, "alignment": {"probes": {"a": 3}}})
+    assert migrate({"format_version": 2, "model": {"preprocess": {"size": 32}}})["format_version"] == 3
     with pytest.raises(ValueError, match="migrate it first"):
         Manifest.from_dict({"format_version": 1})
 

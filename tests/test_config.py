@@ -39,11 +39,12 @@ def test_unversioned_run_dir_loads_with_the_behaviour_it_was_trained_with(tmp_pa
     run = tmp_path / "old_run"
     run.mkdir()
     (run / CONFIG).write_text(json.dumps(UNVERSIONED))
-    old = ModelConfig(input_size=32, embed_dim=16, head_hidden=32, head="mlp", line_view=False)
+    old = ModelConfig(input_size=32, embed_dim=16, head_hidden=32, head="mlp", line_view=False,
+                      framing="letterbox")
     torch.save(build_encoder(old, pretrained=False).state_dict(), run / ENCODER)
     encoder, cfg = load_encoder(run)  # strict state-dict load: the mlp head without the line view
     assert cfg.model == old and cfg.plain_nn is False and cfg.merge_rule == "global"
-    assert cfg.augment == AugmentConfig() and cfg.data == "/data/emoji3"
+    assert cfg.augment == AugmentConfig(place_p=0.0) and cfg.data == "/data/emoji3"
     # written back, it is the current version and means the same
     again = TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
     assert cfg.to_dict()["version"] == CONFIG_VERSION and again == cfg
@@ -53,7 +54,9 @@ def test_migration_fills_only_what_is_missing_and_leaves_its_input_alone():
     d = {"model": {"head": "linear"}, "plain_nn": True}
     m = migrate(d)
     assert d == {"model": {"head": "linear"}, "plain_nn": True}
-    assert m["version"] == 2 and m["model"] == {"head": "linear", "line_view": False, "embed_dim": 128}
+    assert m["version"] == 3 and m["model"] == {"head": "linear", "line_view": False, "embed_dim": 128,
+                                                "framing": "letterbox"}
+    assert m["augment"] == {"place_p": 0.0}
     assert m["plain_nn"] is True and m["merge_rule"] == "global"  # trained before the local default
     # version 1: trained before the mined-pair stage and the grid head
     v1 = TrainConfig.from_dict({"version": 1, "model": {"input_size": 128}})
@@ -63,7 +66,11 @@ def test_migration_fills_only_what_is_missing_and_leaves_its_input_alone():
     # a current config is not touched: its defaults are the current ones
     assert TrainConfig.from_dict(TrainConfig().to_dict()) == TrainConfig()
     assert TrainConfig.from_dict({"version": 1}).merge_rule == DEFAULT_MERGE_RULE
-    assert TrainConfig.from_dict({"version": 2}) == TrainConfig()
+    # version 2: letter-boxed pictures, no placed views
+    v2 = TrainConfig.from_dict({"version": 2})
+    assert v2.model.framing == "letterbox" and v2.augment.place_p == 0.0
+    assert TrainConfig.from_dict({"version": 3}) == TrainConfig()
+    assert TrainConfig().model.framing == "content" and TrainConfig().augment.place_p == 0.5
 
 
 def test_a_newer_config_is_refused_with_one_line(tmp_path, capsys):

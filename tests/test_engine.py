@@ -94,7 +94,14 @@ def test_batch_vector_and_embed_agree(eng):
     batch = eng.query_batch(imgs, "sketch", k=2)
     singles = [eng.query(i, "sketch", k=2) for i in imgs]
     by_vec = [eng.query_vector(v * 3.0, "sketch", k=2) for v in vecs]
-    assert batch == singles == by_vec
+    # the same answers; scores equal up to float rounding (a batch of 2 and a batch of 1 take
+    # different onnxruntime kernels on AVX-512 machines, which round differently)
+    for a, b, c in zip(batch, singles, by_vec):
+        assert [h.id for h in a.hits] == [h.id for h in b.hits] == [h.id for h in c.hits]
+        assert a.accepted == b.accepted == c.accepted and a.source == b.source == c.source
+        for x in (b, c):
+            assert a.score == pytest.approx(x.score, abs=1e-5)
+            assert [h.score for h in a.hits] == pytest.approx([h.score for h in x.hits], abs=1e-5)
     assert [r.accepted for r in batch] == [True, False]
 
 

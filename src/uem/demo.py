@@ -4,8 +4,10 @@
 2. make an OPEN-SET copy of it: the target domain keeps a seeded random half of its subgroups, so
    some concepts exist among the queries but not in the target — the case uem must answer "no match";
 3. train the default model on that copy (no labels), export the int8 bundle;
-4. run example queries (concepts the target has, and concepts it lacks), print the answers, draw a
-   contact sheet; evaluate the open-set pair with the numbers that matter (mAP, detection, acceptance).
+4. run example queries (concepts the target has, and concepts it lacks, and two of the first ones
+   as a user's pictures would be: moved and scaled on white, and on a background), print the
+   answers, draw a contact sheet; evaluate the open-set pair with the numbers that matter (mAP,
+   detection, acceptance), for the pictures as indexed and for wild copies of them.
 
 Sub-folders are read as labels only here, to choose and judge examples — never by training.
 """
@@ -33,6 +35,7 @@ class DemoConfig:
     seed: int = 0
     examples_shared: int = 4
     examples_private: int = 4
+    examples_wild: int = 2      # shared examples asked again as wild copies (eval/wild.py), one per variant
     k: int = 5
     epochs1: int | None = None  # None: the trainer's defaults
     epochs2: int | None = None
@@ -87,11 +90,29 @@ def pick_examples(data: Path, domain: str, subgroups: list[str], n: int, seed: i
     return out
 
 
+def wild_examples(pictures: list[Path], data: Path, out: Path, seed: int) -> list[tuple[Path, Path]]:
+    """[(wild copy, original)]: the i-th picture re-framed with the i-th wild variant (on white, then
+    on a background), as a user's screenshot or photo of it would be."""
+    from .eval.wild import VARIANTS, write_wild_copies
+
+    return [(write_wild_copies([p], data, out, VARIANTS[i % len(VARIANTS)], seed)[0], p)
+            for i, p in enumerate(pictures)]
+
+
+def _variant(wild_copy: Path) -> str:
+    """'moved and scaled' / 'on a background' from a wild copy's path (.../<variant>/<domain>/...)."""
+    from .eval.wild import VARIANTS
+
+    variant = next((part for part in wild_copy.parts if part in VARIANTS), "")
+    return {"reframed": "wild: moved and scaled", "background": "wild: on a background"}.get(variant, "wild")
+
+
 def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict:
     from .datasets.emoji import build_emoji3
     from .engine import Engine
     from .engine.sheet import SheetRow, write_sheet
     from .eval.harness import evaluate
+    from .eval.wild import VARIANTS as WILD_VARIANTS
     from .export.config import ExportConfig
     from .export.pipeline import export_run
     from .train.config import TrainConfig
@@ -127,19 +148,23 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict:
 
     console.rule("4. queries")
     eng = Engine.open(bundle)
-    queries = (pick_examples(Path(cfg.data), cfg.query_domain, split["kept"], cfg.examples_shared, cfg.seed)
-               + pick_examples(Path(cfg.data), cfg.query_domain, split["dropped"], cfg.examples_private, cfg.seed))
+    shared = pick_examples(Path(cfg.data), cfg.query_domain, split["kept"], cfg.examples_shared, cfg.seed)
+    queries = shared + pick_examples(Path(cfg.data), cfg.query_domain, split["dropped"], cfg.examples_private,
+                                     cfg.seed)
+    wild = wild_examples(shared[:cfg.examples_wild], Path(cfg.data), work / "wild", cfg.seed)
     rows, lines = [], []
-    for q in queries:
-        sg = q.parent.name
+    for q in queries + [w for w, _ in wild]:
+        original = dict(wild).get(q, q)
+        sg = original.parent.name
         exists = sg in split["kept"]
+        name = f"{sg}/{original.stem}" + ("" if original == q else f" ({_variant(q)})")
         r = eng.query(q, domain=cfg.target_domain, k=cfg.k, source=cfg.query_domain, no_reject=True)
         right = (r.accepted == exists)
         verdict = "match" if r.accepted else f"no match ({r.reason})"
         truth = "exists in target" if exists else "NOT in target"
         hits = ", ".join(f"{Path(h.path).parent.name}/{Path(h.path).stem} {h.score:.2f}" for h in r.hits[:3])
-        lines.append(f"{'✓' if right else '✗'} {sg}/{q.stem} [{truth}] -> {verdict}; top hits: {hits}")
-        rows.append(SheetRow(query=q, label=f"{sg}/{q.stem}", result=r))
+        lines.append(f"{'✓' if right else '✗'} {name} [{truth}] -> {verdict}; top hits: {hits}")
+        rows.append(SheetRow(query=q, label=name, result=r))
     for line in lines:
         console.print(line, markup=False)
     sheet = write_sheet(rows, work / "queries.png", k=cfg.k)
@@ -148,20 +173,28 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict:
     res = evaluate(lambda paths: eng.embed(paths), work / "data",
                    pairs=[(cfg.query_domain, cfg.target_domain)], protocol="close",
                    reject_fn=eng.reject_fn(), n_examples=0, keep_scores=False,
-                   score_fn=eng.pair_scores)
+                   score_fn=eng.pair_scores, queries="wild", wild_dir=work / "wild")
     p = res["pairs"][0]
     o = p.get("open_set") or {}
+    wild_rows = {v: res["wild"][v]["pairs"][0] for v in WILD_VARIANTS}
     summary = {
         "bundle": str(bundle), "run": str(run_dir), "sheet": str(sheet), "data": split["path"],
         "pair": p["pair"], "top1_identity": p["top1_identity"], "map": p["map"],
         "private_detection": o.get("private_detection"), "known_acceptance": o.get("known_acceptance"),
         "h_score": o.get("h_score"), "auroc": o.get("auroc"),
+        "wild": {v: {"top1_identity": w["top1_identity"], "map": w["map"],
+                     "known_acceptance": (w.get("open_set") or {}).get("known_acceptance"),
+                     "private_detection": (w.get("open_set") or {}).get("private_detection")}
+                 for v, w in wild_rows.items()},
         "seconds": {"train": round(t_train - t0, 1), "export": round(t_export - t_train, 1),
                     "total": round(time.perf_counter() - t0, 1)},
     }
     for key in ("top1_identity", "map", "private_detection", "known_acceptance", "h_score", "auroc"):
         v = summary[key]
         console.print(f"{key:>18}: {'n/a' if v is None else f'{v:.3f}'}", markup=False)
+    for v, w in summary["wild"].items():
+        console.print(f"{'wild (' + v + ')':>18}: " + ", ".join(
+            f"{k} {'n/a' if x is None else f'{x:.3f}'}" for k, x in w.items()), markup=False)
     console.rule("where everything went")
     for key in ("data", "run", "bundle", "sheet"):
         console.print(f"{key:>7}: {summary[key]}", markup=False)

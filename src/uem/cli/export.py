@@ -41,12 +41,16 @@ def export_cmd(
     block: int = typer.Option(13, "--block", help="--pretrained: the MBConv block (0-15) whose pooled output is the embedding."),
     size: int = typer.Option(128, "--size", help="--pretrained: input size in pixels."),
     no_line_view: bool = typer.Option(False, "--no-line-view", help="--pretrained: the image alone, without its line drawing."),
+    framing: str = typer.Option("content", "--framing", help="--pretrained: content (crop to what is drawn, "
+                                "plain backdrop to white) or letterbox (the whole canvas)."),
     align: str = typer.Option(AlignConfig.kind, "--align", help="Per-domain alignment: whiten (mean + shrunk ZCA), mean, or none."),
     shrinkage: float = typer.Option(AlignConfig.shrinkage, "--shrinkage", help="Whitening shrinkage, times each domain's mean eigenvalue."),
     maps: bool = typer.Option(AlignConfig.maps, "--maps/--no-maps", help="Self-learned cross-domain maps "
                               "(they lift category mAP; identity of new pictures measured lower with them)."),
     csls_k: int = typer.Option(AlignConfig.csls_k, "--csls-k", help="CSLS neighbours (0: rank by cosine)."),
     csls_candidates: int = typer.Option(AlignConfig.csls_candidates, "--csls-candidates", help="Index hits re-ranked by CSLS per query."),
+    probes: int = typer.Option(ExportConfig.probes, "--probes", help="Wild copies per domain (moved, scaled, on "
+                               "backdrops) the \"no match\" rule is calibrated with as well (0: none)."),
 ) -> None:
     """Export RUN (or, with --pretrained, the untrained network) as a bundle the torch-free engine
     opens; prints the int8 parity report."""
@@ -57,7 +61,7 @@ def export_cmd(
         raise ExportError("give a training RUN or --pretrained DATA (one of the two)")
     try:  # the options are ExportConfig's and AlignConfig's fields
         cfg = ExportConfig(index_dirs=parse_index_args(index or []) or None, calib=calib, keep_fp32=keep_fp32,
-                           seed=seed, to=to, merge_rule=merge_rule, open_set=open_set, open_set_alpha=open_set_alpha,
+                           seed=seed, to=to, merge_rule=merge_rule, probes=probes, open_set=open_set, open_set_alpha=open_set_alpha,
                            align=AlignConfig(kind=align, shrinkage=shrinkage, maps=maps, csls_k=csls_k,
                                              csls_candidates=max(csls_candidates, csls_k, 1)))
     except ValueError as e:  # AlignConfig's are plain ValueErrors
@@ -65,7 +69,7 @@ def export_cmd(
     with process_scratch():  # a killed export's temporaries go away with the next export
         if pretrained is not None:
             summary = export_pretrained(pretrained, output, cfg, block=block, size=size,
-                                        line_view=not no_line_view, progress=not quiet, log=err)
+                                        line_view=not no_line_view, framing=framing, progress=not quiet, log=err)
         else:
             summary = export_run(run, output, cfg, progress=not quiet, log=err)
     for line in summary.lines():

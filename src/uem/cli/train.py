@@ -22,6 +22,10 @@ def train_cmd(
     epochs_pairs: int = typer.Option(None, "--epochs-pairs", help="Mined-pair stage epochs (default 4; runs after IDSE/CDSM)."),
     head: str = typer.Option(None, "--head", help="Read-out: grid (default), linear, mlp."),
     grid: int = typer.Option(None, "--grid", help="Grid head: cells per side of the trunk's output map."),
+    place_p: float = typer.Option(None, "--place-p", help="Share of augmented views placed on a backdrop at "
+                                  "another scale and position, then framed (default 0.5; 0: crops only)."),
+    framing: str = typer.Option(None, "--framing", help="content (default): crop each picture to what is drawn, "
+                                "plain backdrop to white; letterbox: the whole canvas."),
     seed: int = typer.Option(None, "--seed"),
     embed_dim: int = typer.Option(None, "--embed-dim", help="Embedding size."),
     input_size: int = typer.Option(None, "--input-size", help="Square input side (multiple of 32)."),
@@ -56,10 +60,10 @@ def train_cmd(
     # configs refuse bad values with one line (ConfigError)
     cfg = TrainConfig(data=str(data.resolve()), device=device, merge_rule=merge_rule, merge=not no_merge,
                       sel=not no_sel, spda=not no_spda, plain_nn=plain_nn, baseline_k=baseline_k,
-                      keep_cache=keep_cache,
+                      keep_cache=keep_cache, augment=_augment(place_p),
                       model=ModelConfig(line_view=not no_line_view, **_given(embed_dim=embed_dim, input_size=input_size,
                                                                           freeze_blocks=freeze_blocks, head=head,
-                                                                          grid=grid)),
+                                                                          grid=grid, framing=framing)),
                       **_given(epochs1=epochs1, epochs2=epochs2, epochs_pairs=epochs_pairs, seed=seed,
                                batch_size=batch_size, views=views, lr=lr, pairs_lr=pairs_lr))
     if nproc < 1 or nproc > cfg.batch_size // 2:
@@ -74,6 +78,15 @@ def train_cmd(
 
     if is_main_process():  # under torchrun, one line, not one per rank
         err.print(f"run written to {run}", markup=False)
+
+
+def _augment(place_p):
+    from ..train.augment import AugmentConfig
+
+    try:
+        return AugmentConfig(**_given(place_p=place_p))
+    except ValueError as e:  # AugmentConfig refuses bad values with plain ValueErrors
+        raise UemError(str(e)) from None
 
 
 def _given(**options):

@@ -102,6 +102,11 @@ class Alignment:
     source_domains: list[str] = field(default_factory=list)     # rows of the domain classifier
     source_weights: np.ndarray | None = None                     # (len(source_domains), D)
     source_bias: np.ndarray | None = None                        # (len(source_domains),)
+    # Raw embeddings of wild copies of a sample of each domain's items (export/probes.py) and the
+    # item row each is a copy of: what the "no match" calibration learns a user's picture from.
+    # Kept here so `uemctl index realign` refits that calibration without images or a network.
+    probes: dict[str, np.ndarray] = field(default_factory=dict)         # (n, D) per domain
+    probe_rows: dict[str, np.ndarray] = field(default_factory=dict)     # (n,) item rows
     _log_norm: dict[str, float] = field(default_factory=dict, init=False, repr=False, compare=False)  # derived: log|W|
 
     def __post_init__(self) -> None:
@@ -118,6 +123,9 @@ class Alignment:
             w, b = np.asarray(self.source_weights), np.asarray(self.source_bias)
             if w.shape[0] != len(self.source_domains) or b.shape != (len(self.source_domains),):
                 raise ValueError("the domain classifier's shape does not match its domains")
+        if set(self.probes) != set(self.probe_rows) or any(
+                len(self.probes[d]) != len(self.probe_rows[d]) for d in self.probes):
+            raise ValueError("every domain's probes need their item rows")
         for name, w in self.whiteners.items():
             sign, logdet = np.linalg.slogdet(np.asarray(w, np.float64))
             if sign <= 0 or not math.isfinite(logdet):
@@ -136,10 +144,13 @@ class Alignment:
 
     def describe(self) -> dict:
         """What the manifest records and `uemctl info` shows."""
-        return {"kind": self.kind, "shrinkage": self.shrinkage,
-                "maps": sorted(f"{a}<->{b}" for a, b in self.maps),
-                "csls": {"k": self.csls.k, "candidates": self.csls.candidates},
-                "source_classifier": list(self.source_domains) if self.source_weights is not None else None}
+        out = {"kind": self.kind, "shrinkage": self.shrinkage,
+               "maps": sorted(f"{a}<->{b}" for a, b in self.maps),
+               "csls": {"k": self.csls.k, "candidates": self.csls.candidates},
+               "source_classifier": list(self.source_domains) if self.source_weights is not None else None}
+        if self.probes:  # only then: a bundle without probes keeps the record older readers know
+            out["probes"] = {d: int(len(v)) for d, v in sorted(self.probes.items())}
+        return out
 
     # -- transforms ------------------------------------------------------------------------
     def align(self, vecs: np.ndarray, domain: str | None) -> np.ndarray:
@@ -196,6 +207,9 @@ class Alignment:
         if self.source_weights is not None:
             out["source/weights"] = np.asarray(self.source_weights, np.float32)
             out["source/bias"] = np.asarray(self.source_bias, np.float32)
+        out.update({f"probe/{d}": np.asarray(v, np.float32) for d, v in self.probes.items()})
+        # rows as float32: exact below 2**24 items, and the file stays one dtype, read without pickle
+        out.update({f"probe_rows/{d}": np.asarray(r, np.float32) for d, r in self.probe_rows.items()})
         return out
 
     @classmethod
@@ -204,7 +218,7 @@ class Alignment:
         kind = str(record.get("kind", "none"))
         c = record.get("csls") or {}
         csls = CslsParams(k=int(c.get("k", 0)), candidates=int(c.get("candidates", 1)))
-        means, whiteners, maps = {}, {}, {}
+        means, whiteners, maps, probes, probe_rows = {}, {}, {}, {}, {}
         names = [str(x) for x in record.get("source_classifier") or []]
         weights = arrays.pop("source/weights", None) if names else None
         bias = arrays.pop("source/bias", None) if names else None
@@ -225,14 +239,23 @@ class Alignment:
                 whiteners[parts[1]] = arr
             elif parts[0] == "map" and len(parts) == 3 and arr.shape == (dim, dim):
                 maps[(parts[1], parts[2])] = arr
+            elif parts[0] == "probe" and len(parts) == 2 and arr.ndim == 2 and arr.shape[1] == dim:
+                probes[parts[1]] = arr
+            elif parts[0] == "probe_rows" and len(parts) == 2 and arr.ndim == 1 \
+                    and np.all(arr >= 0) and np.all(arr == np.round(arr)) and np.all(arr < 2 ** 24):
+                probe_rows[parts[1]] = arr.astype(np.int64)
             else:
                 raise ValueError(f"unexpected alignment array {name} of shape {arr.shape}")
         expected = sorted(f"{a}<->{b}" for a, b in maps)
         if sorted(record.get("maps") or []) != expected:
             raise ValueError("the manifest's list of maps does not match the alignment file")
+        recorded = record.get("probes") or {}
+        if not isinstance(recorded, dict) or sorted(recorded) != sorted(probes) \
+                or any(recorded[d] != len(probes[d]) for d in probes):
+            raise ValueError("the manifest's probes do not match the alignment file")
         return cls(kind=kind, means=means, whiteners=whiteners, maps=maps, csls=csls,
                    shrinkage=float(record.get("shrinkage", 0.0)), source_domains=names,
-                   source_weights=weights, source_bias=bias)
+                   source_weights=weights, source_bias=bias, probes=probes, probe_rows=probe_rows)
 
 
 IDENTITY = Alignment()

@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageError
+from .framing import FRAMINGS, frame_content
 
 ImageSource = Union[str, os.PathLike, bytes, bytearray, BinaryIO, Image.Image, np.ndarray]
 
@@ -51,22 +52,32 @@ class PreprocessSpec:
     mean: tuple[float, float, float] = field(default=IMAGENET_MEAN)
     std: tuple[float, float, float] = field(default=IMAGENET_STD)
     resample: str = "bicubic"
+    # "content": crop to the drawn content and paint a plain backdrop white before the letter-box
+    # (framing.py); "letterbox": the whole canvas as it is (bundles written before framing existed).
+    framing: str = "content"
 
     def __post_init__(self) -> None:
         if self.size < 32 or self.size % 32:
             raise ValueError(f"input size must be a multiple of 32 and >= 32, got {self.size}")
         if self.resample not in _RESAMPLE:
             raise ValueError(f"resample must be one of {sorted(_RESAMPLE)}, got {self.resample!r}")
+        if self.framing not in FRAMINGS:
+            raise ValueError(f"framing must be one of {', '.join(FRAMINGS)}, got {self.framing!r}")
 
     def to_dict(self) -> dict:
+        """JSON form; "framing" only when it is not the letter-box, so a letter-boxed spec records
+        what it always did (manifests and cache fingerprints stay byte-identical)."""
         d = asdict(self)
         d["mean"], d["std"] = list(self.mean), list(self.std)
+        if self.framing == "letterbox":
+            del d["framing"]
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "PreprocessSpec":
         return cls(size=int(d["size"]), mean=tuple(map(float, d["mean"])),
-                   std=tuple(map(float, d["std"])), resample=str(d.get("resample", "bicubic")))
+                   std=tuple(map(float, d["std"])), resample=str(d.get("resample", "bicubic")),
+                   framing=str(d.get("framing", "letterbox")))  # recorded before framing: the old way
 
 
 def _describe(source: ImageSource) -> str:
@@ -110,8 +121,9 @@ def _open(source: ImageSource) -> Image.Image:
         raise ImageError(f"{_describe(source)}: cannot read image ({e})") from None
 
 
-def _to_rgb_on_white(im: Image.Image) -> Image.Image:
-    """Any mode -> RGB; transparent pixels become white (icons and sketches live on white)."""
+def _to_rgb_on_white(im: Image.Image, keep_alpha: bool = False) -> Image.Image:
+    """Any mode -> RGB; transparent pixels become white (icons and sketches live on white).
+    With `keep_alpha`, a picture with transparency comes back RGBA (content framing reads it)."""
     if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
         a = np.asarray(im, dtype=np.float64)
         hi = 65535.0 if im.mode.startswith("I;16") else max(float(a.max()), 255.0)
@@ -123,16 +135,19 @@ def _to_rgb_on_white(im: Image.Image) -> Image.Image:
     if not has_alpha:
         return im.convert("RGB")
     rgba = im.convert("RGBA")
+    if keep_alpha:
+        return rgba
     canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
     canvas.alpha_composite(rgba)
     return canvas.convert("RGB")
 
 
 def load_image(source: ImageSource, *, draft_size: int | None = None,
-               max_pixels: int = MAX_PIXELS) -> Image.Image:
+               max_pixels: int = MAX_PIXELS, keep_alpha: bool = False) -> Image.Image:
     """Decode `source` into an RGB image on white, EXIF-oriented. Raises ImageError, nothing else.
 
     `draft_size` lets JPEG decode at a reduced scale (DCT scaling) when only a small picture is needed.
+    `keep_alpha`: a picture with transparency comes back RGBA instead of composited on white.
     """
     if isinstance(source, np.ndarray):
         arr = source
@@ -160,7 +175,7 @@ def load_image(source: ImageSource, *, draft_size: int | None = None,
     try:
         im = ImageOps.exif_transpose(im)
         im.load()
-        return _to_rgb_on_white(im)
+        return _to_rgb_on_white(im, keep_alpha)
     except ImageError:
         raise
     except Image.DecompressionBombError as e:
@@ -203,8 +218,11 @@ def normalize(pixels: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
 
 
 def square_pixels(source: ImageSource, spec: PreprocessSpec) -> np.ndarray:
-    """Decode + orient + RGB-on-white + letter-box: uint8 (S, S, 3). Training augments from here."""
-    im = load_image(source, draft_size=spec.size)
+    """Decode + orient + RGB-on-white (+ content framing) + letter-box: uint8 (S, S, 3).
+    Training augments from here."""
+    im = load_image(source, draft_size=spec.size, keep_alpha=spec.framing == "content")
+    if spec.framing == "content":
+        im = frame_content(im, spec.size)
     return np.asarray(fit_square(im, spec.size, spec.resample), dtype=np.uint8)
 
 

@@ -19,14 +19,16 @@ def evaluate_bundle(bundle: str | Path, data: str | Path, *, protocol: str = "cl
                     pairs: Iterable | None = None, seed: int = 0, out: str | Path | None = None,
                     floor: str | Path | None = None, labels_csv: str | Path | None = None,
                     threads: int | None = None, sheets: bool = True, command: str | None = None,
-                    log: Callable[[str], None] | None = None) -> dict:
-    """Results of `bundle` on `data` under `protocol`; with `out`, also report.md + PNG plots there."""
+                    log: Callable[[str], None] | None = None, queries: str = "clean") -> dict:
+    """Results of `bundle` on `data` under `protocol`; with `out`, also report.md + PNG plots there.
+    `queries="wild"` scores every pair again with re-framed queries (their copies kept in out/wild)."""
     from ..engine import Engine
 
     eng = Engine.open(bundle, threads=threads)
     results = evaluate(lambda paths: eng.embed(paths), data, pairs=pairs, protocol=protocol, seed=seed,
                        reject_fn=eng.reject_fn(), labels_csv=labels_csv, log=log,
-                       score_fn=eng.pair_scores)
+                       score_fn=eng.pair_scores, queries=queries,
+                       wild_dir=None if out is None else Path(out) / "wild")
     results["bundle"] = str(Path(bundle).resolve())
     if out is not None:
         floor_data = json.loads(Path(floor).read_text(encoding="utf-8")) if floor else None

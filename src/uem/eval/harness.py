@@ -174,17 +174,62 @@ def _summary(pairs: list[dict]) -> dict:
     return out
 
 
+QUERIES = ("clean", "wild")
+
+
+def _wild_results(embed_fn: EmbedFn, all_labels: dict[str, DomainLabels], vectors: dict[str, np.ndarray],
+                  pair_list: list[tuple[str, str]], root: Path, wild_dir: Path | None, seed: int,
+                  log: Callable[[str], None] | None, **pair_kw) -> dict:
+    """Every pair again with wild copies of its queries (wild.py) against the gallery as indexed:
+    {variant: {"pairs": [...], "summary": {...}}}."""
+    import tempfile
+
+    from .wild import VARIANTS, VERSION, write_wild_copies
+
+    tmp = tempfile.TemporaryDirectory(prefix="uem-wild-") if wild_dir is None else None
+    folder = Path(tmp.name) if tmp else Path(wild_dir)
+    out = {}
+    try:
+        for variant in VARIANTS:
+            wild_labels, wild_vectors = {}, {}
+            for d in sorted({q for q, _ in pair_list}):
+                lab = all_labels[d]
+                if log:
+                    log(f"wild queries ({variant}): {len(lab)} {d} pictures")
+                paths = write_wild_copies(lab.paths, root, folder, variant, seed)
+                wild_labels[d] = DomainLabels(d, paths, lab.categories, lab.identities)
+                wild_vectors[d] = embed_domain(embed_fn, wild_labels[d])
+            pairs = []
+            for qd, rd in pair_list:
+                res = evaluate_pair(wild_vectors[qd], wild_labels[qd], vectors[rd], all_labels[rd],
+                                    seed=seed, root=root, **pair_kw)
+                if log:
+                    log(f"{res['pair']} ({variant}): top-1 {res['top1_identity']}, mAP {res['map']}")
+                pairs.append(res)
+            out[variant] = {"pairs": pairs, "summary": _summary(pairs)}
+    finally:
+        if tmp:
+            tmp.cleanup()
+    out["version"] = VERSION
+    return out
+
+
 def evaluate(embed_fn: EmbedFn, data_dir: str | Path, pairs: Iterable | None = None,
              protocol: str = "close", seed: int = 0, k: int | Sequence[int] = (1, 5, 10),
              reject_fn: RejectFn | None = None, labels_csv: str | Path | None = None,
              n_examples: int = 6, keep_scores: bool = True,
-             log: Callable[[str], None] | None = None, score_fn: ScoreFn | None = None) -> dict:
+             log: Callable[[str], None] | None = None, score_fn: ScoreFn | None = None,
+             queries: str = "clean", wild_dir: str | Path | None = None) -> dict:
     """Score `embed_fn` on every requested ordered domain pair; returns a JSON-able dict.
 
     Per pair: top-1 identity, mAP@All (mean over queries whose category exists in the target),
     class-balanced mAP, P@k, counts, the category split, a few retrieval examples, and — with a
     reject_fn — private detection, known acceptance, H-score and AUROC (+ per-query scores).
+    `queries="wild"` adds results["wild"]: every pair again with the queries re-framed as a user's
+    pictures are (eval/wild.py), each variant's copies kept under `wild_dir` (else a temporary one).
     """
+    if queries not in QUERIES:
+        raise ValueError(f"queries must be one of {', '.join(QUERIES)}, got {queries!r}")
     ks = [int(k)] if isinstance(k, (int, np.integer)) else [int(x) for x in k]
     root = Path(data_dir).resolve()
     all_labels = load_labels(root, labels_csv=labels_csv)
@@ -208,11 +253,16 @@ def evaluate(embed_fn: EmbedFn, data_dir: str | Path, pairs: Iterable | None = N
         if log:
             log(f"{res['pair']}: top-1 {res['top1_identity']}, mAP {res['map']}")
         results.append(res)
+    wild = None
+    if queries == "wild":
+        wild = _wild_results(embed_fn, all_labels, vectors, pair_list, root, wild_dir, seed, log,
+                             protocol=protocol, ks=ks, reject_fn=reject_fn, n_examples=n_examples,
+                             keep_scores=keep_scores, score_fn=score_fn)
     return {
         "data_dir": str(root), "protocol": protocol, "seed": int(seed), "k": ks,
         "labels": str(labels_csv) if labels_csv else "folders",
         "domains": {d: {"images": len(lab), "categories": int(len(np.unique(lab.categories)))}
                     for d, lab in all_labels.items() if d in needed},
         "embedding_dim": dims.pop(), "seconds_embed": embed_seconds,
-        "pairs": results, "summary": _summary(results),
+        "pairs": results, "summary": _summary(results), "queries": queries, "wild": wild,
     }

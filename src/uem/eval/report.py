@@ -181,6 +181,37 @@ def _jsonable(obj):
     return obj
 
 
+def wild_table(results: dict) -> list[str]:
+    """Markdown lines: every pair's clean vs wild top-1, mAP and acceptance (empty without wild)."""
+    wild = results.get("wild")
+    if not wild:
+        return []
+    variants = [v for v in wild if isinstance(wild[v], dict) and "pairs" in wild[v]]
+    cols = [("clean", results["pairs"])] + [(v, wild[v]["pairs"]) for v in variants]
+    head = ["pair"] + [f"{name} {m}" for name, _ in cols for m in ("top-1", "mAP", "accept")]
+    lines = ["## Wild queries", "",
+             "The same queries re-framed as a user's pictures are (scale, position, aspect, rotation, "
+             "blur, JPEG; `background`: on flat colours, gradients or photographs); the gallery as "
+             "indexed. `accept`: share of queries whose category exists that the engine accepts.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def acc(p):
+        o = p.get("open_set") or {}
+        return _fmt(o.get("known_acceptance"))
+    for i, p in enumerate(results["pairs"]):
+        row = [p["pair"]]
+        for _, ps in cols:
+            row += [_fmt(ps[i]["top1_identity"]), _fmt(ps[i]["map"]), acc(ps[i])]
+        lines.append("| " + " | ".join(row) + " |")
+    means = ["mean"]
+    for name, ps in cols:
+        s = results["summary"] if name == "clean" else wild[name]["summary"]
+        means += [_fmt(s.get("mean_top1_identity")), _fmt(s.get("mean_map")),
+                  _fmt(s.get("mean_known_acceptance"))]
+    lines += ["| " + " | ".join(means) + " |", ""]
+    return lines
+
+
 def markdown(results: dict, floor: dict | None = None, images: dict | None = None,
              title: str = "uem evaluation", command: str | None = None) -> str:
     """The short Markdown report: settings, the per-pair table (vs the floor), open-set table, plots."""
@@ -214,6 +245,7 @@ def markdown(results: dict, floor: dict | None = None, images: dict | None = Non
               f"mAP@All {_fmt(s.get('mean_map'))}, class-balanced mAP {_fmt(s.get('mean_map_class_balanced'))}.",
               "", "top-1 identity: over queries whose item exists in the target; mAP@All: over queries "
               "whose category exists in the target (`n_identity` / `n_scored` in results.json).", ""]
+    lines += wild_table(results)
     os_rows = [p for p in results["pairs"] if p.get("open_set")]
     if os_rows:
         lines += ["## Open set", "",
@@ -262,6 +294,12 @@ def write_report(results: dict, out_dir: str | Path, floor=None, title: str = "u
             if retrieval_sheet(p, root, out / name):
                 written[name] = out / name
                 images[f"retrieval {p['pair']}"] = name
+        for variant, block in (results.get("wild") or {}).items():
+            for p in block["pairs"] if isinstance(block, dict) else []:
+                name = f"sheets/{variant}_{p['query']}_to_{p['target']}.png"
+                if retrieval_sheet(p, root, out / name):
+                    written[name] = out / name
+                    images[f"retrieval {p['pair']} ({variant} queries)"] = name
     written["report.md"] = out / "report.md"
     written["report.md"].write_text(markdown(results, ftable, images, title, command) + "\n")
     return written

@@ -51,19 +51,26 @@ class AlignConfig:
 NO_ALIGNMENT = AlignConfig(kind="none", maps=False, csls_k=0, csls_candidates=1)
 
 
-def fit_alignment(vectors: dict[str, np.ndarray], cfg: AlignConfig, seed: int = 0) -> tuple[Alignment, dict]:
+def fit_alignment(vectors: dict[str, np.ndarray], cfg: AlignConfig, seed: int = 0,
+                  probes: dict[str, np.ndarray] | None = None,
+                  probe_rows: dict[str, np.ndarray] | None = None) -> tuple[Alignment, dict]:
     """The bundle's Alignment from raw unit vectors per domain; also a log of the map learning
-    (mutual pairs found per round, per pair) for the manifest."""
+    (mutual pairs found per round, per pair) for the manifest. `probes` (export/probes.py), when
+    given, are stored in it and also teach the domain classifier what a wild picture of each
+    domain looks like (the whitening and maps are fitted on the items alone)."""
     base = fit_domains(vectors, cfg.kind, cfg.shrinkage)
     csls = CslsParams(cfg.csls_k, cfg.csls_candidates)
     maps, log = {}, {}
     if cfg.maps and len(vectors) > 1:
         aligned = {d: base.align(v, d) for d, v in vectors.items()}
         maps, log = fit_maps(aligned, rounds=cfg.map_rounds, k=max(cfg.csls_k, 10), seed=seed)
-    names, weights, bias = fit_source_classifier(vectors, seed=seed)
+    probes = probes or {}
+    both = {d: np.concatenate([v, probes[d]]) if d in probes else v for d, v in vectors.items()}
+    names, weights, bias = fit_source_classifier(both, seed=seed)
     return Alignment(kind=base.kind, means=base.means, whiteners=base.whiteners, maps=maps, csls=csls,
                      shrinkage=base.shrinkage, source_domains=names, source_weights=weights,
-                     source_bias=bias), {"map_pairs_per_round": log, "config": cfg.to_dict()}
+                     source_bias=bias, probes=dict(probes), probe_rows=dict(probe_rows or {})), \
+        {"map_pairs_per_round": log, "config": cfg.to_dict()}
 
 
 def fit_source_classifier(vectors: dict[str, np.ndarray], seed: int = 0, max_per_domain: int = 20000):

@@ -17,6 +17,7 @@ from ..engine.bundle import DOMAIN_NAME, HnswParams
 from ..engine.openset import ALPHA, DEFAULT_RULE, RULES
 from ..train.config import DEFAULT_MERGE_RULE, MERGE_RULES, ConfigError
 from .align import AlignConfig
+from .probes import PROBES_PER_DOMAIN
 
 if TYPE_CHECKING:
     from .quantize import QuantConfig
@@ -65,6 +66,9 @@ class ExportConfig:
     # fewer true ones too; benchmarks/RESULTS.md, "No match on the aligned space")
     open_set_alpha: float = ALPHA
     align: AlignConfig = field(default_factory=AlignConfig)
+    # wild copies per domain embedded for the "no match" calibration (export/probes.py); 0: none,
+    # the rule then learns from the indexed pictures alone
+    probes: int = PROBES_PER_DOMAIN
     overwrite: bool = True            # replace an existing bundle at the output path (atomically)
 
     def __post_init__(self) -> None:
@@ -77,6 +81,8 @@ class ExportConfig:
                 if bad:
                     problems.append(f"index_dirs: bad domain name {bad[0]!r} (letters, digits, '.', '_', '-'; max 64)")
                 object.__setattr__(self, "index_dirs", {k: Path(v) for k, v in self.index_dirs.items()})
+        if not _whole(self.probes, 0):
+            problems.append(f"probes must be a whole number >= 0, got {self.probes!r}")
         if not _whole(self.calib, 1):
             problems.append(f"calib must be at least 1, got {self.calib!r}")
         if not _whole(self.seed, 0):

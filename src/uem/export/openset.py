@@ -94,16 +94,21 @@ def contrast_calibration(vectors: dict[str, np.ndarray], k: int = CONTRAST_K, ma
 
 
 def anchored_calibration(vectors: dict[str, np.ndarray], alpha: float = ALPHA, csls_k: int = 10,
-                         max_queries: int = 5000, seed: int = 0, to_target=None) -> dict:
-    """{"alpha", "grids": {"source->target": quantiles}, "anchors": {...}, "queries": {...}}.
+                         max_queries: int = 5000, seed: int = 0, to_target=None,
+                         probes: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> dict:
+    """{"alpha", "grids": {"source->target": quantiles}, "anchors": {...}, "queries": {...},
+    "wild_anchors": {...}}.
 
     `vectors`: unit rows per domain, as indexed (aligned); `to_target(rows, source, target)` as in
-    `contrast_calibration`. A pair with fewer than MIN_ANCHORS confident matches is left out (its
-    queries fall back to the prototype rule)."""
+    `contrast_calibration`. `probes`: per source domain (item rows, aligned unit rows of wild copies
+    of those items; export/probes.py): the copy of a confident match is a confident match too, as
+    far as a user's picture of it is, so the grid holds both. A pair with fewer than MIN_ANCHORS
+    confident matches is left out (its queries fall back to the prototype rule)."""
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
     rng = np.random.default_rng(seed)
-    grids, anchors, queries = {}, {}, {}
+    grids, anchors, queries, wild_anchors = {}, {}, {}, {}
+    probes = probes or {}
     for src, v in vectors.items():
         v = np.asarray(v, np.float32)
         if len(v) == 0:
@@ -116,6 +121,16 @@ def anchored_calibration(vectors: dict[str, np.ndarray], alpha: float = ALPHA, c
             if len(mine) < MIN_ANCHORS:
                 continue
             nearest = top_cosines(q[mine], t, 1)[:, 0]
+            if src in probes:
+                p_rows, p_vecs = probes[src]
+                copies = np.flatnonzero(np.isin(p_rows, rows[mine]))
+                wild_anchors[key] = int(len(copies))
+                if len(copies):
+                    pq = p_vecs[copies] if to_target is None else to_target(p_vecs[copies], src, tgt)
+                    nearest = np.concatenate([nearest, top_cosines(np.asarray(pq, np.float32), t, 1)[:, 0]])
             grids[key] = quantile_grid(1.0 - nearest)
-    return {"alpha": float(alpha), "csls_k": int(csls_k), "grids": grids, "anchors": anchors,
-            "queries": queries, "method": "mutual-csls-quantiles"}
+    out = {"alpha": float(alpha), "csls_k": int(csls_k), "grids": grids, "anchors": anchors,
+           "queries": queries, "method": "mutual-csls-quantiles"}
+    if probes:
+        out["wild_anchors"] = wild_anchors
+    return out

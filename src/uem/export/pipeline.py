@@ -34,6 +34,7 @@ from .config import ExportConfig
 from .onnx import export_onnx, torch_embed
 from .parity import ParityReport, parity_report
 from .quantize import calibration_sample, quantize_int8
+from .probes import wild_probes
 from .readout import fit_readout  # noqa: F401  (also imported from here by callers)
 
 EMBED_CHUNK = 128
@@ -216,9 +217,11 @@ def export_run(run_dir: Path, out: Path, cfg: ExportConfig | None = None, *, pro
     return _export_encoder(encoder, train_cfg, run_dir, out, cfg, progress, log, t0)
 
 
-def pretrained_config(data: Path, block: int = 13, size: int = 128, line_view: bool = True):
+def pretrained_config(data: Path, block: int = 13, size: int = 128, line_view: bool = True,
+                      framing: str = "content"):
     """The TrainConfig of a bundle without training: the ImageNet network's pooled output of
-    MBConv block `block` (0-15), for the image and (line_view) its line drawing, at `size` px."""
+    MBConv block `block` (0-15), for the image and (line_view) its line drawing, at `size` px,
+    each picture framed by `framing` (uem.engine.framing)."""
     from ..train.config import ModelConfig, TrainConfig
     from ..train.model import trunk_channels
 
@@ -228,7 +231,7 @@ def pretrained_config(data: Path, block: int = 13, size: int = 128, line_view: b
         raise ExportError(f"--size must be at least 32, got {size}")
     views = 2 if line_view else 1
     model = ModelConfig(input_size=size, embed_dim=views * trunk_channels(block + 1), line_view=line_view,
-                        head="pooled", freeze_blocks=block + 1)
+                        head="pooled", freeze_blocks=block + 1, framing=framing)
     try:
         domains = list(scan(Path(data), None, min_domains=1))
     except DataError as e:
@@ -238,8 +241,8 @@ def pretrained_config(data: Path, block: int = 13, size: int = 128, line_view: b
 
 
 def export_pretrained(data: Path, out: Path, cfg: ExportConfig | None = None, *, block: int = 13,
-                      size: int = 128, line_view: bool = True, progress: bool = True,
-                      log: Console | None = None) -> ExportSummary:
+                      size: int = 128, line_view: bool = True, framing: str = "content",
+                      progress: bool = True, log: Console | None = None) -> ExportSummary:
     """A bundle without training: the ImageNet network read out at `block` (pretrained_config),
     aligned per domain like any bundle, for DATA/<domain>/... (no labels read); `cfg`, `progress`
     and `log` as for export_run."""
@@ -251,7 +254,7 @@ def export_pretrained(data: Path, out: Path, cfg: ExportConfig | None = None, *,
     if not Path(data).is_dir():
         raise ExportError(f"{data}: no such data folder")
     check_output(Path(out), cfg.overwrite)
-    train_cfg = pretrained_config(Path(data), block, size, line_view)
+    train_cfg = pretrained_config(Path(data), block, size, line_view, framing)
     encoder = build_encoder(train_cfg.model, pretrained=True).eval()
     return _export_encoder(encoder, train_cfg, None, Path(out), cfg, progress, log, t0)
 
@@ -327,10 +330,16 @@ def _export(run_dir, out, encoder, train_cfg, train, targets, roots, cfg: Export
                                    {d: vectors[d][r] for d, r in held.items()}, k=10,
                                    database_ref=fp32_vectors, database_test=vectors)
 
+        probes = probe_rows = None
+        if cfg.probes:
+            with stage("wild probes", prog, sum(min(cfg.probes, len(k)) for k in kept.values())) as task:
+                probes, probe_rows = wild_probes(kept, spec, enc8.embed, seed=seed, n=cfg.probes,
+                                                 advance=lambda n: prog.advance(task, n))
         with stage("alignment, prototypes, open-set calibration", prog):
             readout = fit_readout(vectors, cfg.align, merge_rule=cfg.merge_rule, open_set=cfg.open_set,
                                   merge=train_cfg.merges, k_prototypes=cfg.k_prototypes,
-                                  proto_seed=train_cfg.seed, seed=seed, open_set_alpha=cfg.open_set_alpha)
+                                  proto_seed=train_cfg.seed, seed=seed, open_set_alpha=cfg.open_set_alpha,
+                                  probes=probes, probe_rows=probe_rows)
         alignment, align_log, graph, calibration = readout
 
         quant_info = {**quant.to_dict(), "label": quant.label(), "calibration_images": int(len(calib_x)),

@@ -68,7 +68,8 @@ def realign_bundle(path: str | Path, align: AlignConfig | None = None, *, change
     alignment, align_log, graph, calibration = fit_readout(
         vectors, align, merge_rule=merge_rule, open_set=open_set, merge=merge, k_prototypes=k_prototypes,
         proto_seed=proto_seed, seed=seed,
-        open_set_alpha=float((info.calibration.get("anchored") or {}).get("alpha", ALPHA)))
+        open_set_alpha=float((info.calibration.get("anchored") or {}).get("alpha", ALPHA)),
+        probes=info.alignment.probes, probe_rows=info.alignment.probe_rows)
     extra["alignment"] = align_log
     extra["realigned_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     write_bundle(info.root, encoder_onnx=info.encoder.path,

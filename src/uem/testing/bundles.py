@@ -24,7 +24,9 @@ from uem.engine.prototypes import PrototypeGraph
 
 SIZE = 32
 DIM = 8
-SPEC = PreprocessSpec(size=SIZE)
+# letter-boxed: "sketch" is a coloured square ON WHITE, and content framing would crop the white away
+# (tests/test_framing.py and test_engine_framing.py cover framing, with bundles that use it)
+SPEC = PreprocessSpec(size=SIZE, framing="letterbox")
 COLOURS = {"red": (220, 30, 30), "green": (30, 190, 40), "blue": (30, 40, 220),
            "yellow": (230, 220, 30)}
 DEFAULT_CONCEPTS = {"photo": ["red", "green"], "sketch": ["red", "blue"]}

@@ -1,7 +1,10 @@
 """Augmentations that bridge colour artwork and line art (uint8 (S, S, 3) in, the same shape out).
 
 They run between `square_pixels` and `normalize` of uem.engine.preprocess, never instead of them.
-One view = a small geometric change (random resized crop + small rotation), then one *style*:
+One view = a change of framing, then one *style*. The framing is, with probability `place_p`, the
+picture placed on a synthetic backdrop at another scale and position and framed again by the
+engine (placement.py: what a user's picture goes through), else a random resized crop with a small
+rotation. The styles:
 
     colour   colour jitter (brightness, contrast, saturation, hue rotation by channel mixing)
     grey     greyscale with a random contrast
@@ -21,8 +24,11 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from .placement import placed_view
+
 STYLES = ("colour", "grey", "edges", "phase", "invert")
-VERSION = 2  # bump when a view changes for the same seed: cached trunk outputs depend on it
+PLACED_STYLES = ("colour", "grey")
+VERSION = 3  # bump when a view changes for the same seed: cached trunk outputs depend on it
 
 
 @dataclass
@@ -32,6 +38,7 @@ class AugmentConfig:
     # Probability of each style, in the order of STYLES.
     style_p: tuple[float, ...] = (0.3, 0.2, 0.3, 0.1, 0.1)
     stroke_p: float = 0.3                           # chance to thicken (2/3) or thin (1/3) dark strokes
+    place_p: float = 0.5                            # chance of a placed view (placement.py) instead of a crop
 
     def __post_init__(self) -> None:
         """Validated where it is built (a config.json's lists become the tuples a new config has,
@@ -39,7 +46,7 @@ class AugmentConfig:
         try:
             crop = tuple(float(x) for x in self.crop_scale)
             style = tuple(float(x) for x in self.style_p)
-            rotate, stroke = float(self.rotate_deg), float(self.stroke_p)
+            rotate, stroke, place = float(self.rotate_deg), float(self.stroke_p), float(self.place_p)
         except (TypeError, ValueError):
             raise ValueError(f"augment: crop_scale, style_p, rotate_deg and stroke_p must be numbers, "
                              f"got {self!r}") from None
@@ -55,6 +62,8 @@ class AugmentConfig:
                             f"with a positive sum, got {style}")
         if not 0 <= stroke <= 1:
             problems.append(f"augment.stroke_p must be in [0, 1], got {self.stroke_p}")
+        if not 0 <= place <= 1:
+            problems.append(f"augment.place_p must be in [0, 1], got {self.place_p}")
         if problems:
             raise ValueError("; ".join(problems))
 
@@ -141,9 +150,17 @@ def stroke(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def augment(pixels: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
     """One random view of a uint8 (S, S, 3) picture; the same shape and dtype back."""
-    im = geometric(Image.fromarray(pixels), cfg, rng)
-    x = np.asarray(im, dtype=np.float32)
-    style = STYLES[int(rng.choice(len(STYLES), p=np.asarray(cfg.style_p) / np.sum(cfg.style_p)))]
+    weights = np.asarray(cfg.style_p, dtype=np.float64)
+    if cfg.place_p and rng.random() < cfg.place_p:
+        x = placed_view(pixels, rng, cfg.rotate_deg).astype(np.float32)
+        # a placed view keeps its look (colour or grey): the stroke styles turn a backdrop's noise
+        # into a field of specks that no query looks like
+        weights = weights * np.isin(STYLES, PLACED_STYLES)
+        if weights.sum() <= 0:
+            weights = np.isin(STYLES, PLACED_STYLES).astype(np.float64)
+    else:
+        x = np.asarray(geometric(Image.fromarray(pixels), cfg, rng), dtype=np.float32)
+    style = STYLES[int(rng.choice(len(STYLES), p=weights / weights.sum()))]
     if style == "colour":
         bg = _grey(x) >= 250                                            # the background stays white
         x = colour_jitter(x, rng)

@@ -20,12 +20,13 @@ from typing import Any, Mapping
 
 from ..engine.atomic import replace_atomic
 from ..engine.errors import UemError
+from ..engine.framing import FRAMINGS
 from ..engine.preprocess import IMAGENET_MEAN, IMAGENET_STD, PreprocessSpec
 from .augment import AugmentConfig
 
 # config.json layout; bump it (and extend `migrate`) when a field's meaning or default changes in a
 # way that would change what an older run's config.json means.
-CONFIG_VERSION = 2
+CONFIG_VERSION = 3
 
 DEVICES = ("auto", "cpu", "cuda")
 HEADS = ("grid", "linear", "mlp", "pooled")
@@ -115,6 +116,10 @@ class ModelConfig:
     grid: int = 4                    # "grid" only: cells per side (the map side must be a multiple)
     # Blocks [0, freeze_blocks) of the 16 MBConv blocks (plus the stem) stay at their ImageNet weights.
     freeze_blocks: int = 14
+    # How a picture is framed before the letter-box (uem.engine.framing): "content" crops it to what
+    # is drawn and paints a plain backdrop white, so a user's off-centre or coloured-backdrop picture
+    # is seen like the centred icons; "letterbox" keeps the whole canvas (runs before config v3).
+    framing: str = "content"
 
     def __post_init__(self) -> None:
         p = _Problems()
@@ -126,6 +131,7 @@ class ModelConfig:
         p.number("embed_dim", self.embed_dim, 2, integer=True)
         p.flag("line_view", self.line_view)
         p.choice("head", self.head, HEADS)
+        p.choice("framing", self.framing, FRAMINGS)
         p.number("head_hidden", self.head_hidden, 1, integer=True)
         p.number("freeze_blocks", self.freeze_blocks, 0, 16, integer=True)
         p.number("grid", self.grid, 1, integer=True)
@@ -141,7 +147,8 @@ class ModelConfig:
             p.items.append(f"embed_dim must be even with the line-art view (two halves), got {self.embed_dim}")
 
     def preprocess(self) -> PreprocessSpec:
-        return PreprocessSpec(size=self.input_size, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+        return PreprocessSpec(size=self.input_size, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                              framing=self.framing)
 
     def map_side(self) -> int:
         """Side of the trunk's output map: input_size over the stride of blocks [0, freeze_blocks).
@@ -324,6 +331,8 @@ def migrate(d: Mapping[str, Any]) -> dict[str, Any]:
         out = _from_version_0(out)
     if out["version"] < 2:
         out = _from_version_1(out)
+    if out["version"] < 3:
+        out = _from_version_2(out)
     return out
 
 
@@ -351,6 +360,19 @@ def _from_version_1(d: dict[str, Any]) -> dict[str, Any]:
                      ("lr", 0.03)):
         d.setdefault(key, old)
     d["version"] = 2
+    return d
+
+
+def _from_version_2(d: dict[str, Any]) -> dict[str, Any]:
+    """Version 2: pictures were letter-boxed whole (no content framing), and no view was placed on
+    a backdrop (augment.place_p 0)."""
+    model = d.get("model", {})
+    if isinstance(model, dict):
+        d["model"] = {"framing": "letterbox", **model}
+    augment = d.get("augment", {})
+    if isinstance(augment, dict):
+        d["augment"] = {"place_p": 0.0, **augment}
+    d["version"] = 3
     return d
 
 

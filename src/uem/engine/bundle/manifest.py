@@ -15,13 +15,16 @@ Logical layout — what the manifest describes, the names the rest of the code u
 `manifest["checksum"]` is the sha256 of the canonical JSON of everything else.
 
 Versions. Version 2 added the alignment (alignment.npz, each domain's csls.npy, the "alignment"
-record) and indexes that hold aligned vectors. `migrate` upgrades any version this code reads to
-the newest schema in memory (1 -> 2: a version-1 bundle is a version-2 one without an alignment),
-so `Manifest.from_dict` knows one schema; a version newer than FORMAT_VERSION is refused with
-BundleVersionError. A version-1 manifest carrying an alignment is refused: an older writer would
-have appended raw vectors to an aligned index. `Manifest.to_dict` writes the oldest version that
-holds its content — 1 without an alignment, so an older uem keeps reading it — and, for any
-manifest a uem wrote, the same JSON as before (same keys, same order, same checksum); keys outside
+record) and indexes that hold aligned vectors. Version 3 added content framing (the model's
+preprocess records "framing": "content") and the alignment's probes (wild copies' embeddings).
+`migrate` upgrades any version this code reads to the newest schema in memory (1 -> 2: a version-1
+bundle is a version-2 one without an alignment; 2 -> 3: a version-2 bundle letter-boxes and has no
+probes), so `Manifest.from_dict` knows one schema; a version newer than FORMAT_VERSION is refused
+with BundleVersionError. A version-1 manifest carrying an alignment is refused: an older writer
+would have appended raw vectors to an aligned index; likewise a version-2 one that frames content.
+`Manifest.to_dict` writes the oldest version that holds its content — 1 without an alignment, 2
+with one but letter-boxed, so an older uem keeps reading it — and, for any manifest a uem wrote,
+the same JSON as before (same keys, same order, same checksum); keys outside
 the schema (none was ever written) are not carried over by a rewrite.
 """
 
@@ -42,7 +45,7 @@ from ..index import SPACES
 from ..preprocess import PreprocessSpec
 
 FORMAT_NAME = "uem-bundle"
-FORMAT_VERSION = 2                 # the newest version this uem reads (and writes, with an alignment)
+FORMAT_VERSION = 3                 # the newest version this uem reads (and writes, with content framing)
 MANIFEST = "manifest.json"
 ENCODER = "encoder.onnx"
 ENCODER_FP32 = "encoder.fp32.onnx"
@@ -63,8 +66,19 @@ def _v1_to_v2(m: dict) -> dict:
     return {**m, "format_version": 2}
 
 
+def _v2_to_v3(m: dict) -> dict:
+    """Version 3 added content framing (model.preprocess.framing) and the alignment's probes; a
+    version-2 bundle letter-boxes whole pictures (what a missing "framing" means) and has no probes,
+    so it is a version-3 one once relabelled — unless it carries either (an older reader would
+    letter-box the queries of a bundle whose items were framed)."""
+    framing = ((m.get("model") or {}).get("preprocess") or {}).get("framing", "letterbox")
+    if framing != "letterbox" or (m.get("alignment") or {}).get("probes"):
+        raise ValueError("content framing or probes in a version-2 bundle")
+    return {**m, "format_version": 3}
+
+
 # version v -> the function upgrading a version-v manifest to version v + 1
-_UPGRADES: dict[int, Callable[[dict], dict]] = {1: _v1_to_v2}
+_UPGRADES: dict[int, Callable[[dict], dict]] = {1: _v1_to_v2, 2: _v2_to_v3}
 SUPPORTED_VERSIONS = (*sorted(_UPGRADES), FORMAT_VERSION)
 
 
@@ -301,8 +315,10 @@ class Manifest:
 
     @property
     def format_version(self) -> int:
-        """The oldest version that holds this content (1 stays readable by an older uem)."""
-        return FORMAT_VERSION if self.alignment else 1
+        """The oldest version that holds this content (1 and 2 stay readable by an older uem)."""
+        if self.model.preprocess.framing != "letterbox" or (self.alignment or {}).get("probes"):
+            return 3
+        return 2 if self.alignment else 1
 
     def to_dict(self) -> dict:
         """The on-disk form, keys in the order every writer has used (checksum not included)."""

@@ -246,10 +246,14 @@ def _load_alignment(root: Path, record: Any, files: dict[str, FileEntry], dim: i
     except Exception as e:  # noqa: BLE001 - zipfile, zlib, numpy and OS errors alike: a bad file
         raise BundleError(f"{entry.name}: not a valid alignment file ({type(e).__name__}: {e})") from None
     alignment = Alignment.from_arrays(record, arrays, dim)
-    named = set(alignment.means) | set(alignment.source_domains) | {d for pair in alignment.maps for d in pair}
+    named = set(alignment.means) | set(alignment.source_domains) | {d for pair in alignment.maps for d in pair} \
+        | set(alignment.probes)
     unknown = named - set(domains)
     if unknown:
         raise ValueError(f"alignment names unknown domain(s) {sorted(unknown)}")
+    for d, rows in alignment.probe_rows.items():
+        if len(rows) and int(rows.max()) >= domains[d].count:
+            raise ValueError(f"probes of {d} name rows past its {domains[d].count} items")
     order = [str(x) for x in record.get("csls_columns") or []]
     if alignment.csls.enabled:
         if sorted(order) != sorted(domains):

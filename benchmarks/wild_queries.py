@@ -1,0 +1,115 @@
+#!/usr/bin/env python
+"""Clean AND wild queries, per configuration, through the exported int8 bundle.
+
+    .venv/bin/python benchmarks/wild_queries.py --data data/emoji3 --config default \\
+        --config pretrained --seeds 0 1 2 --out benchmarks/results/wild_emoji3.json
+
+Each configuration is trained (`uemctl train`, unless it is a `--pretrained` one), exported
+(`uemctl export`) and evaluated (`uemctl eval --queries wild`, every ordered pair, close-set)
+through the bundle, so the numbers are what a user of that bundle gets. Per run it records: every
+pair's top-1 identity, mAP@All and "no match" acceptance for the clean queries and both wild
+variants (uem.eval.wild), the wall time and peak memory of training and export, and the seed.
+Re-running skips runs already in the output JSON (same config, data and seed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+UEMCTL = str(ROOT / ".venv" / "bin" / "uemctl")
+
+# name -> (train arguments, or None for an untrained bundle; export arguments)
+CONFIGS: dict[str, tuple[list[str] | None, list[str]]] = {
+    "default": ([], []),
+    "no-placement": (["--place-p", "0"], []),
+    "letterbox": (["--framing", "letterbox", "--place-p", "0"], []),
+    "pretrained": (None, []),
+    "pretrained-letterbox": (None, ["--framing", "letterbox"]),
+}
+
+
+def run(cmd: list[str], log: Path) -> tuple[float, float]:
+    """Run cmd (output to log); (wall seconds, peak RSS in GB). Raises on failure."""
+    t0 = time.perf_counter()
+    with open(log, "ab") as f:
+        f.write(("$ " + shlex.join(cmd) + "\n").encode())
+        f.flush()
+        proc = subprocess.Popen(cmd, stdout=f, stderr=f, cwd=ROOT)
+        _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        raise SystemExit(f"failed ({proc.returncode}): {shlex.join(cmd)}; see {log}")
+    return time.perf_counter() - t0, usage.ru_maxrss / 1024 ** 2
+
+
+def summarise(results: dict) -> dict:
+    def pairs(ps):
+        return {p["pair"]: {"top1_identity": p["top1_identity"], "map": p["map"],
+                            "acceptance": (p.get("open_set") or {}).get("known_acceptance")} for p in ps}
+    out = {"clean": pairs(results["pairs"])}
+    for variant, block in (results.get("wild") or {}).items():
+        if isinstance(block, dict):
+            out[variant] = pairs(block["pairs"])
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("--config", action="append", choices=sorted(CONFIGS), required=True)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--work", type=Path, default=ROOT / "out" / "wild_queries")
+    ap.add_argument("--keep", action="store_true", help="keep runs and bundles (default: bundles only)")
+    args = ap.parse_args()
+    done = json.loads(args.out.read_text()) if args.out.is_file() else {"rows": []}
+    data = args.data.resolve()
+    for config in args.config:
+        train_args, export_args = CONFIGS[config]
+        for seed in (args.seeds if train_args is not None else [0]):
+            if any(r["config"] == config and r["seed"] == seed and r["data"] == str(data) for r in done["rows"]):
+                continue
+            work = args.work / data.name / f"{config}-s{seed}"
+            work.mkdir(parents=True, exist_ok=True)
+            log = work / "log.txt"
+            row = {"config": config, "seed": seed, "data": str(data), "train_args": train_args,
+                   "export_args": export_args}
+            bundle = work / "model.uem"
+            if train_args is None:
+                row["export_s"], row["export_rss_gb"] = run(
+                    [UEMCTL, "export", "--pretrained", str(data), "-o", str(bundle), "-q", *export_args], log)
+            else:
+                runs = work / "run"
+                row["train_s"], row["train_rss_gb"] = run(
+                    [UEMCTL, "train", str(data), "-o", str(runs), "-q", "--seed", str(seed), *train_args], log)
+                row["export_s"], row["export_rss_gb"] = run(
+                    [UEMCTL, "export", str(runs), "-o", str(bundle), "-q", *export_args], log)
+            eval_dir = work / "eval"
+            row["eval_s"], _ = run([UEMCTL, "eval", str(bundle), str(data), "--queries", "wild",
+                                    "-o", str(eval_dir)], log)
+            results = json.loads((eval_dir / "results.json").read_text())
+            row["pairs"] = summarise(results)
+            row["summary"] = {"clean": results["summary"],
+                              **{v: b["summary"] for v, b in results["wild"].items() if isinstance(b, dict)}}
+            done["rows"].append(row)
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(done, indent=1) + "\n")
+            s = row["summary"]
+            print(f"{data.name} {config} seed {seed}: top-1 clean {s['clean']['mean_top1_identity']:.3f} "
+                  f"reframed {s['reframed']['mean_top1_identity']:.3f} "
+                  f"background {s['background']['mean_top1_identity']:.3f}", flush=True)
+            if not args.keep and (work / "run").is_dir():
+                import shutil
+                shutil.rmtree(work / "run")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
