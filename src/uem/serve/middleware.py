@@ -31,8 +31,11 @@ async def _send_error(send, status: int, message: str, headers: list | None = No
     await send({"type": "http.response.body", "body": body})
 
 
-def _mb(n: int) -> str:
-    return f"{n / (1024 * 1024):g} MB"
+def _size(n: int) -> str:
+    for unit, scale in (("MB", 1024 * 1024), ("KB", 1024)):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{n} bytes"
 
 
 class LimitsMiddleware:
@@ -46,7 +49,7 @@ class LimitsMiddleware:
         if scope["type"] != "http" or scope["method"] not in _BODY_METHODS:
             await self.app(scope, receive, send)
             return
-        too_large = f"upload too large: the limit is {_mb(self.max_bytes)} per request"
+        too_large = f"upload too large: the limit is {_size(self.max_bytes)} per request"
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 try:
