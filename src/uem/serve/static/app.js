@@ -70,6 +70,13 @@
       : `No match in ${res.domain}`;
     $("banner-reason").textContent = res.reason;
     grid.replaceChildren(...res.hits.map((h, i) => card(h, i + 1)));
+    bringIntoView();
+  }
+
+  // On a phone the answer sits below the inputs: scroll to it when it is out of sight.
+  function bringIntoView() {
+    const top = $("answer-title").getBoundingClientRect().top;
+    if (top > window.innerHeight * 0.6 || top < 0) $("answer-title").scrollIntoView({ block: "start" });
   }
 
   function card(hit, rank) {
@@ -105,6 +112,7 @@
     $("banner-reason").textContent = message;
     statusEl.textContent = "";
     grid.replaceChildren();
+    bringIntoView();
   }
 
   // ---- picking and dropping -----------------------------------------------------------------
