@@ -89,9 +89,12 @@ def add_pictures(eng: Engine, domain: str, n: int) -> list[bytes]:
 
 
 # -- the server --------------------------------------------------------------------------------
-def start_server(bundle: Path, media: Path, port: int, query_threads: int | None) -> subprocess.Popen:
+def start_server(bundle: Path, media: Path, port: int, query_threads: int | None,
+                 extra: list[str] | None = None) -> subprocess.Popen:
+    """`python -m uem serve` on 127.0.0.1:port, adds allowed with TOKEN; returns once it answers."""
     cmd = [sys.executable, "-m", "uem", "serve", str(bundle), "--host", HOST, "--port", str(port),
-           "--allow-add", "--media", str(media), "--reload-interval", "0"]
+           "--allow-add", "--media", str(media)]
+    cmd += extra or ["--reload-interval", "0"]
     if query_threads:
         cmd += ["--query-threads", str(query_threads)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,

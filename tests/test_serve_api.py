@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 import re
 import threading
 from pathlib import Path
@@ -207,7 +208,8 @@ def test_domains_info_health(client):
     info = client.get("/v1/info").json()
     assert info["bundle"] == "model.uem" and info["domains"] == {"photo": 12, "sketch": 12}
     assert "path" not in info and info["model"]["embed_dim"] == 8 and info["generation"] == 1
-    assert client.get("/healthz").json() == {"status": "ok", "generation": 1, "domains": 2}
+    assert client.get("/healthz").json() == {"status": "ok", "generation": 1, "domains": 2,
+                                             "process": os.getpid()}
 
 
 def test_openapi_document(client):

@@ -52,3 +52,38 @@ def test_the_whole_state_check_catches_half_written_answers(tmp_path):
     assert "does not match" in check.check({**ok, "generation": 3})              # count of another state
     assert "not in the state" in check.check({**ok, "hits": [{"id": added[2]}]})  # from a later add
     assert "not in the state" in check.check({**ok, "hits": [{"id": "sketch/none.png"}]})
+
+
+def test_workers_each_pick_up_an_add_made_through_another(tmp_path):
+    """`--workers 2`: two processes, one engine each; an add through one reaches the other."""
+    import http.client
+    import json
+    import time
+
+    mod = load_script()
+    bundle = make_bundle(tmp_path)
+    port = mod.free_port()
+    proc = mod.start_server(bundle, tmp_path / "media", port, None, extra=["--workers", "2",
+                                                                         "--reload-interval", "0.1"])
+
+    def get(path: str) -> dict:
+        c = http.client.HTTPConnection(mod.HOST, port, timeout=10)  # a new connection: any worker
+        c.request("GET", path, headers={"Connection": "close"})
+        return json.loads(c.getresponse().read())
+
+    try:
+        with Engine.open(bundle) as eng:
+            picture = mod.add_pictures(eng, "sketch", 1)[0]
+        status, out = mod.Client(port).post("/v1/domains/sketch/items", picture, {
+            "Authorization": f"Bearer {mod.TOKEN}", "Content-Type": "image/png"})
+        assert status == 200 and out["count"] == 13, out
+        seen: dict[int, int] = {}
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not (len(seen) == 2 and set(seen.values()) == {2}):
+            h = get("/healthz")
+            seen[h["process"]] = h["generation"]
+        assert len(seen) == 2, f"only {len(seen)} worker answered"
+        assert set(seen.values()) == {2}, seen
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)

@@ -106,7 +106,8 @@ def create_app(bundle: str | os.PathLike | Engine, config: ServeConfig | None = 
     @app.get("/healthz", response_model=HealthOut, summary="Liveness: the engine answers")
     async def healthz() -> dict:
         eng = service.engine
-        return {"status": "ok", "generation": eng.generation, "domains": len(eng.domains)}
+        return {"status": "ok", "generation": eng.generation, "domains": len(eng.domains),
+                "process": os.getpid()}
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:

@@ -60,8 +60,9 @@ class AddOut(BaseModel):
 
 class HealthOut(BaseModel):
     status: str
-    generation: int
+    generation: int = Field(description="The bundle generation this process serves.")
     domains: int
+    process: int = Field(description="The id of the server process that answered (one per worker).")
 
 
 InfoOut = dict[str, Any]
