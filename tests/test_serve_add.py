@@ -7,6 +7,7 @@ import hashlib
 import importlib.util
 import json
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -137,6 +138,19 @@ def test_too_many_files_and_too_large(fresh, tmp_path):
         big = [(f"{i}.png", p) for i, p in enumerate(pics[:2])] + [("big.png", b"x" * 5000)]
         error_of(post(c, "sketch", big), 413, "upload too large")
         assert post(c, "sketch", [("0.png", pics[0])]).status_code == 200
+
+
+def test_an_add_queued_past_its_timeout_never_runs(fresh, tmp_path):
+    with writer(fresh, tmp_path, add_timeout_s=0.3) as c:
+        release = threading.Event()
+        c.app.state.service.adds.submit(release.wait, 10)  # an earlier add holds the add thread
+        try:
+            error_of(post(c, "sketch", [("late.png", green_sketches(1)[0])]), 503, "(it was not started)")
+        finally:
+            release.set()
+        c.app.state.service.adds.submit(lambda: None).result(timeout=10)  # the queue is drained
+        assert c.get("/v1/domains").json()["domains"][1]["count"] == 12
+        assert not (tmp_path / "media").exists()
 
 
 def test_reload_picks_up_another_processs_commit(fresh, tmp_path):

@@ -96,14 +96,17 @@ def _refuse_urlencoded(request: Request) -> None:
         raise HTTPException(400, "send the picture as multipart/form-data or as the raw request body")
 
 
-async def _run(request: Request, pool, fn: Callable, timeout: float, what: str):
-    """`fn()` on `pool`, bounded by `timeout` seconds (waiting in the queue included)."""
-    loop = asyncio.get_running_loop()
+async def _run(pool, fn: Callable, timeout: float, what: str):
+    """`fn()` on `pool`, bounded by `timeout` seconds (waiting in the queue included). Past it the
+    answer is 503: a job still queued is cancelled (it never runs), one already running finishes
+    in the background (threads cannot be stopped), and the message says which."""
+    job = pool.submit(fn)
     try:
-        return await asyncio.wait_for(loop.run_in_executor(pool, fn), timeout)
+        return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(job)), timeout)
     except asyncio.TimeoutError:
-        raise HTTPException(503, f"{what} took longer than {timeout:g} s; the server is busy, try again",
-                            headers={"Retry-After": "5"}) from None
+        fate = "it was not started" if job.cancel() else "it is still running and may complete"
+        raise HTTPException(503, f"{what} took longer than {timeout:g} s ({fate}); the server is busy, "
+                            "try again", headers={"Retry-After": "5"}) from None
 
 
 @router.post("/query", response_model=QueryOut, responses=ERRORS, openapi_extra=QUERY_BODY,
@@ -142,8 +145,7 @@ async def query(request: Request,
         data = await request.body()
     if not data:
         raise HTTPException(400, "no picture: send it as the multipart field 'image' or as the request body")
-    ans = await _run(request, svc.queries, lambda: svc.query(data, target, kk, src, nr),
-                     cfg.query_timeout_s, "the query")
+    ans = await _run(svc.queries, lambda: svc.query(data, target, kk, src, nr), cfg.query_timeout_s, "the query")
     r = ans.result
     return {"accepted": r.accepted, "reason": r.reason, "score": r.score, "source": r.source,
             "domain": r.domain, "k": kk, "generation": ans.generation, "count": ans.count,
@@ -188,8 +190,7 @@ async def add_items(request: Request, domain: str,
     for up in uploads:
         if not up.data:
             raise HTTPException(400, f"{one_line(up.name, 200)}: empty file (0 bytes)")
-    out = await _run(request, svc.adds, lambda: svc.add(domain, uploads), cfg.add_timeout_s,
-                     "the add (it may still complete)")
+    out = await _run(svc.adds, lambda: svc.add(domain, uploads), cfg.add_timeout_s, "the add")
     for item in out["items"]:
         item["image"] = image_url(request, domain, item["id"])
     return out

@@ -27,6 +27,7 @@ from PIL import Image
 from ..engine import Engine, QueryResult
 from ..engine.bundle.store import current_generation
 from ..engine.errors import BundleError, ImageError, UemError
+from ..engine.preprocess import IMAGE_EXTENSIONS
 from .config import ServeConfig
 from .media import MediaStore, extension
 from .metrics import Metrics
@@ -144,8 +145,6 @@ class Service:
     def item_path(self, domain: str, item_id: str) -> Path | None:
         """The picture file the bundle records for `item_id` in `domain`, or None (unknown id, or
         a record that is not a readable picture file). Only recorded paths are ever returned."""
-        from ..engine.preprocess import IMAGE_EXTENSIONS
-
         row = self._id_map(domain).get(item_id)
         if row is None:
             return None
