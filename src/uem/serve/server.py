@@ -56,6 +56,9 @@ def run(bundle: str | os.PathLike, config: ServeConfig) -> None:
 
     bundle = Path(bundle).resolve()
     check_address(config.host, config.port)
+    if config.allow_add and config.token is None and config.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"uem serve: warning: anyone who can reach {config.host}:{config.port} can add pictures "
+              "(set --token or $UEM_TOKEN)", file=sys.stderr, flush=True)
     where = f"http://{config.host}:{config.port}/"
     adds = "on" + (", token required" if config.token else "") if config.allow_add else "off"
     if config.workers == 1:
