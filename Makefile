@@ -17,7 +17,7 @@ PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 DATA ?= data/emoji3
 DATA2 ?= data/phosphor4
 
-.PHONY: setup test test-all demo data floor clean
+.PHONY: setup test test-all demo data floor serve clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,7 @@ $(BIN)/python:
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(PIP) install --upgrade pip
 	$(PIP) install $(TORCH)
-	$(PIP) install -e '.[train,data,eval,dev,milvus]'
+	$(PIP) install -e '.[train,data,eval,dev,milvus,serve]'
 	@touch $(STAMP)
 
 setup: $(STAMP)
@@ -42,6 +42,13 @@ data: setup
 
 demo: setup
 	$(BIN)/uemctl demo
+
+# The HTTP service and web page over the demo's bundle (run `make demo` first): http://127.0.0.1:8000/
+BUNDLE ?= demo/model.uem
+PORT ?= 8000
+serve: setup
+	@test -f $(BUNDLE)/manifest.json || { echo "make serve: no bundle at $(BUNDLE); run 'make demo' first (or make serve BUNDLE=path)" >&2; exit 2; }
+	$(BIN)/uemctl serve $(BUNDLE) --port $(PORT)
 
 floor: setup
 	$(BIN)/python benchmarks/floor.py --data $(DATA)

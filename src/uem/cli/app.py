@@ -13,6 +13,7 @@ from . import export as _export  # noqa: F401
 from . import index as _index  # noqa: F401
 from . import info as _info  # noqa: F401
 from . import query as _query  # noqa: F401
+from . import serve as _serve  # noqa: F401
 from . import train as _train  # noqa: F401
 from .inputs import printable
 from .quiet import quiet_image_libraries

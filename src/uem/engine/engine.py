@@ -197,6 +197,11 @@ class Engine:
     def count(self, domain: str) -> int:
         return domain_state(self._current(), domain).count
 
+    def items(self, domain: str) -> Sequence[dict]:
+        """The current state's items of `domain` (read-only rows with "id", "path" and metadata,
+        in index order). A later add publishes a new sequence; this one never changes."""
+        return domain_state(self._current(), domain).items
+
     def info(self) -> dict:
         """Everything `uemctl info` shows: domains, counts, model facts, parity, calibration."""
         return self._current().info.summary()
