@@ -39,29 +39,10 @@ SECTION = "## Floor"
 
 
 def pretrained_embed_fn(batch_size: int = 32, size: int = 224):
-    """paths -> float32 [N, 1280]: pooled features of the ImageNet EfficientNet-Lite0, no grad."""
-    import torch
+    """paths -> float32 [N, 1280]: the floor's embedding (uem.train.floor, letter-boxed whole)."""
+    from uem.train.floor import floor_embed_fn
 
-    from uem.engine.preprocess import PreprocessSpec, preprocess_batch
-    from uem.train.backbone import load_pretrained
-
-    spec = PreprocessSpec(size=size)
-    model = load_pretrained().eval()
-
-    def embed(paths):
-        out = []
-        t0 = time.perf_counter()
-        with torch.no_grad():
-            for i in range(0, len(paths), batch_size):
-                x = torch.from_numpy(preprocess_batch(paths[i:i + batch_size], spec))
-                out.append(model(x).numpy())
-                done = min(i + batch_size, len(paths))
-                print(f"\r  {done}/{len(paths)} images, {time.perf_counter() - t0:.0f} s", end="",
-                      file=sys.stderr, flush=True)
-        print(file=sys.stderr)
-        return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 1280), np.float32)
-
-    return embed
+    return floor_embed_fn(batch_size, size, framing="letterbox")
 
 
 def cached(embed_fn, cache_dir: str | Path):

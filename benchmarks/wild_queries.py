@@ -26,6 +26,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 UEMCTL = str(ROOT / ".venv" / "bin" / "uemctl")
 
+# the floor (uem.train.floor: untrained Lite0, pooled 1280-d, 224 px, cosine), scored by the
+# harness directly (no bundle, so no "no match" decision): name -> framing
+FLOORS = {"floor": "letterbox", "floor-content": "content"}
+
 # name -> (train arguments, or None for an untrained bundle; export arguments)
 CONFIGS: dict[str, tuple[list[str] | None, list[str]]] = {
     "default": ([], []),
@@ -61,10 +65,37 @@ def summarise(results: dict) -> dict:
     return out
 
 
+def floor(data: Path, framing: str, wild_dir: Path) -> tuple[float, dict]:
+    """(seconds, harness results) of the untrained floor embedding with wild queries."""
+    from uem.eval.harness import evaluate
+    from uem.train.floor import floor_embed_fn
+
+    t0 = time.perf_counter()
+    res = evaluate(floor_embed_fn(framing=framing, progress=False), data, queries="wild", wild_dir=wild_dir)
+    return time.perf_counter() - t0, res
+
+
+def finish(row: dict, results: dict, done: dict, out: Path) -> None:
+    """Record one run's numbers (and save the whole JSON, so an interrupted grid keeps them)."""
+    row["pairs"] = summarise(results)
+    row["summary"] = {"clean": results["summary"],
+                      **{v: b["summary"] for v, b in results["wild"].items() if isinstance(b, dict)}}
+    done["rows"].append(row)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(done, indent=1) + "\n")
+    s = row["summary"]
+
+    def f(x):
+        return "n/a" if x is None else f"{x:.3f}"
+    print(f"{Path(row['data']).name} {row['config']} seed {row['seed']}: " + "; ".join(
+        f"{v}: top-1 {f(s[v].get('mean_top1_identity'))} mAP {f(s[v].get('mean_map'))}"
+        for v in ("clean", "reframed", "background")), flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, required=True)
-    ap.add_argument("--config", action="append", choices=sorted(CONFIGS), required=True)
+    ap.add_argument("--config", action="append", choices=sorted(CONFIGS) + sorted(FLOORS), required=True)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--work", type=Path, default=ROOT / "out" / "wild_queries")
@@ -73,7 +104,7 @@ def main() -> None:
     done = json.loads(args.out.read_text()) if args.out.is_file() else {"rows": []}
     data = args.data.resolve()
     for config in args.config:
-        train_args, export_args = CONFIGS[config]
+        train_args, export_args = CONFIGS.get(config, (None, []))
         for seed in (args.seeds if train_args is not None else [0]):
             if any(r["config"] == config and r["seed"] == seed and r["data"] == str(data) for r in done["rows"]):
                 continue
@@ -83,6 +114,10 @@ def main() -> None:
             row = {"config": config, "seed": seed, "data": str(data), "train_args": train_args,
                    "export_args": export_args}
             bundle = work / "model.uem"
+            if config in FLOORS:
+                row["eval_s"], results = floor(data, FLOORS[config], work / "wild")
+                finish(row, results, done, args.out)
+                continue
             if train_args is None:
                 row["export_s"], row["export_rss_gb"] = run(
                     [UEMCTL, "export", "--pretrained", str(data), "-o", str(bundle), "-q", *export_args], log)
@@ -95,17 +130,7 @@ def main() -> None:
             eval_dir = work / "eval"
             row["eval_s"], _ = run([UEMCTL, "eval", str(bundle), str(data), "--queries", "wild",
                                     "-o", str(eval_dir)], log)
-            results = json.loads((eval_dir / "results.json").read_text())
-            row["pairs"] = summarise(results)
-            row["summary"] = {"clean": results["summary"],
-                              **{v: b["summary"] for v, b in results["wild"].items() if isinstance(b, dict)}}
-            done["rows"].append(row)
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(json.dumps(done, indent=1) + "\n")
-            s = row["summary"]
-            print(f"{data.name} {config} seed {seed}: top-1 clean {s['clean']['mean_top1_identity']:.3f} "
-                  f"reframed {s['reframed']['mean_top1_identity']:.3f} "
-                  f"background {s['background']['mean_top1_identity']:.3f}", flush=True)
+            finish(row, json.loads((eval_dir / "results.json").read_text()), done, args.out)
             if not args.keep and (work / "run").is_dir():
                 import shutil
                 shutil.rmtree(work / "run")

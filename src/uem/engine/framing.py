@@ -3,7 +3,7 @@
 Why: the indexed pictures of a drawing or icon set are centred on white, and a user's picture is not:
 a screenshot has the icon off-centre at another scale, a phone photo of a sticker has it on a table.
 Letter-boxing the whole canvas made the encoder see a small off-centre icon, and a user's query lost
-half to two thirds of its matches (docs/benchmarks.md, "Wild queries"). So before the letter-box,
+half to two thirds of its matches (benchmarks/RESULTS.md, "Wild queries"). So before the letter-box,
 a picture whose border is a plain backdrop is cropped to its content and the backdrop painted white:
 
 - with transparency, the content is what is not transparent (it is composited on white anyway);

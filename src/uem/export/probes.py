@@ -3,7 +3,7 @@
 Why: the anchored rule (engine/openset/anchored.py) learns how close a confident match is from
 the bundle's own items, which are all framed alike; a user's picture is farther from everything,
 so a rule calibrated on indexed pictures alone refused a third to two thirds of the wild queries
-whose concept was there (docs/benchmarks.md, "Wild queries"). So export embeds, per domain, a
+whose concept was there (benchmarks/RESULTS.md, "Wild queries"). So export embeds, per domain, a
 placed copy (train/placement.py: the synthetic backdrops, scales and positions training uses;
 never the benchmark's photographs) of up to PROBES_PER_DOMAIN items, through the bundle's own
 preprocessing and int8 encoder, and stores them in the alignment file with the row of the item
