@@ -14,7 +14,11 @@ the bundle is then scored by `uem.eval.evaluate` with the engine's own `reject_f
 (checked against `Engine.embed` on a sample, printed), so no image is embedded twice.
 
     .venv/bin/python benchmarks/openset_splits.py BUNDLE DATA --target notomono --seeds 2024,2025,2026,0 \
-        --work /tmp/os --out benchmarks/results/openset_splits_emoji3.json
+        --work /tmp/os --out benchmarks/results/openset_splits_emoji3.json [--queries wild] [--rules anchored]
+
+`--queries wild` scores every situation again with wild copies of the queries (uem.eval.wild),
+embedded once by the bundle's engine; the split's calibration keeps the bundle's wild probes of
+its kept items (export/probes.py).
 """
 
 from __future__ import annotations
@@ -51,9 +55,15 @@ def split_bundle(info, stored: dict[str, np.ndarray], keep: dict[str, np.ndarray
     cfg = ExportConfig(open_set=rule)
     vectors = {d: stored[d][keep[d]] for d in info.domains}
     items = {d: [it for it, k in zip(info.domains[d].items, keep[d]) if k] for d in info.domains}
+    probes, probe_rows = {}, {}
+    for d, rows in info.alignment.probe_rows.items():   # the kept items' probes, renumbered
+        new_row = np.cumsum(keep[d]) - 1
+        mine = keep[d][rows]
+        if mine.any():
+            probes[d], probe_rows[d] = info.alignment.probes[d][mine], new_row[rows[mine]]
     alignment, align_log, graph, calibration = fit_readout(
         vectors, recorded_config(info), merge_rule=cfg.merge_rule, open_set=rule, merge=True,
-        k_prototypes=None, proto_seed=0, seed=0)
+        k_prototypes=None, proto_seed=0, seed=0, probes=probes, probe_rows=probe_rows)
     extra = {**info.extra, "alignment": align_log, "open_set_rule": rule, "merge_rule": cfg.merge_rule}
     if out.exists():
         shutil.rmtree(out)
@@ -63,13 +73,24 @@ def split_bundle(info, stored: dict[str, np.ndarray], keep: dict[str, np.ndarray
     return out
 
 
-def stored_embedder(info, stored: dict[str, np.ndarray]):
-    """embed_fn that returns the bundle's stored int8 vectors of the given image paths."""
+def stored_embedder(info, stored: dict[str, np.ndarray], engine: Engine | None = None):
+    """embed_fn that returns the bundle's stored int8 vectors of the given image paths; any other
+    picture (a wild copy) is embedded once by `engine` and remembered."""
     table = {}
     for d in info.domains:
         for it, row in zip(info.domains[d].items, stored[d]):
             table[str(Path(it["path"]).resolve())] = row
-    return lambda paths: np.stack([table[str(Path(p).resolve())] for p in paths])
+
+    def embed(paths):
+        keys = [str(Path(p).resolve()) for p in paths]
+        new = [k for k in dict.fromkeys(keys) if k not in table]
+        if new:
+            if engine is None:
+                raise KeyError(f"{new[0]} is not in the bundle")
+            for k, v in zip(new, engine.embed(new)):
+                table[k] = v
+        return np.stack([table[k] for k in keys])
+    return embed
 
 
 def breakdown(accepted: np.ndarray, qcats: np.ndarray, private: np.ndarray, kept: set[str], n: int = 8) -> dict:
@@ -100,10 +121,13 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("/tmp/uem-openset-splits"))
     ap.add_argument("--out", type=Path)
     ap.add_argument("--check", type=int, default=24, help="images re-embedded by the engine to check the stored vectors")
+    ap.add_argument("--queries", choices=("clean", "wild"), default="clean")
+    ap.add_argument("--rules", default=",".join(RULES))
     args = ap.parse_args()
     info = read_bundle(args.bundle)
     stored = {d: info.load_vectors(d, mmap=False) for d in info.domains}
-    embed = stored_embedder(info, stored)
+    encoder = Engine.open(args.bundle)
+    embed = stored_embedder(info, stored, encoder)
     labels = load_labels(args.data)
     with Engine.open(args.bundle) as eng:   # the stored vectors are what the engine computes
         paths = [p for d in info.domains for p in labels[d].paths[: args.check // len(info.domains)]]
@@ -120,7 +144,7 @@ def main() -> None:
                     for d in info.domains}
         keep = {d: np.array([it["id"] in kept_ids[d] for it in info.domains[d].items]) for d in info.domains}
         pairs = ([f"{s}->{args.target}" for s in info.domains if s != args.target] if seed is not None else None)
-        for rule in RULES:
+        for rule in args.rules.split(","):
             t0 = time.perf_counter()
             b = split_bundle(info, stored, keep, args.work / f"{name.replace('/', '_')}_{rule}.uem", rule)
             with Engine.open(b) as eng:
@@ -128,27 +152,32 @@ def main() -> None:
 
                 def recorded(qv, qd, td, tv):  # the engine's decisions, kept for the per-category breakdown
                     accepted, score = reject(qv, qd, td, tv)
-                    decided[qd, td] = accepted
+                    decided.setdefault((qd, td), []).append(accepted)  # clean first, then wild
                     return accepted, score
 
                 res = evaluate(embed, data, pairs=pairs, reject_fn=recorded, score_fn=eng.pair_scores,
-                               n_examples=0)
+                               n_examples=0, queries=args.queries, wild_dir=args.work / "wild")
                 seconds = round(time.perf_counter() - t0, 1)
-                for p in res["pairs"]:
+                views = [("clean", res["pairs"])] + [(v, b["pairs"]) for v, b in (res.get("wild") or {}).items()
+                                                     if isinstance(b, dict)]
+                for view, p in ((v, p) for v, ps in views for p in ps):
                     os_ = p["open_set"]
-                    row = {"situation": name, "rule": rule, "pair": p["pair"], "top1_identity": p["top1_identity"],
+                    row = {"situation": name, "rule": rule, "queries": view, "pair": p["pair"],
+                           "top1_identity": p["top1_identity"],
                            "map": p["map"], **{k: os_[k] for k in ("private_detection", "known_acceptance",
                                                                   "h_score", "auroc", "n_private", "n_shared")}}
                     q, t = p["query"], p["target"]
-                    accepted = decided[q, t]         # query rows in split_labels[q]'s order (close protocol)
-                    qcats = np.asarray(split_labels[q].categories).astype(str)
-                    private = np.asarray(os_["private"], bool)
-                    row["worst"] = breakdown(accepted, qcats, private, set(map(str, split_labels[t].categories)))
+                    if view == "clean":
+                        accepted = decided[q, t][0]  # query rows in split_labels[q]'s order (close protocol)
+                        qcats = np.asarray(split_labels[q].categories).astype(str)
+                        private = np.asarray(os_["private"], bool)
+                        row["worst"] = breakdown(accepted, qcats, private, set(map(str, split_labels[t].categories)))
                     row["seconds_rule"] = seconds   # bundle build + evaluation of every pair, this rule
                     report["rows"].append(row)
-                    print(f"{name:10s} {rule:9s} {p['pair']:22s} top1 {p['top1_identity']:.3f} "
+                    print(f"{name:10s} {rule:9s} {view:10s} {p['pair']:22s} top1 {p['top1_identity']:.3f} "
                           f"det {_f(os_['private_detection'])} acc {_f(os_['known_acceptance'])} "
                           f"H {_f(os_['h_score'])} AUROC {_f(os_['auroc'])}", flush=True)
+    encoder.close()
     if args.out:
         args.out.write_text(json.dumps(report, indent=1))
 

@@ -37,6 +37,15 @@ CONFIGS: dict[str, tuple[list[str] | None, list[str]]] = {
     "letterbox": (["--framing", "letterbox", "--place-p", "0"], []),
     "pretrained": (None, []),
     "pretrained-letterbox": (None, ["--framing", "letterbox"]),
+    "place-photos": (["--place-photos"], []),
+    "pretrained-b15": (None, ["--block", "15"]),
+    "pretrained-224": (None, ["--size", "224"]),
+}
+# export-only variants of a trained configuration: name -> (the configuration whose run is
+# re-exported, export arguments); runs are kept under --work for this
+VARIANTS = {
+    "default/no-probes": ("default", ["--probes", "0"]),
+    "default/align-mean": ("default", ["--align", "mean"]),
 }
 
 
@@ -56,7 +65,7 @@ def run(cmd: list[str], log: Path) -> tuple[float, float]:
 
 def summarise(results: dict) -> dict:
     def pairs(ps):
-        return {p["pair"]: {"top1_identity": p["top1_identity"], "map": p["map"],
+        return {p["pair"]: {"top1_identity": p["top1_identity"], "p_at_1": p["p_at_k"].get("1"), "map": p["map"],
                             "acceptance": (p.get("open_set") or {}).get("known_acceptance")} for p in ps}
     out = {"clean": pairs(results["pairs"])}
     for variant, block in (results.get("wild") or {}).items():
@@ -95,20 +104,21 @@ def finish(row: dict, results: dict, done: dict, out: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, required=True)
-    ap.add_argument("--config", action="append", choices=sorted(CONFIGS) + sorted(FLOORS), required=True)
+    ap.add_argument("--config", action="append", choices=sorted(CONFIGS) + sorted(FLOORS) + sorted(VARIANTS),
+                    required=True)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--work", type=Path, default=ROOT / "out" / "wild_queries")
-    ap.add_argument("--keep", action="store_true", help="keep runs and bundles (default: bundles only)")
     args = ap.parse_args()
     done = json.loads(args.out.read_text()) if args.out.is_file() else {"rows": []}
     data = args.data.resolve()
     for config in args.config:
-        train_args, export_args = CONFIGS.get(config, (None, []))
+        base = VARIANTS[config][0] if config in VARIANTS else None
+        train_args, export_args = (CONFIGS[base][0], VARIANTS[config][1]) if base else CONFIGS.get(config, (None, []))
         for seed in (args.seeds if train_args is not None else [0]):
             if any(r["config"] == config and r["seed"] == seed and r["data"] == str(data) for r in done["rows"]):
                 continue
-            work = args.work / data.name / f"{config}-s{seed}"
+            work = args.work / data.name / f"{config.replace('/', '+')}-s{seed}"
             work.mkdir(parents=True, exist_ok=True)
             log = work / "log.txt"
             row = {"config": config, "seed": seed, "data": str(data), "train_args": train_args,
@@ -118,7 +128,13 @@ def main() -> None:
                 row["eval_s"], results = floor(data, FLOORS[config], work / "wild")
                 finish(row, results, done, args.out)
                 continue
-            if train_args is None:
+            if base:
+                runs = args.work / data.name / f"{base}-s{seed}" / "run"
+                if not runs.is_dir():
+                    runs = args.work / data.name / f"{base}-s{seed}.run-kept"
+                row["export_s"], row["export_rss_gb"] = run(
+                    [UEMCTL, "export", str(runs), "-o", str(bundle), "-q", *export_args], log)
+            elif train_args is None:
                 row["export_s"], row["export_rss_gb"] = run(
                     [UEMCTL, "export", "--pretrained", str(data), "-o", str(bundle), "-q", *export_args], log)
             else:
@@ -131,9 +147,6 @@ def main() -> None:
             row["eval_s"], _ = run([UEMCTL, "eval", str(bundle), str(data), "--queries", "wild",
                                     "-o", str(eval_dir)], log)
             finish(row, json.loads((eval_dir / "results.json").read_text()), done, args.out)
-            if not args.keep and (work / "run").is_dir():
-                import shutil
-                shutil.rmtree(work / "run")
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ def train_cmd(
     grid: int = typer.Option(None, "--grid", help="Grid head: cells per side of the trunk's output map."),
     place_p: float = typer.Option(None, "--place-p", help="Share of augmented views placed on a backdrop at "
                                   "another scale and position, then framed (default 0.5; 0: crops only)."),
+    place_photos: bool = typer.Option(False, "--place-photos", help="Placed views also on photo textures "
+                                      "(scikit-image sample pictures, tinted)."),
     framing: str = typer.Option(None, "--framing", help="content (default): crop each picture to what is drawn, "
                                 "plain backdrop to white; letterbox: the whole canvas."),
     seed: int = typer.Option(None, "--seed"),
@@ -60,7 +62,7 @@ def train_cmd(
     # configs refuse bad values with one line (ConfigError)
     cfg = TrainConfig(data=str(data.resolve()), device=device, merge_rule=merge_rule, merge=not no_merge,
                       sel=not no_sel, spda=not no_spda, plain_nn=plain_nn, baseline_k=baseline_k,
-                      keep_cache=keep_cache, augment=_augment(place_p),
+                      keep_cache=keep_cache, augment=_augment(place_p, place_photos),
                       model=ModelConfig(line_view=not no_line_view, **_given(embed_dim=embed_dim, input_size=input_size,
                                                                           freeze_blocks=freeze_blocks, head=head,
                                                                           grid=grid, framing=framing)),
@@ -80,11 +82,11 @@ def train_cmd(
         err.print(f"run written to {run}", markup=False)
 
 
-def _augment(place_p):
+def _augment(place_p, place_photos):
     from ..train.augment import AugmentConfig
 
     try:
-        return AugmentConfig(**_given(place_p=place_p))
+        return AugmentConfig(place_photos=place_photos, **_given(place_p=place_p))
     except ValueError as e:  # AugmentConfig refuses bad values with plain ValueErrors
         raise UemError(str(e)) from None
 

@@ -198,9 +198,17 @@ class Engine:
         return domain_state(self._current(), domain).count
 
     def items(self, domain: str) -> Sequence[dict]:
-        """The current state's items of `domain` (read-only rows with "id", "path" and metadata,
-        in index order). A later add publishes a new sequence; this one never changes."""
-        return domain_state(self._current(), domain).items
+        """The current state's items of `domain`: rows with "id", "path" and metadata, in index
+        order, as a read-only sequence (no append, no assignment). Each row read is the caller's
+        own dict: changing it changes nothing in the engine. The bundle's items come as the
+        state's ItemList (it parses a fresh row at every read); any other state's items as a tuple
+        of row copies. A later add publishes a new sequence; this one never changes."""
+        from .items import ItemList
+
+        items = domain_state(self._current(), domain).items
+        if isinstance(items, ItemList):
+            return items
+        return tuple(dict(row) for row in items)
 
     def info(self) -> dict:
         """Everything `uemctl info` shows: domains, counts, model facts, parity, calibration."""

@@ -39,6 +39,7 @@ class AugmentConfig:
     style_p: tuple[float, ...] = (0.3, 0.2, 0.3, 0.1, 0.1)
     stroke_p: float = 0.3                           # chance to thicken (2/3) or thin (1/3) dark strokes
     place_p: float = 0.5                            # chance of a placed view (placement.py) instead of a crop
+    place_photos: bool = False                      # placed views also on tinted photo textures
 
     def __post_init__(self) -> None:
         """Validated where it is built (a config.json's lists become the tuples a new config has,
@@ -62,6 +63,8 @@ class AugmentConfig:
                             f"with a positive sum, got {style}")
         if not 0 <= stroke <= 1:
             problems.append(f"augment.stroke_p must be in [0, 1], got {self.stroke_p}")
+        if not isinstance(self.place_photos, bool):
+            problems.append(f"augment.place_photos must be true or false, got {self.place_photos!r}")
         if not 0 <= place <= 1:
             problems.append(f"augment.place_p must be in [0, 1], got {self.place_p}")
         if problems:
@@ -152,7 +155,7 @@ def augment(pixels: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) ->
     """One random view of a uint8 (S, S, 3) picture; the same shape and dtype back."""
     weights = np.asarray(cfg.style_p, dtype=np.float64)
     if cfg.place_p and rng.random() < cfg.place_p:
-        x = placed_view(pixels, rng, cfg.rotate_deg).astype(np.float32)
+        x = placed_view(pixels, rng, cfg.rotate_deg, photos=cfg.place_photos).astype(np.float32)
         # a placed view keeps its look (colour or grey): the stroke styles turn a backdrop's noise
         # into a field of specks that no query looks like
         weights = weights * np.isin(STYLES, PLACED_STYLES)

@@ -6,9 +6,11 @@ Why: a query is a user's picture, not an indexed one (eval/wild.py measures this
 rotation, a blur or the halo a cut-out leaves; so training shows the encoder those views as the
 query path produces them, and the mined pairs then teach invariance to them, not only to style.
 
-The backdrops here are synthetic (white, flat colours, gradients, smooth colour fields, stripes,
-all with sensor noise): the photographs the wild benchmark cuts backgrounds from are never seen in
-training.
+The backdrops are synthetic (white, flat colours, gradients, smooth colour fields, stripes, all
+with sensor noise) and, with `photos`, also crops of scikit-image sample pictures tinted with a
+random colour (TRAIN_TEXTURES: a camera man, coins, the moon, a page, text, a cell, a clock, a
+retina, the Hubble deep field, a stained tissue): never the photographs the wild benchmark cuts
+its backgrounds from (eval/wild.py TEXTURES).
 """
 
 from __future__ import annotations
@@ -18,14 +20,43 @@ from PIL import Image, ImageFilter
 
 from ..engine.framing import frame_content
 from ..engine.preprocess import fit_square
-from ..eval.wild import compose, cut_out, gradient, random_colour
+from ..eval.wild import TEXTURES, compose, cut_out, gradient, random_colour, texture_files
 
 BACKDROPS = ("white", "flat", "gradient", "field", "stripes")
+TRAIN_TEXTURES = ("camera.png", "coins.png", "moon.png", "page.png", "text.png", "cell.png",
+                  "clock_motion.png", "retina.jpg", "hubble_deep_field.jpg", "ihc.png")
+assert not set(TRAIN_TEXTURES) & set(TEXTURES), "training must not see the benchmark's backgrounds"
+_PHOTOS: list[Image.Image] = []
 
 
-def synthetic_backdrop(w: int, h: int, rng: np.random.Generator) -> Image.Image:
-    """One of BACKDROPS at w x h, chosen by rng."""
-    kind = BACKDROPS[int(rng.integers(len(BACKDROPS)))]
+def _photos() -> list[Image.Image]:
+    """The training textures, decoded once per process (RGB)."""
+    if not _PHOTOS:
+        folder = texture_files()[0].parent
+        for name in TRAIN_TEXTURES:
+            with Image.open(folder / name) as im:
+                _PHOTOS.append(im.convert("RGB"))
+    return _PHOTOS
+
+
+def photo_backdrop(w: int, h: int, rng: np.random.Generator) -> Image.Image:
+    """A random crop of a training texture, tinted with a random colour, at w x h."""
+    tex = _photos()[int(rng.integers(len(TRAIN_TEXTURES)))]
+    side = min(tex.size)
+    crop = int(side * rng.uniform(0.3, 1.0))
+    x, y = int(rng.integers(tex.width - crop + 1)), int(rng.integers(tex.height - crop + 1))
+    a = np.asarray(tex.crop((x, y, x + crop, y + crop)).resize((w, h), Image.Resampling.BILINEAR), np.float32)
+    tint = random_colour(rng) / 255.0 if rng.random() < 0.5 else np.ones(3, np.float32)
+    return Image.fromarray(np.clip(a * tint * rng.uniform(0.7, 1.3), 0, 255).astype(np.uint8), "RGB")
+
+
+def synthetic_backdrop(w: int, h: int, rng: np.random.Generator, photos: bool = False) -> Image.Image:
+    """One of BACKDROPS (or, with `photos`, a photo texture as often as each of them) at w x h."""
+    n = len(BACKDROPS) + int(photos)
+    pick = int(rng.integers(n))
+    if pick == len(BACKDROPS):
+        return photo_backdrop(w, h, rng)
+    kind = BACKDROPS[pick]
     noise = float(rng.uniform(0, 8))
     if kind == "white":
         return Image.new("RGB", (w, h), (255, 255, 255))
@@ -45,14 +76,15 @@ def synthetic_backdrop(w: int, h: int, rng: np.random.Generator) -> Image.Image:
 
 
 def placed_view(pixels: np.ndarray, rng: np.random.Generator, rotate_deg: float = 10.0,
-                scale: tuple[float, float] = (0.35, 0.95)) -> np.ndarray:
+                scale: tuple[float, float] = (0.35, 0.95), photos: bool = False) -> np.ndarray:
     """uint8 (S, S, 3) on white -> the same picture placed on a synthetic backdrop and framed by
     the engine (frame_content + letter-box): uint8 (S, S, 3)."""
     size = pixels.shape[0]
     long_side = int(size * rng.uniform(1.5, 2.5))
     aspect = float(np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3))))
     w, h = (long_side, round(long_side / aspect)) if aspect >= 1 else (round(long_side * aspect), long_side)
-    canvas = compose(cut_out(Image.fromarray(pixels)), synthetic_backdrop(w, h, rng), rng, scale, rotate_deg)
+    canvas = compose(cut_out(Image.fromarray(pixels)), synthetic_backdrop(w, h, rng, photos), rng, scale,
+                     rotate_deg)
     if rng.random() < 1 / 3:
         canvas = canvas.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.3, 1.0))))
     return np.asarray(fit_square(frame_content(canvas, size), size), dtype=np.uint8)

@@ -71,8 +71,10 @@ def _v2_to_v3(m: dict) -> dict:
     version-2 bundle letter-boxes whole pictures (what a missing "framing" means) and has no probes,
     so it is a version-3 one once relabelled — unless it carries either (an older reader would
     letter-box the queries of a bundle whose items were framed)."""
-    framing = ((m.get("model") or {}).get("preprocess") or {}).get("framing", "letterbox")
-    if framing != "letterbox" or (m.get("alignment") or {}).get("probes"):
+    model, align = m.get("model"), m.get("alignment")   # anything malformed is refused later, by the schema
+    pre = model.get("preprocess") if isinstance(model, dict) else None
+    framing = pre.get("framing", "letterbox") if isinstance(pre, dict) else "letterbox"
+    if framing != "letterbox" or (isinstance(align, dict) and align.get("probes")):
         raise ValueError("content framing or probes in a version-2 bundle")
     return {**m, "format_version": 3}
 

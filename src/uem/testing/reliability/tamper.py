@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from uem.engine.bundle.manifest import FORMAT_VERSION
+
 
 class LoaderSpy:
     """Records every file handed to hnswlib (Index.load_index) or onnxruntime (InferenceSession)
@@ -156,7 +158,7 @@ def tamper_cases(base: Path, rnd: random.Random, flips: int = 4):
             rewrite_manifest(b, m)
         return f
 
-    for v in (0, 3, 999, "1", None, 1.0, True):
+    for v in (0, FORMAT_VERSION + 1, 999, "1", None, 1.0, True):  # 0 and the next version are unknown
         cases.append((f"format_version {v!r}", manifest_edit(lambda b, m, v=v: m.__setitem__("format_version", v))))
     cases.append(("format name", manifest_edit(lambda b, m: m.__setitem__("format", "other"))))
     cases.append(("no format_version", manifest_edit(lambda b, m: m.pop("format_version"))))

@@ -1,0 +1,115 @@
+#!/usr/bin/env python
+"""Markdown tables from benchmarks/wild_queries.py results (what RESULTS.md "Wild queries" shows).
+
+    .venv/bin/python benchmarks/wild_table.py benchmarks/results/wild_emoji3.json [--pairs]
+
+Per configuration (mean ± std over its seeds): clean, reframed and background top-1 identity (or
+P@1 category where the domains share no identity), mAP@All and "no match" acceptance; the wild /
+clean ratios; training time and peak memory. `--pairs`: also every pair of the first seed of
+`default`, with the targets checked: reframed top-1 >= 0.8 x clean, background >= 0.6 x clean,
+acceptance >= 0.9 reframed and >= 0.85 on a background, wild mAP above the clean floor (the
+`floor` row of the same file, else the reference floor of docs/benchmarks.md for emoji3).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+VIEWS = ("clean", "reframed", "background")
+# docs/benchmarks.md: the floor (untrained Lite0, pooled, 224 px, letter-boxed) on emoji3, mAP@All
+EMOJI3_FLOOR_MAP = {"twemoji->openmoji": 0.213, "twemoji->notomono": 0.110, "openmoji->notomono": 0.124,
+                    "notomono->twemoji": 0.095, "notomono->openmoji": 0.099, "openmoji->twemoji": 0.188}
+
+
+def _ms(xs) -> str:
+    xs = [x for x in xs if x is not None]
+    if not xs:
+        return "n/a"
+    return f"{np.mean(xs):.3f}" + (f" ± {np.std(xs):.3f}" if len(xs) > 1 else "")
+
+
+def hit_key(rows: list[dict]) -> str:
+    """top-1 identity, or P@1 (category) where the domains share no identity (photo3)."""
+    first = next(iter(rows[0]["pairs"]["clean"].values()))
+    return "top1_identity" if first.get("top1_identity") is not None else "p_at_1"
+
+
+def mean_over_pairs(row: dict, view: str, key: str) -> float | None:
+    vals = [p.get(key) for p in row["pairs"][view].values() if p.get(key) is not None]
+    return float(np.mean(vals)) if vals else None
+
+
+def summary_table(rows: list[dict]) -> list[str]:
+    key = hit_key(rows)
+    label = "top-1" if key == "top1_identity" else "P@1"
+    out = [f"| config | seeds | {label} clean | reframed | background | ratio r / b | mAP clean | reframed | "
+           f"background | accept clean | reframed | background | train s | train GB |",
+           "|" + "---|" * 14]
+    for config in dict.fromkeys(r["config"] for r in rows):
+        mine = [r for r in rows if r["config"] == config]
+        hits = {v: [mean_over_pairs(r, v, key) for r in mine] for v in VIEWS}
+        maps = {v: [mean_over_pairs(r, v, "map") for r in mine] for v in VIEWS}
+        acc = {v: [mean_over_pairs(r, v, "acceptance") for r in mine] for v in VIEWS}
+        ratios = [f"{np.mean(hits[v]) / np.mean(hits['clean']):.2f}" if hits["clean"][0] else "n/a"
+                  for v in ("reframed", "background")]
+        train = [r.get("train_s") for r in mine if r.get("train_s")]
+        rss = [r.get("train_rss_gb") for r in mine if r.get("train_rss_gb")]
+        out.append(f"| {config} | {','.join(str(r['seed']) for r in mine)} | "
+                   + " | ".join(_ms(hits[v]) for v in VIEWS) + f" | {' / '.join(ratios)} | "
+                   + " | ".join(_ms(maps[v]) for v in VIEWS) + " | " + " | ".join(_ms(acc[v]) for v in VIEWS)
+                   + f" | {_ms(train) if train else '-'} | {_ms(rss) if rss else '-'} |")
+    return out
+
+
+def pair_table(rows: list[dict], data_name: str, config: str = "default") -> list[str]:
+    row = next((r for r in rows if r["config"] == config), None)
+    if row is None:
+        return []
+    key = hit_key(rows)
+    floor_row = next((r for r in rows if r["config"] == "floor"), None)
+    floor = ({p: v["map"] for p, v in floor_row["pairs"]["clean"].items()} if floor_row
+             else EMOJI3_FLOOR_MAP if data_name == "emoji3" else {})
+    out = [f"| pair ({config}, seed {row['seed']}) | clean | reframed (x) | background (x) | mAP clean / r / b | "
+           "floor mAP | accept r / b | targets |", "|---|---|---|---|---|---|---|---|"]
+    for pair, clean in row["pairs"]["clean"].items():
+        r, b = row["pairs"]["reframed"][pair], row["pairs"]["background"][pair]
+        c = clean[key]
+        fails = []
+        if c and r[key] < 0.8 * c:
+            fails.append("reframed < 0.8x")
+        if c and b[key] < 0.6 * c:
+            fails.append("background < 0.6x")
+        if r["acceptance"] is not None and r["acceptance"] < 0.9:
+            fails.append("accept r < 0.9")
+        if b["acceptance"] is not None and b["acceptance"] < 0.85:
+            fails.append("accept b < 0.85")
+        f = floor.get(pair)
+        if f is not None and min(r["map"], b["map"]) <= f:
+            fails.append("wild mAP <= floor")
+        out.append(f"| {pair} | {c:.3f} | {r[key]:.3f} ({r[key] / c:.2f}) | {b[key]:.3f} ({b[key] / c:.2f}) | "
+                   f"{clean['map']:.3f} / {r['map']:.3f} / {b['map']:.3f} | {'-' if f is None else f'{f:.3f}'} | "
+                   f"{r['acceptance'] if r['acceptance'] is None else round(r['acceptance'], 3)} / "
+                   f"{b['acceptance'] if b['acceptance'] is None else round(b['acceptance'], 3)} | "
+                   f"{'met' if not fails else ', '.join(fails)} |")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("results", type=Path)
+    ap.add_argument("--pairs", action="store_true")
+    args = ap.parse_args()
+    rows = json.loads(args.results.read_text())["rows"]
+    data_name = Path(rows[0]["data"]).name
+    print("\n".join(summary_table(rows)))
+    if args.pairs:
+        print()
+        print("\n".join(pair_table(rows, data_name)))
+
+
+if __name__ == "__main__":
+    main()
