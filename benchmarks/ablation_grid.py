@@ -14,7 +14,7 @@ embeddings and open-set rule). Steps whose output exists are skipped, so the gri
 
 Variants are the trainer's switches: full (UEM as specified: the defaults, but with SN2M and the global merge bar), no-merge, no-sel, no-spda, plain-nn,
 no-line-view, baseline (UCDIR-style: fixed K, no merge, no SEL); and floor: no training, the pretrained
-224 px 1280-d features of BENCHMARK.md's floor, with the engine's open-set rule (neighbourhood contrast)
+224 px 1280-d features of docs/benchmarks.md's floor, with the engine's open-set rule (neighbourhood contrast)
 calibrated on them exactly as export calibrates a bundle. `--reuse-cache` trains a variant on the
 trunk cache of the `full` run with the same protocol and seed (same images, views and seed, so the
 cache is exactly what the variant would compute; no-line-view takes its first half), which saves the
@@ -43,7 +43,7 @@ PAIRS = {
     "partial": ["twemoji->notomono", "twemoji->openmoji"],
 }
 HALF_OF = {"open": "notomono", "partial": "twemoji"}
-# UEM as UEM-METHOD.md specifies it (SN2M in stage 2, its global merge bar: the grid in RESULTS.md was
+# UEM as docs/method.md specifies it (SN2M in stage 2, its global merge bar: the grid in RESULTS.md was
 # trained so); each ablation removes one part
 UEM = {"plain_nn": False, "merge_rule": "global"}
 VARIANTS = {

@@ -1,10 +1,10 @@
 #!/usr/bin/env python
-"""The floor of BENCHMARK.md: what retrieval looks like with no training at all.
+"""The floor of docs/benchmarks.md: what retrieval looks like with no training at all.
 
 ImageNet EfficientNet-Lite0 (uem.train.backbone.load_pretrained), 224 px input (PreprocessSpec(size=224)
 letter-boxes, which for the square 128 px emoji3 images is exactly a bicubic resize), ImageNet
 mean/std, global-average-pooled 1280-d features, cosine — scored by uem.eval.evaluate on every
-ordered domain pair and compared with the table in BENCHMARK.md (tolerance ±0.02).
+ordered domain pair and compared with the table in docs/benchmarks.md (tolerance ±0.02).
 
     .venv/bin/python benchmarks/floor.py --data data/emoji3        (or: make floor)
 
@@ -26,7 +26,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 
-# The floor table of BENCHMARK.md, "Floor measured on this set" (the reference we must reproduce).
+# The floor table of docs/benchmarks.md, "The floor" (the reference we must reproduce).
 REFERENCE = {
     "twemoji->openmoji": {"top1_identity": 0.266, "map": 0.213},
     "twemoji->notomono": {"top1_identity": 0.124, "map": 0.110},
@@ -113,7 +113,7 @@ def compare(results: dict, tolerance: float) -> list[dict]:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| pair | top-1 identity (ours) | BENCHMARK.md | Δ | subgroup mAP@All (ours) | BENCHMARK.md | Δ "
+    lines = ["| pair | top-1 identity (ours) | docs/benchmarks.md | Δ | subgroup mAP@All (ours) | docs/benchmarks.md | Δ "
              "| class-bal. mAP | queries / retrieval | within ±0.02 |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cache:
         embed_fn = cached(embed_fn, args.cache)
     domains = {d.name for d in Path(args.data).iterdir() if d.is_dir()} if Path(args.data).is_dir() else set()
-    in_order = [p for p in REFERENCE if set(p.split("->")) <= domains] or None  # BENCHMARK.md's row order
+    in_order = [p for p in REFERENCE if set(p.split("->")) <= domains] or None  # docs/benchmarks.md's row order
     results = evaluate(embed_fn, args.data, pairs=in_order, protocol="close", seed=0,
                        keep_scores=False, log=lambda m: print(m, file=sys.stderr))
     seconds = time.perf_counter() - t0
@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     ok = all(r.get("within_tolerance", False) for r in rows) and {r["pair"] for r in rows} >= set(REFERENCE)
     tab = table(rows)
     print(tab)
-    print(f"\n{'all pairs within' if ok else 'NOT all pairs within'} ±{args.tolerance} of BENCHMARK.md "
+    print(f"\n{'all pairs within' if ok else 'NOT all pairs within'} ±{args.tolerance} of docs/benchmarks.md "
           f"({seconds:.0f} s, torch {torch.__version__}, {args.threads} threads)")
     if args.no_write:
         return 0 if ok else 1
@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     dup = ", ".join(f"{d}: {n} files" for d, n in results["dataset"]["identical_files"].items())
     body = (f"No training: ImageNet EfficientNet-Lite0 pooled 1280-d features, 224 px (bicubic from 128 px), "
             f"ImageNet mean/std, cosine; close-set, all ordered pairs of emoji3 ({counts} images). "
-            f"Reference = the floor table of ../shared/BENCHMARK.md; Δ = ours − reference.\n\n"
+            f"Reference = the floor table of docs/benchmarks.md; Δ = ours − reference.\n\n"
             f"```\n{command}\n```\n(`make floor` runs the same without a cache.) {timing}, "
             f"torch {torch.__version__}, {args.threads} threads.\n\n{tab}\n\n"
             f"Result: {'every pair within' if ok else 'NOT every pair within'} ±{args.tolerance}. "

@@ -11,13 +11,16 @@ clients are threads of this process with one keep-alive connection each, sending
 raw request body. Per concurrency level: `Engine.query` alone first (threads sharing one engine
 opened on the original bundle, the server idle), then the same pictures through HTTP while one more
 thread adds `--adds` batches of `--add-batch` new pictures (mirrored bundle pictures, each made
-distinct) through POST /v1/domains/{domain}/items.
+distinct) through POST /v1/domains/{domain}/items; the clients go round the pictures again until
+that thread is done, so every add commits while queries are being answered. One more query after
+the adds must see all of them.
 
 Checked on every answer: status 200, and that it came from a whole state. The added pictures' ids
 (their sha256) and order are known in advance, so an answer reporting `count` items must report a
 count that is the bundle's plus a whole number of batches, a generation that matches that number,
-and only hits among the bundle's items and the first `count - initial` added ones. Bounded: at most
-`--requests` queries and `--max-seconds` per level; only loopback. Exit code 1 on any error.
+and only hits among the bundle's items and the first `count - initial` added ones. Bounded:
+`--requests` queries (more only while adds are still running) and at most `--max-seconds` per
+level; only loopback. Exit code 1 on any error.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from PIL import Image
@@ -137,23 +141,25 @@ class Client:
 
 
 # -- one level ---------------------------------------------------------------------------------
-def run_clients(n_clients: int, pictures: list[bytes], max_seconds: float, ask) -> dict:
-    """`ask(client_index, picture)` for every picture, from n_clients threads; latencies and errors."""
+def run_clients(n_clients: int, pictures: list[bytes], max_seconds: float, ask,
+                more: Callable[[], bool] | None = None) -> dict:
+    """`ask(client_index, picture)` for every picture, and round them again while `more()` is true,
+    from n_clients threads, for at most max_seconds; latencies and errors."""
     lat: list[float] = []
     errors: list[str] = []
     lock = threading.Lock()
-    nxt = iter(range(len(pictures)))
+    nxt = iter(range(1 << 62))
     stop_at = time.monotonic() + max_seconds
 
     def worker(ci: int) -> None:
         while time.monotonic() < stop_at:
             with lock:
-                i = next(nxt, None)
-            if i is None:
+                i = next(nxt)
+            if i >= len(pictures) and not (more is not None and more()):
                 return
             t0 = time.perf_counter()
             try:
-                problem = ask(ci, pictures[i])
+                problem = ask(ci, pictures[i % len(pictures)])
             except Exception as e:  # noqa: BLE001 - counted, reported
                 problem = f"{type(e).__name__}: {e}"
             dt = time.perf_counter() - t0
@@ -181,6 +187,8 @@ class Consistency:
         self.added = [hashlib.sha256(p).hexdigest() for b in batches for p in b]
         self.bounds = np.cumsum([0] + [len(b) for b in batches]).tolist()
         self.max_seen = (self.count0, self.gen0)
+        self._lock = threading.Lock()  # check() runs in every client thread
+        self.committed = 0              # pictures the adds reported added so far (all levels)
 
     def check(self, ans: dict) -> str | None:
         n_new = ans["count"] - self.count0
@@ -192,7 +200,8 @@ class Consistency:
         for h in ans["hits"]:
             if h["id"] not in self.base_ids and h["id"] not in allowed_new:
                 return f"hit {h['id'][:16]} is not in the state of count {ans['count']}"
-        self.max_seen = max(self.max_seen, (ans["count"], ans["generation"]))
+        with self._lock:
+            self.max_seen = max(self.max_seen, (ans["count"], ans["generation"]))
         return None
 
 
@@ -227,14 +236,23 @@ def level(args, n: int, eng: Engine, port: int, pictures: list[bytes], batches: 
                 "Authorization": f"Bearer {TOKEN}"})
             adds.append({"status": status, "seconds": time.perf_counter() - t0, "during": not queries_done.is_set(),
                          "added": ans.get("added"), "error": ans.get("error")})
+            check.committed += ans.get("added") or 0
 
     t = threading.Thread(target=adder)
     t.start()
-    served = run_clients(n, pictures, args.max_seconds, ask)
+    served = run_clients(n, pictures, args.max_seconds, ask, more=t.is_alive)
     queries_done.set()
-    t.join()  # every batch is added (bounded by --adds), also those after the queries ended
+    t.join()  # every batch is added (bounded by --adds), also any after --max-seconds ended the queries
+    status, after = clients[0].post(path, pictures[0], {"Content-Type": "application/octet-stream"})
+    problem = f"HTTP {status}: {after.get('error', '')}" if status != 200 else check.check(after)
+    if problem is None and after["count"] != check.count0 + check.committed:
+        problem = f"the query after the adds saw {after['count']} items, not {check.count0 + check.committed}"
+    if problem:
+        served["errors"] += 1
+        served["first_errors"].append(f"after the adds: {problem}")
     bad_adds = [a for a in adds if a["status"] != 200 or a["added"] != args.add_batch]
     return {"clients": n, "engine": engine_alone, "http": served, "adds": len(adds),
+            "count_after_adds": after.get("count"),
             "adds_during_queries": sum(a["during"] for a in adds),
             "add_errors": len(bad_adds), "add_p50_ms": pct([a["seconds"] for a in adds], 50),
             "first_add_errors": bad_adds[:3]}

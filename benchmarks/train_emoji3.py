@@ -1,12 +1,12 @@
 #!/usr/bin/env python
 """Score training runs on emoji3 with their torch encoder (labels only through uem.eval).
 
-    # train (time + peak RSS), then score against the floor of BENCHMARK.md:
+    # train (time + peak RSS), then score against the floor of docs/benchmarks.md:
     /usr/bin/time -v .venv/bin/uemctl train data/emoji3 -o runs/default
     .venv/bin/python benchmarks/train_emoji3.py runs/default [more runs...] --data data/emoji3
 
 Per run and ordered pair (close-set): top-1 identity and subgroup mAP@All, next to the floor
-(benchmarks/floor.py REFERENCE = BENCHMARK.md's table) and the ratio to it. `--imagenet-size S` also
+(benchmarks/floor.py REFERENCE = docs/benchmarks.md's table) and the ratio to it. `--imagenet-size S` also
 scores the untrained ImageNet pooled features at S px (what the trainer starts from at that size).
 Writes benchmarks/results/train_<run name>.json (the full harness result per run).
 """

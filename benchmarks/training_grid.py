@@ -44,7 +44,7 @@ CONFIGS: dict[str, dict] = {
     "pairs-instance0.3": {"pairs_instance_weight": 0.3},
     "pairs-8ep": {"epochs_pairs": 8},
     "pairs-tau0.1": {"pairs_tau": 0.1},
-    "uem": {"epochs1": 4, "epochs2": 2, "epochs_pairs": 0},              # UEM-METHOD.md's stages alone
+    "uem": {"epochs1": 4, "epochs2": 2, "epochs_pairs": 0},              # docs/method.md's stages alone
     "uem-no-merge": {"epochs1": 4, "epochs2": 2, "epochs_pairs": 0, "merge": False},
     "uem-no-sel": {"epochs1": 4, "epochs2": 2, "epochs_pairs": 0, "sel": False},
     "uem-no-spda": {"epochs1": 4, "epochs2": 2, "epochs_pairs": 0, "spda": False},

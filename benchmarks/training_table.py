@@ -7,7 +7,7 @@
 Per config: mean ± std over its seeds of the int8 bundle's (when exported) and the fp32 fast
 path's top-1 identity / mAP per ordered pair; the baseline is `uemctl eval` on the bundle that
 `uemctl export --pretrained` builds (pooled block 13, no training). `--floor`: also each pair's
-ratio to BENCHMARK.md's floor (emoji3 only).
+ratio to docs/benchmarks.md's floor (emoji3 only).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ vectors (the engine's own embeddings), and prints AUROC and the H-score at Otsu'
 
 DATA is the open-set copy the bundle was trained on (benchmarks/ablation_grid.py's data_open_<seed>);
 labels are read only to score. Candidates:
-  prototype     the engine's prototype rule (UEM-METHOD.md) with the bundle's links
+  prototype     the engine's prototype rule (docs/method.md) with the bundle's links
   nearest       1 - cosine to the nearest target item
   centred       the same after subtracting each domain's mean embedding
   contrast-k    mean cos of the k nearest own-domain items (self skipped) - mean cos of the k nearest

@@ -25,10 +25,10 @@ def export_cmd(
     seed: int = typer.Option(ExportConfig.seed, "--seed", help="Seed of the calibration / parity image draw."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
     merge_rule: str = typer.Option(ExportConfig.merge_rule, "--merge-rule", help="Which prototype pairs become cross-domain "
-                                   "links for the open-set rule: local (per-pair bar) or global (UEM-METHOD.md's bar)."),
+                                   "links for the open-set rule: local (per-pair bar) or global (the paper's bar, docs/method.md)."),
     open_set: str = typer.Option(ExportConfig.open_set, "--open-set", help="Open-set rule: anchored (closest target "
                                  "item vs the distances of confident matches, no labels), contrast (own-domain vs "
-                                 "target neighbours, Otsu's threshold) or prototype (UEM-METHOD.md's rule)."),
+                                 "target neighbours, Otsu's threshold) or prototype (the paper's rule, docs/method.md)."),
     open_set_alpha: float = typer.Option(ExportConfig.open_set_alpha, "--open-set-alpha", help="anchored rule: "
                                          "share of confident matches it may answer 'no match' (0-1); lower "
                                          "refuses less, and detects fewer missing concepts."),

@@ -38,12 +38,12 @@ def train_cmd(
     pairs_lr: float = typer.Option(None, "--pairs-lr", help="Mined-pair stage learning rate (AdamW)."),
     device: str = typer.Option("auto", "--device", help=" | ".join(DEVICES)),
     merge_rule: str = typer.Option(DEFAULT_MERGE_RULE, "--merge-rule", help="Which matched prototype pairs "
-                                   f"merge: {' or '.join(MERGE_RULES)} (UEM-METHOD.md's bar is global)."),
+                                   f"merge: {' or '.join(MERGE_RULES)} (the paper's bar, docs/method.md, is global)."),
     no_merge: bool = typer.Option(False, "--no-merge", help="Ablation: pair prototypes but never merge."),
     no_sel: bool = typer.Option(False, "--no-sel", help="Ablation: no semantic-enhanced loss."),
     no_spda: bool = typer.Option(False, "--no-spda", help="Ablation: no domain classifier and no SPR."),
     plain_nn: bool = typer.Option(True, "--plain-nn/--sn2m", help="Stage-2 positives: plain nearest neighbours "
-                                  "(default, measured better) or UEM-METHOD.md's SN2M trust switching."),
+                                  "(default, measured better) or the paper's SN2M trust switching (docs/method.md)."),
     baseline_k: Optional[int] = typer.Option(None, "--baseline-k", help="UCDIR-style baseline: this fixed K, no merge, no SEL."),
     no_line_view: bool = typer.Option(False, "--no-line-view", help="Ablation: no line-art view of each picture."),
     keep_cache: bool = typer.Option(False, "--keep-cache", help="Keep RUN/trunk_cache.pt after the run."),

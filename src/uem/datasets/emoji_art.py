@@ -1,6 +1,6 @@
 """The emoji3 artwork: which emoji, where each style's drawing comes from, and how it is framed.
 
-Everything here follows BENCHMARK.md ("The emoji3 set") to the letter, because the project's floor
+Everything here follows docs/benchmarks.md ("emoji3") to the letter, because the project's floor
 numbers were measured on exactly this recipe: twemoji PNG as is, OpenMoji SVG rendered at 128 px,
 Noto Emoji (monochrome) drawn at 96 pt with ZWJ shaping; composited on white, cropped to the drawn
 content, fitted into 112x112 (LANCZOS) and centred on a 128x128 white RGB canvas.

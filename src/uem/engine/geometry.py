@@ -6,7 +6,7 @@ had begun to differ in small ways (epsilons, dtypes, what happens to an all-zero
 written once. Training's torch losses keep a torch twin of D (`uem.train.losses.d_distance`,
 `pairwise_d_distance`, differentiable), tested to agree with this one (tests/test_geometry.py).
 
-D(u, v) = (1 - cos(u, v)) * ||u - v|| (UEM-METHOD.md, SN2M search distance and open-set radius): 0 for
+D(u, v) = (1 - cos(u, v)) * ||u - v|| (docs/method.md, SN2M search distance and open-set radius): 0 for
 equal vectors, small for vectors close both in angle and in length, and, for unit vectors, a function
 of the cosine alone (`uem_distance_from_cos`).
 """

@@ -190,7 +190,7 @@ def class_balanced_mean(values: np.ndarray, labels: Sequence) -> float:
 def retrieval_metrics(scores: np.ndarray, query_labels: Sequence, item_labels: Sequence,
                       query_ids: Sequence | None = None, item_ids: Sequence | None = None,
                       ks: Sequence[int] = (1, 5, 10)) -> dict:
-    """Everything BENCHMARK.md asks of one query->retrieval pair, from one score matrix.
+    """Everything docs/benchmarks.md asks of one query->retrieval pair, from one score matrix.
 
     Returns summary numbers (map, map_class_balanced, top1_identity, p_at_k) plus the per-query arrays
     (ap, top1, p_at_k_per_query) and counts: n_scored = queries whose label exists among the items,

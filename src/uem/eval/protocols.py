@@ -1,4 +1,4 @@
-"""Close / partial / open-set category splits (BENCHMARK.md "Protocols"), seeded and reproducible.
+"""Close / partial / open-set category splits (docs/benchmarks.md "Protocols"), seeded and reproducible.
 
 For an ordered pair query domain Q -> retrieval domain R:
 - close:   Q and R keep all their categories.

@@ -1,7 +1,7 @@
 """Simple open-set rejection rules to plug into `evaluate(reject_fn=...)` (numpy only).
 
 They give the open-set metrics a reference point that needs no prototypes: the engine's
-prototype-based rule (UEM-METHOD.md) should beat "the nearest item is not similar enough".
+prototype-based rule (docs/method.md) should beat "the nearest item is not similar enough".
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 # "anchored" (default): the closest target item against confident matches, "contrast": the
 # neighbourhood-contrast rule, both calibrated at export (uem.export.openset); "prototype":
-# UEM-METHOD.md's rule on the prototype graph alone. The rules themselves: uem.engine.openset.
+# docs/method.md's rule on the prototype graph alone. The rules themselves: uem.engine.openset.
 OPEN_SET_RULES = RULES
 
 # hnswlib for unit vectors, 1k to ~1M items per domain. M=32 (2*M links at level 0, ~256 B per

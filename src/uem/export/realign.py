@@ -21,7 +21,7 @@ from .align import NO_ALIGNMENT, AlignConfig
 from .readout import fit_readout
 
 # What export did before the manifest recorded its rules: bundles without "merge_rule" were linked
-# with UEM-METHOD.md's global bar. The open-set rule is read from the calibration, as the engine reads
+# with docs/method.md's global bar. The open-set rule is read from the calibration, as the engine reads
 # it (uem.engine.openset.rule_name: contrast when it holds contrast thresholds, else prototype).
 UNRECORDED_MERGE_RULE = "global"
 

@@ -121,7 +121,7 @@ def edges(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def phase_image(x: np.ndarray) -> np.ndarray:
-    """Phase prior (UEM-METHOD.md): amplitude set to 1, inverse FFT; edge-like, dark on white."""
+    """Phase prior (docs/method.md): amplitude set to 1, inverse FFT; edge-like, dark on white."""
     g = _grey(x)
     f = np.fft.fft2(g - g.mean())
     p = np.real(np.fft.ifft2(f / (np.abs(f) + 1e-8)))

@@ -32,7 +32,7 @@ DEVICES = ("auto", "cpu", "cuda")
 HEADS = ("grid", "linear", "mlp", "pooled")
 
 # Which Hungarian-matched prototype pairs merge (uem.train.prototypes.pair_and_merge), in training
-# and in a bundle's cross-domain links. "global" is UEM-METHOD.md's bar: closer than ANY two
+# and in a bundle's cross-domain links. "global" is docs/method.md's bar: closer than ANY two
 # prototypes of one domain; that bar shrinks as K grows, and at the K the estimate picks (~73-93 per
 # domain on emoji3) it lets ~10 of ~250 pairs through, so the bundle's open-set rule rejected almost
 # every query (H 0.00-0.15). "local" (per pair: closer than either prototype's own nearest
@@ -171,7 +171,7 @@ class TrainConfig:
     seed: int = 2024
 
     # -- schedule: the stages run in the order of STAGES, each for its epochs (0: skipped) ---------
-    # UEM-METHOD.md's IDSE then CDSM are off by default: at the grid read-out neither lifted top-1
+    # docs/method.md's IDSE then CDSM are off by default: at the grid read-out neither lifted top-1
     # identity over the mined-pair stage alone (benchmarks/RESULTS.md, "Training that learns").
     epochs1: int = 0                 # stage 1, IDSE (UEM: instance + prototype contrast, SEL)
     epochs2: int = 0                 # stage 2, CDSM (UEM: SN2M / plain NN, SPDA)
@@ -213,7 +213,7 @@ class TrainConfig:
     sel: bool = True                 # --no-sel: no semantic-enhanced loss
     spda: bool = True                # --no-spda: no domain classifier and no SPR in stage 2
     plain_nn: bool = True            # stage-2 positives: plain nearest neighbours (measured ahead of SN2M on
-                                     # top-1 identity, benchmarks/RESULTS.md); --sn2m: UEM-METHOD.md's SN2M
+                                     # top-1 identity, benchmarks/RESULTS.md); --sn2m: docs/method.md's SN2M
     baseline_k: int | None = None    # the UCDIR-style baseline (see `baseline`)
 
     def __post_init__(self) -> None:
@@ -339,7 +339,7 @@ def migrate(d: Mapping[str, Any]) -> dict[str, Any]:
 def _from_version_0(d: dict[str, Any]) -> dict[str, Any]:
     """Version 0 (no "version" key): fields were added over time, each with a new default that
     differs from what runs written before it did. A missing key means the old behaviour:
-    the mlp head without the line-art view, SN2M trust switching in stage 2, UEM-METHOD.md's global
+    the mlp head without the line-art view, SN2M trust switching in stage 2, docs/method.md's global
     merge bar."""
     model = d.get("model", {})
     if isinstance(model, dict):  # anything else is refused when the config is built

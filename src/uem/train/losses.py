@@ -1,6 +1,6 @@
 """Losses of UEM (torch): IDSE's IPM and SEL, CDSM's SPR, SN2M and the adversarial domain loss.
 
-Each function cites the UEM-METHOD.md rule it implements. Features `f` are the encoder outputs
+Each function cites the docs/method.md rule it implements. Features `f` are the encoder outputs
 (unit length); banks and prototypes are plain tensors without gradient. Searches (nearest prototype,
 nearest neighbour) run under no_grad: they choose the targets, the loss then moves `f`.
 """
@@ -20,13 +20,13 @@ _EPS = 1e-12
 # -- schedule and memory bank ----------------------------------------------------------------------
 def alpha(e: float, total: float) -> float:
     """alpha = 1 / (1 + exp(0.5 E - e)): prototype terms fade in as clusters become meaningful
-    (UEM-METHOD.md, Mixing). E = total epochs, e = the current one."""
+    (docs/method.md, Mixing). E = total epochs, e = the current one."""
     return 1.0 / (1.0 + math.exp(0.5 * total - e))
 
 
 @torch.no_grad()
 def update_bank(bank: torch.Tensor, idx: torch.Tensor, f: torch.Tensor, momentum: float = 0.99) -> None:
-    """In place: m_i <- normalise(0.99 m_i + 0.01 f(x_i)) (UEM-METHOD.md, memory bank)."""
+    """In place: m_i <- normalise(0.99 m_i + 0.01 f(x_i)) (docs/method.md, memory bank)."""
     bank[idx] = F.normalize(momentum * bank[idx] + (1.0 - momentum) * f.detach().to(bank.dtype), dim=1)
 
 
@@ -47,7 +47,7 @@ def pairwise_cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def d_distance(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Row-wise D(u, v) = (1 - cos(u, v)) * ||u - v|| (UEM-METHOD.md, SN2M search distance);
+    """Row-wise D(u, v) = (1 - cos(u, v)) * ||u - v|| (docs/method.md, SN2M search distance);
     mirrors geometry.uem_distance."""
     cos = F.cosine_similarity(u, v, dim=-1)
     return (1.0 - cos) * torch.sqrt(((u - v) ** 2).sum(-1).clamp_min(_EPS))
@@ -61,7 +61,7 @@ def pairwise_d_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 # -- stage 1: IDSE ---------------------------------------------------------------------------------
 def instance_nce(f: torch.Tensor, bank: torch.Tensor, idx: torch.Tensor, tau: float = TAU) -> torch.Tensor:
     """L_INCE = -log(exp(f·m_idx/tau) / sum_j exp(f·m_j/tau)); the whole same-domain bank is the
-    denominator (UEM-METHOD.md, Instance NCE)."""
+    denominator (docs/method.md, Instance NCE)."""
     return F.cross_entropy(f @ bank.T / tau, idx)
 
 
@@ -72,13 +72,13 @@ def proto_nce(f: torch.Tensor, protos: torch.Tensor, assign: torch.Tensor, tau: 
 
 def ipm(f: torch.Tensor, bank: torch.Tensor, idx: torch.Tensor, protos: torch.Tensor, assign: torch.Tensor,
         weight: float, tau: float = TAU) -> torch.Tensor:
-    """L_IPM = L_INCE + alpha * L_PNCE (UEM-METHOD.md, Mixing); `weight` is alpha(e, E)."""
+    """L_IPM = L_INCE + alpha * L_PNCE (docs/method.md, Mixing); `weight` is alpha(e, E)."""
     return instance_nce(f, bank, idx, tau) + weight * proto_nce(f, protos, assign, tau)
 
 
 def sel(f: torch.Tensor, protos: torch.Tensor, tau: float = TAU) -> torch.Tensor:
     """L_SEL = mean_i sum_c softmax_c(f_i·p_c/tau) * ||f_i - p_c|| over the unified (merged) set:
-    pulls each sample towards the prototypes it already resembles (UEM-METHOD.md, SEL)."""
+    pulls each sample towards the prototypes it already resembles (docs/method.md, SEL)."""
     weights = torch.softmax(f @ protos.T / tau, dim=1)
     return (weights * pairwise_euclidean(f, protos)).sum(1).mean()
 
@@ -86,7 +86,7 @@ def sel(f: torch.Tensor, protos: torch.Tensor, tau: float = TAU) -> torch.Tensor
 # -- stage 2: CDSM ---------------------------------------------------------------------------------
 def spr(f: torch.Tensor, f_frozen: torch.Tensor) -> torch.Tensor:
     """L_SPR = mean_{i,j} (cos(f_i,f_j) - cos(f'_i,f'_j))^2 + (d(f_i,f_j) - d(f'_i,f'_j))^2: in-batch
-    geometry kept equal to the frozen stage-1 encoder f' (UEM-METHOD.md, SPDA). 0 when f == f'.
+    geometry kept equal to the frozen stage-1 encoder f' (docs/method.md, SPDA). 0 when f == f'.
     The diagonal (d = 0) goes through the clamped distance, so backward stays finite."""
     f_frozen = f_frozen.detach()
     dcos = pairwise_cosine(f, f) - pairwise_cosine(f_frozen, f_frozen)
@@ -117,7 +117,7 @@ def sn2m_targets(f_a: torch.Tensor, protos_a: torch.Tensor, tilde_index: torch.T
 
 def sn2m(f_a: torch.Tensor, protos_a: torch.Tensor, tilde_index: torch.Tensor, unified_b: torch.Tensor,
          bank_b: torch.Tensor, tau: float = TAU, plain_nn: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """L_SN2M for samples of A against domain B (UEM-METHOD.md, SN2M); returns (loss, trusted mask).
+    """L_SN2M for samples of A against domain B (docs/method.md, SN2M); returns (loss, trusted mask).
 
     Candidates: every row of B's unified prototype set, then every B bank entry. Positives: p~, plus
     x_nn when trusted (`sn2m_targets`). L = mean_i -log( sum_pos exp(f·c/tau) / sum_all exp(f·c/tau) ).
@@ -150,7 +150,7 @@ def grad_reverse(x: torch.Tensor, lambda_: float = 1.0) -> torch.Tensor:
 
 
 class DomainClassifier(nn.Module):
-    """The 2-layer domain classifier g of SPDA (UEM-METHOD.md): embedding -> domain logits."""
+    """The 2-layer domain classifier g of SPDA (docs/method.md): embedding -> domain logits."""
 
     def __init__(self, dim: int, n_domains: int = 2, hidden: int = 256):
         super().__init__()

@@ -3,7 +3,7 @@
 torch only where the trainer needs one epoch's result as tensors (`EpochPrototypes`, which imports
 it when it runs), so the numpy side (export's PrototypeGraph) loads without it.
 
-UEM-METHOD.md, "Prototypes" and "Unified prototypes": each domain is clustered with k-means (the number
+docs/method.md, "Prototypes" and "Unified prototypes": each domain is clustered with k-means (the number
 of clusters estimated from the vectors alone, never given), B's prototypes are translated into A by the
 difference of bank means, paired with A's by the Hungarian algorithm, and a pair is merged only when it
 is closer than the merge threshold. Unmerged prototypes are concepts private to one domain; the merged
@@ -72,7 +72,7 @@ def distinct_rows(x: np.ndarray) -> int:
 
 def estimate_k(x: np.ndarray, k_min: int = 16, k_max: int = 256, seed: int = 2024,
                max_samples: int = 1500, steps: int = 12) -> int:
-    """The number of clusters of one domain's vectors, without labels (UEM-METHOD.md: elbow method).
+    """The number of clusters of one domain's vectors, without labels (docs/method.md: elbow method).
 
     Spherical k-means inertia over a coarse geometric grid of k on a seeded subsample, then the knee
     of the curve (`knee`). The range is clipped to the sample size. Never given a true class count:
@@ -95,7 +95,7 @@ def cluster(x: np.ndarray, k: int, seed: int = 2024, n_init: int = 3) -> tuple[n
     k is capped at the number of distinct vectors, so the result may have fewer than k rows.
 
     k-means on the normalised vectors, centroids renormalised; assignments are recomputed by cosine to
-    the unit centroids so they agree with the prototype NCE logits f·p (UEM-METHOD.md, L_PNCE).
+    the unit centroids so they agree with the prototype NCE logits f·p (docs/method.md, L_PNCE).
     """
     x = unit_rows(x, np.float64)
     k = max(1, min(int(k), distinct_rows(x)))   # duplicate centroids would make the merge bar 0
@@ -130,7 +130,7 @@ def domain_prototypes(x: np.ndarray, k: int | None = None, seed: int = 2024,
 
 # -- translation, pairing, merging -----------------------------------------------------------------
 def translate(protos_b: np.ndarray, mean_a: np.ndarray, mean_b: np.ndarray) -> np.ndarray:
-    """B's prototypes in A's frame: p^{B->A} = p^B + (mean(M_A) - mean(M_B)) (UEM-METHOD.md)."""
+    """B's prototypes in A's frame: p^{B->A} = p^B + (mean(M_A) - mean(M_B)) (docs/method.md)."""
     return np.asarray(protos_b, dtype=np.float64) + (np.asarray(mean_a, np.float64) - np.asarray(mean_b, np.float64))
 
 
@@ -222,8 +222,8 @@ def pair_and_merge(protos_a: np.ndarray, protos_b: np.ndarray, mean_a: np.ndarra
                    rule: str = DEFAULT_MERGE_RULE, merge: bool = True) -> PairMerge:
     """Hungarian pairing of A's prototypes with B's translated into A, and the merge rule.
 
-    UEM-METHOD.md: "MERGE a pair (average it) only if its distance is below the smallest distance
-    between two prototypes inside A and inside B". Reading implemented as rule="global":
+    docs/method.md, merge bar: merge a pair (average it) only if its distance is below the smallest
+    distance between two prototypes inside A and inside B. Reading implemented as rule="global":
       distance(i, j) = ||p^A_i - p^{B->A}_j||  (Euclidean, in A's frame; the cost of the assignment),
       threshold     = min( min_{i != i'} ||p^A_i - p^A_i'||,  min_{j != j'} ||p^B_j - p^B_j'|| ),
       merge (i, j)  iff distance(i, j) < threshold (strict).
@@ -257,7 +257,7 @@ def pair_and_merge(protos_a: np.ndarray, protos_b: np.ndarray, mean_a: np.ndarra
 
 def match_domains(protos: dict[str, DomainPrototypes], rule: str = DEFAULT_MERGE_RULE,
                   merge: bool = True) -> dict[tuple[str, str], PairMerge]:
-    """`pair_and_merge` for every unordered pair of domains (UEM-METHOD.md: apply every rule pairwise),
+    """`pair_and_merge` for every unordered pair of domains (docs/method.md: apply every rule pairwise),
     keyed (a, b) with a before b in the dict's order."""
     names = list(protos)
     out = {}
@@ -277,7 +277,7 @@ def ordered_match(matches: dict[tuple[str, str], PairMerge], source: str, target
 
 # -- open-set radius and the runtime graph ---------------------------------------------------------
 def radius(members_a: np.ndarray, members_b: np.ndarray, block: int = 1024) -> float:
-    """R_c = max D(x_A, x_B) over all members of the two merged clusters (UEM-METHOD.md, open-set
+    """R_c = max D(x_A, x_B) over all members of the two merged clusters (docs/method.md, open-set
     rejection), computed block by block so large clusters do not build one huge matrix. 0 if empty."""
     members_a = np.asarray(members_a, dtype=np.float64)
     members_b = np.asarray(members_b, dtype=np.float64)
@@ -317,7 +317,7 @@ def build_prototype_graph(vectors: dict[str, np.ndarray], k: dict[str, int] | in
                           seed: int = 2024, merge: bool = True, rule: str = DEFAULT_MERGE_RULE,
                           k_min: int = 16, k_max: int = 256) -> PrototypeGraph:
     """Cluster every domain (K estimated when None), pair and merge every pair of domains, and return
-    the graph the bundle stores (UEM-METHOD.md, open-set rejection: re-cluster, translate, merge,
+    the graph the bundle stores (docs/method.md, open-set rejection: re-cluster, translate, merge,
     radii). merge=False gives no links: every prototype private (the no-merge / UCDIR-style baseline)."""
     if len(vectors) < 1:
         raise ValueError("no domains")

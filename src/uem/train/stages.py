@@ -1,8 +1,8 @@
 """The training stages as objects: each owns its loss for a batch, its optimiser, its per-epoch
 targets, its state for --resume and its log keys; `uem.train.trainer.train` is a loop over them.
 
-  IdseStage  (stage 1, UEM-METHOD.md IDSE)  sum_d L_IPM^d + alpha mean_{e != d} L_SEL^{d|e}
-  CdsmStage  (stage 2, UEM-METHOD.md CDSM)  L_DAL + sum_d ( L_SPR^d + mean_{e != d} L_SN2M^{d->e} )
+  IdseStage  (stage 1, docs/method.md IDSE) sum_d L_IPM^d + alpha mean_{e != d} L_SEL^{d|e}
+  CdsmStage  (stage 2, docs/method.md CDSM) L_DAL + sum_d ( L_SPR^d + mean_{e != d} L_SN2M^{d->e} )
   PairStage  (stage 3, the default)         sum_d w L_inst^d + mean_{e != d} L_pair^{d->e}
 
 PairStage learns in the space the bundle is searched in: at the start of every epoch each domain's

@@ -99,7 +99,7 @@ class OpenSetRule:
             return self.anchored.describe()
         if self.name == "contrast" and self.contrast.thresholds:
             return self.contrast.describe()
-        return "prototype rule (UEM-METHOD.md)"
+        return "prototype rule (docs/method.md)"
 
     def infer_source(self, q: np.ndarray) -> str | None:
         """Owner domain of the query's nearest prototype over all domains (None: no prototypes)."""

@@ -1,4 +1,4 @@
-"""UEM's prototype rule (UEM-METHOD.md, "Open-set rejection"): `--open-set prototype`, and the
+"""UEM's prototype rule (docs/method.md, "Open-set rejection"): `--open-set prototype`, and the
 fallback for pairs that no calibrated rule covers.
 
 Take the query's nearest prototype in its source domain. If that prototype was never merged with a
