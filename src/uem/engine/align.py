@@ -102,9 +102,8 @@ class Alignment:
     source_domains: list[str] = field(default_factory=list)     # rows of the domain classifier
     source_weights: np.ndarray | None = None                     # (len(source_domains), D)
     source_bias: np.ndarray | None = None                        # (len(source_domains),)
-    # Raw embeddings of wild copies of a sample of each domain's items (export/probes.py) and the
-    # item row each is a copy of: what the "no match" calibration learns a user's picture from.
-    # Kept here so `uemctl index realign` refits that calibration without images or a network.
+    # Raw embeddings of wild copies of some items (export/probes.py) and the row each copies: the
+    # "no match" calibration learns a user's picture from them, and realign refits it without images.
     probes: dict[str, np.ndarray] = field(default_factory=dict)         # (n, D) per domain
     probe_rows: dict[str, np.ndarray] = field(default_factory=dict)     # (n,) item rows
     _log_norm: dict[str, float] = field(default_factory=dict, init=False, repr=False, compare=False)  # derived: log|W|

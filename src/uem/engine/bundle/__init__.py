@@ -1,4 +1,4 @@
-"""The bundle format (versions 1 and 2): one directory holding an encoder, its domains' vectors,
+"""The bundle format (versions 1 to 3): one directory holding an encoder, its domains' vectors,
 items and indexes, the prototype graph and a checksummed manifest — what `uemctl export` writes
 and the engine serves. This package is split by job; this file only re-exports their public names
 (so `from uem.engine.bundle import X` keeps working):
