@@ -42,3 +42,15 @@ def test_pick_examples_is_seeded_and_stays_in_the_given_subgroups(tmp_path):
     a = pick_examples(data, "photo", ["a", "c"], n=2, seed=3)
     assert a == pick_examples(data, "photo", ["a", "c"], n=2, seed=3)
     assert sorted(p.parent.name for p in a) == ["a", "c"]
+
+
+def test_wild_examples_are_one_per_variant_and_named_for_the_sheet(tmp_path):
+    from uem.demo import _variant, wild_examples
+
+    data = _data(tmp_path / "data")
+    pics = [data / "photo" / "a" / "a0.png", data / "photo" / "b" / "b1.png"]
+    wild = wild_examples(pics, data, tmp_path / "wild", seed=0)
+    assert [orig for _, orig in wild] == pics
+    assert [w.parent.parent.parent.name for w, _ in wild] == ["reframed", "background"]
+    assert all(w.is_file() and w.suffix == ".jpg" for w, _ in wild)
+    assert [_variant(w) for w, _ in wild] == ["wild: moved and scaled", "wild: on a background"]
