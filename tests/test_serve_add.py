@@ -26,6 +26,12 @@ from uem.testing.bundles import draw, make_bundle, png_bytes  # noqa: E402
 TOKEN = "s3cret-token"
 
 
+
+def local(app) -> TestClient:
+    """A client that names the server as a browser on this machine does (Host: 127.0.0.1): a
+    server bound to loopback answers only to its own names."""
+    return TestClient(app, base_url="http://127.0.0.1")
+
 @pytest.fixture(scope="module")
 def base(tmp_path_factory) -> Path:
     return make_bundle(tmp_path_factory.mktemp("serve_add"))
@@ -39,7 +45,7 @@ def green_sketches(n: int, seed: int = 7) -> list[bytes]:
 
 def writer(bundle: Path, tmp_path: Path, **kw) -> TestClient:
     cfg = ServeConfig(allow_add=True, token=TOKEN, media=str(tmp_path / "media"), reload_interval_s=0, **kw)
-    return TestClient(create_app(bundle, cfg))
+    return local(create_app(bundle, cfg))
 
 
 def post(c, domain: str, pictures: list[tuple[str, bytes]], token: str | None = TOKEN):
@@ -55,7 +61,7 @@ def error_of(r, status: int, needle: str) -> None:
 
 
 def test_writes_are_off_unless_allowed(base):
-    with TestClient(create_app(base, ServeConfig(reload_interval_s=0, token=TOKEN))) as c:
+    with local(create_app(base, ServeConfig(reload_interval_s=0, token=TOKEN))) as c:
         error_of(post(c, "sketch", [("a.png", green_sketches(1)[0])]), 403, "--allow-add")
     with Engine.open(base) as eng:
         assert eng.count("sketch") == 12
@@ -155,7 +161,7 @@ def test_an_add_queued_past_its_timeout_never_runs(fresh, tmp_path):
 
 def test_reload_picks_up_another_processs_commit(fresh, tmp_path):
     cfg = ServeConfig(reload_interval_s=0.05)
-    with TestClient(create_app(fresh, cfg)) as c:
+    with local(create_app(fresh, cfg)) as c:
         assert c.get("/healthz").json()["generation"] == 1
         with Engine.open(fresh) as other:  # e.g. `uemctl index add` while the server runs
             (tmp_path / "new.png").write_bytes(green_sketches(1)[0])

@@ -25,6 +25,12 @@ from uem.serve.middleware import LimitsMiddleware  # noqa: E402
 from uem.testing.bundles import make_aligned_bundle, make_bundle  # noqa: E402
 
 
+
+def local(app) -> TestClient:
+    """A client that names the server as a browser on this machine does (Host: 127.0.0.1): a
+    server bound to loopback answers only to its own names."""
+    return TestClient(app, base_url="http://127.0.0.1")
+
 @pytest.fixture(scope="module")
 def base(tmp_path_factory) -> Path:
     return make_bundle(tmp_path_factory.mktemp("serve"))
@@ -36,7 +42,7 @@ def pic(base: Path, rel: str) -> bytes:
 
 @pytest.fixture
 def client(base):
-    with TestClient(create_app(base, ServeConfig(reload_interval_s=0))) as c:
+    with local(create_app(base, ServeConfig(reload_interval_s=0))) as c:
         yield c
 
 
@@ -76,7 +82,7 @@ def test_query_rank_scores_equal_engine_on_an_aligned_bundle(tmp_path):
     data = (tmp_path / "data" / "photo" / "red" / "3.png").read_bytes()
     with Engine.open(bundle) as eng:
         want = eng.query(data, "sketch", k=4, source="photo")
-    with TestClient(create_app(bundle, ServeConfig(reload_interval_s=0))) as c:
+    with local(create_app(bundle, ServeConfig(reload_interval_s=0))) as c:
         got = ask(c, data, domain="sketch", k=4, **{"from": "photo"}).json()
     assert want.hits and all(h.rank_score is not None for h in want.hits)
     assert [h["id"] for h in got["hits"]] == [h.id for h in want.hits]
@@ -108,15 +114,21 @@ def test_hit_image_urls_serve_the_items_own_pictures(base, client):
 
 
 @pytest.mark.parametrize("bad_id", ["../../../etc/passwd", "sketch/red/../../../../etc/hostname",
-                                    "/etc/passwd", "sketch/red/99.png", "photo/red/0.png", ""])
-def test_item_image_only_serves_recorded_items(client, bad_id):
-    r = client.get(f"/v1/items/sketch/{quote(bad_id, safe='')}/image")
-    assert r.status_code == 404 and set(r.json()) == {"error"}
-    assert client.get(f"/v1/items/sketch/{bad_id}/image").status_code == 404
+                                    "sketch/red/../red/0.png", "/etc/passwd", "sketch/red/99.png",
+                                    "photo/red/0.png", "", "{data}/sketch/red/0.png"])
+def test_item_image_only_serves_recorded_items(base, client, bad_id):
+    """Each id reaches the handler (its own message, not the router's 404), every character of it
+    percent-encoded so no client or server resolves the dots first; only recorded ids are served."""
+    bad_id = bad_id.format(data=base.parent / "data")
+    raw = "".join(f"%{b:02x}" for b in bad_id.encode())  # "../" -> "%2e%2e%2f"
+    for encoded in (raw, quote(bad_id, safe="")):
+        one_line_error(client.get(f"/v1/items/sketch/{encoded}/image"), 404,
+                       f"no picture for item {bad_id!r} in sketch")
+    assert client.get("/v1/items/sketch/%73ketch%2fred%2f0.png/image").status_code == 200  # decoded ids work
 
 
 def test_item_image_unknown_domain_and_missing_file(fresh, tmp_path):
-    with TestClient(create_app(fresh, ServeConfig(reload_interval_s=0))) as c:
+    with local(create_app(fresh, ServeConfig(reload_interval_s=0))) as c:
         one_line_error(c.get("/v1/items/drawing/x/image"), 404, "unknown domain 'drawing'")
         with Engine.open(fresh) as eng:
             item = eng.items("sketch")[0]
@@ -158,19 +170,19 @@ def test_decompression_bomb_is_refused(client):
 def test_upload_limit(base):
     red = pic(base, "photo/red/0.png")
     cfg = ServeConfig(max_upload_bytes=len(red) - 1, reload_interval_s=0)
-    with TestClient(create_app(base, cfg)) as c:
+    with local(create_app(base, cfg)) as c:
         one_line_error(ask(c, red, domain="sketch"), 413, "upload too large")
         one_line_error(c.post("/v1/query?domain=sketch", content=red), 413, "upload too large")
         # no Content-Length (chunked): counted while it streams in
         chunks = (red[i:i + 256] for i in range(0, len(red), 256))
         one_line_error(c.post("/v1/query?domain=sketch", content=chunks), 413, "upload too large")
-    with TestClient(create_app(base, ServeConfig(max_upload_bytes=len(red) + 1000, reload_interval_s=0))) as c:
+    with local(create_app(base, ServeConfig(max_upload_bytes=len(red) + 1000, reload_interval_s=0))) as c:
         assert ask(c, red, domain="sketch").status_code == 200
 
 
 def test_query_waiting_longer_than_the_timeout_answers_503(base):
     cfg = ServeConfig(query_threads=1, query_timeout_s=0.3, reload_interval_s=0)
-    with TestClient(create_app(base, cfg)) as c:
+    with local(create_app(base, cfg)) as c:
         release = threading.Event()
         c.app.state.service.queries.submit(release.wait, 10)  # the only query thread is busy
         try:
@@ -272,6 +284,29 @@ def test_page_and_its_files_are_served_offline(client):
         assert not re.search(r"\b(issue|session)s?\b", text, re.I), f
     for escape in ("/static/..%2fconfig.py", "/static/%2e%2e/app.py", "/static/..%2F..%2Fengine%2Fengine.py"):
         one_line_error(client.get(escape), 404, "not found")
+
+
+def test_the_page_works_under_a_path_prefix(base):
+    """Behind a proxy that serves it at /uem/: every URL the page uses is relative to it."""
+    from urllib.parse import urljoin
+
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    inner = create_app(base, ServeConfig(reload_interval_s=0))
+    try:
+        with local(Starlette(routes=[Mount("/uem", app=inner)])) as c:
+            page, js = c.get("/uem/").text, c.get("/uem/static/app.js").text
+            refs = re.findall(r'(?:href|src)="([^"]+)"', page) + re.findall(r'fetch\("([^"]+)"', js)
+            assert len(refs) >= 5 and not [r for r in refs if r.startswith("/")], refs
+            item = quote("sketch/red/0.png", safe="")
+            assert "`v1/items/${encodeURIComponent(domain)}/${encodeURIComponent(hit.id)}/image`" in js
+            for ref in refs + [f"v1/items/sketch/{item}/image"]:
+                url = urljoin("http://127.0.0.1/uem/", ref)
+                r = c.post(url, data={"domain": "sketch"}) if ref.endswith("v1/query") else c.get(url)
+                assert r.status_code == (400 if ref.endswith("v1/query") else 200), (ref, r.text[:200])
+    finally:
+        inner.state.service.close()
 
 
 def test_config_validates_itself():

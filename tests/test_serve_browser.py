@@ -3,7 +3,9 @@ uvicorn server on a free local port. Upload a picture and see the grid, see the 
 draw on the sketch pad and get an answer, fit a phone's screen. Screenshots go to artifacts/serve/.
 
 Needs the system's chromium and chromium-driver (Debian packages; `.ci/run` installs them). The
-driver path is given explicitly: nothing is ever downloaded (no selenium-manager).
+driver path is given explicitly: nothing is ever downloaded (no selenium-manager). Without a
+browser that starts, the tests are skipped, saying why; except under CI=true, where they fail:
+there the browser test must run.
 """
 
 from __future__ import annotations
@@ -18,9 +20,11 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("fastapi", reason="the serve extra is not installed (pip install 'uem[serve]')")
+pytest.importorskip("uvicorn", reason="the serve extra is not installed (pip install 'uem[serve]')")
 pytest.importorskip("selenium", reason="selenium is not installed (pip install 'uem[dev]')")
 import uvicorn  # noqa: E402
 from selenium import webdriver  # noqa: E402
+from selenium.common.exceptions import WebDriverException  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
@@ -35,10 +39,15 @@ DRIVER = os.environ.get("UEM_CHROMEDRIVER") or shutil.which("chromedriver") or "
 BROWSER = (os.environ.get("UEM_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
            or shutil.which("google-chrome") or "/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "serve"
+# under CI a missing browser is a failure, unless .ci/run could not install one and said why
+IN_CI = os.environ.get("CI", "").lower() == "true" and not os.environ.get("UEM_NO_BROWSER")
 
-if not (Path(DRIVER).is_file() and Path(BROWSER).is_file()):
-    pytest.skip(f"no browser to drive: chromium ({BROWSER}) and chromium-driver ({DRIVER}) are not "
-                "installed (apt-get install chromium chromium-driver)", allow_module_level=True)
+
+def no_browser(reason: str):
+    """Skip, saying why; under CI=true fail instead (.ci/run installs the browser there)."""
+    if IN_CI:
+        pytest.fail(f"CI=true but the browser test cannot run: {reason}", pytrace=False)
+    pytest.skip(reason)
 
 
 def _free_port() -> int:
@@ -70,12 +79,22 @@ def server(bundle):
 
 @pytest.fixture(scope="module")
 def browser():
+    missing = [f"{what} ({path})" for what, path in (("chromium", BROWSER), ("chromium-driver", DRIVER))
+               if not Path(path).is_file()]
+    if missing:
+        no_browser(f"no browser to drive: {' and '.join(missing)} not installed "
+                   "(apt-get install chromium chromium-driver)")
     opts = webdriver.ChromeOptions()
     opts.binary_location = BROWSER
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
                 "--window-size=1280,1000", "--disable-extensions", "--no-first-run"):
         opts.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(executable_path=DRIVER), options=opts)
+    try:
+        driver = webdriver.Chrome(service=Service(executable_path=DRIVER), options=opts)
+    except (WebDriverException, OSError) as e:
+        first = (getattr(e, "msg", None) or str(e)).strip().splitlines()
+        no_browser(f"chromium ({BROWSER}) with chromium-driver ({DRIVER}) did not start: "
+                   f"{first[0].split('; For documentation')[0] if first else type(e).__name__}")
     driver.set_page_load_timeout(30)
     yield driver
     driver.quit()
@@ -107,7 +126,7 @@ def answer(driver, label: str) -> dict:
                        and d.find_element(By.ID, "banner").is_displayed())
     banner = driver.find_element(By.ID, "banner")
     cards = driver.find_elements(By.CSS_SELECTOR, "#grid figure.hit")
-    return {"class": banner.get_attribute("class"), "text": banner.text,
+    return {"accepted": banner.get_attribute("data-accepted"), "text": banner.text,
             "ids": [c.find_element(By.TAG_NAME, "img").get_attribute("alt") for c in cards]}
 
 
@@ -115,7 +134,8 @@ def test_upload_shows_the_grid_of_matches(page, bundle):
     photo = bundle.parent / "data" / "photo" / "red" / "0.png"
     page.find_element(By.ID, "file").send_keys(str(photo))
     got = answer(page, "0.png")
-    assert got["class"] == "banner match" and "Match in sketch" in got["text"]
+    # accepted, whether a plain or a borderline ("weak") match on this machine's arithmetic
+    assert got["accepted"] == "true" and "atch in sketch" in got["text"]
     with Engine.open(bundle) as eng:
         want = eng.query(photo, "sketch", k=12)
     assert got["ids"] == [h.id for h in want.hits] and len(got["ids"]) == 12
@@ -129,13 +149,13 @@ def test_missing_concept_shows_the_no_match_banner(page, bundle):
     photo = bundle.parent / "data" / "photo" / "green" / "3.png"
     page.find_element(By.ID, "file").send_keys(str(photo))
     got = answer(page, "3.png")
-    assert got["class"] == "banner nomatch" and got["ids"] == []
+    assert got["accepted"] == "false" and got["ids"] == []
     assert "No match in sketch" in got["text"] and "nearest concept exists only in photo" in got["text"]
     shot(page, "no_match")
     # asking for the closest anyway fills the grid under the same banner
     page.find_element(By.ID, "no-reject").click()
     wait(page).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#grid figure.hit")) == 12)
-    assert page.find_element(By.ID, "banner").get_attribute("class") == "banner nomatch"
+    assert page.find_element(By.ID, "banner").get_attribute("data-accepted") == "false"
 
 
 def test_drawing_on_the_sketch_pad_gets_an_answer(page):
@@ -159,7 +179,7 @@ def test_drawing_on_the_sketch_pad_gets_an_answer(page):
     page.find_element(By.ID, "pad-search").click()
     got = answer(page, "your drawing")
     # blue ink on white is what the tiny encoder calls a blue sketch: the drawing itself was sent
-    assert got["class"] == "banner match" and got["ids"] and all(i.startswith("sketch/blue/") for i in got["ids"][:6])
+    assert got["accepted"] == "true" and got["ids"] and all(i.startswith("sketch/blue/") for i in got["ids"][:6])
     shot(page, "drawing")
     page.find_element(By.ID, "pad-clear").click()
     page.find_element(By.ID, "pad-search").click()

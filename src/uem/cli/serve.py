@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -29,6 +30,8 @@ def serve(
                                           "(default: cores / query threads)."),
     query_timeout: float = typer.Option(30.0, "--query-timeout", min=0.001, help="Seconds a query may wait and run."),
     add_timeout: float = typer.Option(300.0, "--add-timeout", min=0.001, help="Seconds an add may wait and run."),
+    read_timeout: float = typer.Option(60.0, "--read-timeout", min=0.001,
+                                       help="Seconds a request body may take to arrive (408 beyond)."),
     reload_interval: float = typer.Option(2.0, "--reload-interval", min=0,
                                           help="Seconds between looks for other processes' commits (0: never)."),
 ) -> None:
@@ -43,16 +46,18 @@ def serve(
     if missing:
         raise MissingDependencyError(f"uemctl serve needs the serve extras (pip install 'uem[serve]'); "
                                      f"missing: {', '.join(missing)}")
-    from ..serve import ServeConfig
-    from ..serve.server import run
+    from ..serve import ServeConfig, server
+    from ..serve.config import TOKEN_ENV
 
+    if token is None and TOKEN_ENV in os.environ:
+        token = os.environ[TOKEN_ENV]  # set but empty: refused below, never read as "no token"
     try:
-        config = ServeConfig(host=host, port=port, workers=workers, allow_add=allow_add, token=token or None,
+        config = ServeConfig(host=host, port=port, workers=workers, allow_add=allow_add, token=token,
                              media=str(media) if media else None,
                              max_upload_bytes=max(1, int(max_upload_mb * 1024 * 1024)),
                              query_threads=query_threads, engine_threads=threads,
                              query_timeout_s=query_timeout, add_timeout_s=add_timeout,
-                             reload_interval_s=reload_interval)
+                             read_timeout_s=read_timeout, reload_interval_s=reload_interval)
     except ValueError as e:
-        raise UemError(str(e)) from None
-    run(path, config)
+        raise UemError(f"{e} (--token or ${TOKEN_ENV})" if "token" in str(e) else str(e)) from None
+    server.run(path, config)

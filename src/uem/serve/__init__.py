@@ -6,7 +6,7 @@ api.py      the /v1 routes (query, add, domains, info, item pictures)
 service.py  the shared engine, its thread pools, adds and reloads (no HTTP)
 media.py    the content-addressed folder of uploaded pictures
 metrics.py  Prometheus text format, by hand
-middleware.py  body limits and read timeout, request metrics, security headers
+middleware.py  body limits, read timeout and slots, request metrics, security headers
 server.py   run(bundle, config): uvicorn, one or several worker processes
 static/     index.html, app.js, style.css: the page (no build step, nothing from a CDN)
 

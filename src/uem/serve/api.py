@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 from typing import Any, Callable, Optional
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import FileResponse
@@ -96,14 +96,23 @@ def _refuse_urlencoded(request: Request) -> None:
         raise HTTPException(400, "send the picture as multipart/form-data or as the raw request body")
 
 
+def _retrieve(fut: asyncio.Future) -> None:
+    """Done-callback of a job nobody awaits any more: its exception is read (so asyncio does not
+    log "Future exception was never retrieved") and dropped; the client already has its 503."""
+    if not fut.cancelled():
+        fut.exception()
+
+
 async def _run(pool, fn: Callable, timeout: float, what: str):
     """`fn()` on `pool`, bounded by `timeout` seconds (waiting in the queue included). Past it the
     answer is 503: a job still queued is cancelled (it never runs), one already running finishes
     in the background (threads cannot be stopped), and the message says which."""
     job = pool.submit(fn)
+    fut = asyncio.wrap_future(job)
     try:
-        return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(job)), timeout)
+        return await asyncio.wait_for(asyncio.shield(fut), timeout)
     except asyncio.TimeoutError:
+        fut.add_done_callback(_retrieve)
         fate = "it was not started" if job.cancel() else "it is still running and may complete"
         raise HTTPException(503, f"{what} took longer than {timeout:g} s ({fate}); the server is busy, "
                             "try again", headers={"Retry-After": "5"}) from None
@@ -154,9 +163,42 @@ async def query(request: Request,
                       "image": image_url(request, target, h.id)} for h in r.hits]}
 
 
+def _host_port(netloc: str, scheme: str) -> tuple[str, int] | None:
+    try:
+        u = urlsplit(f"//{netloc}")
+        return (u.hostname or "").lower(), u.port or (443 if scheme == "https" else 80)
+    except ValueError:
+        return None
+
+
+def cross_site(request: Request) -> str | None:
+    """Why a request looks sent by another site's page (a form or a script a browser was made to
+    send), or None. Browsers say so in Sec-Fetch-Site and Origin; clients that are not browsers
+    send neither."""
+    if request.headers.get("sec-fetch-site", "").strip().lower() == "cross-site":
+        return "it was sent by another site's page"
+    origin = request.headers.get("origin")
+    if origin is None:
+        return None
+    try:
+        o = urlsplit(origin.strip())
+    except ValueError:
+        o = urlsplit("")
+    scheme = o.scheme.lower()
+    mine = _host_port(request.headers.get("host", ""), scheme)
+    theirs = _host_port(o.netloc, scheme) if scheme in ("http", "https") and o.netloc else None
+    if theirs is None or mine is None or theirs != mine:
+        return f"its Origin ({one_line(origin, 80)}) is not this server"
+    return None
+
+
 def _authorise_write(request: Request, cfg: ServeConfig) -> None:
     if not cfg.allow_add:
         raise HTTPException(403, "adding pictures is turned off on this server (start it with --allow-add)")
+    why = cross_site(request)
+    if why is not None:
+        raise HTTPException(403, f"refused: {why} (writes are accepted from this server's own pages "
+                            "and from clients that are not browsers)")
     if cfg.token is not None:
         auth = request.headers.get("authorization", "")
         scheme, _, given = auth.partition(" ")

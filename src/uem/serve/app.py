@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from .. import __version__
 from ..engine import Engine
@@ -67,18 +68,24 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _error(400, str(exc))
 
     @app.exception_handler(BundleError)
-    async def bundle_unavailable(_request: Request, exc: BundleError):
+    async def bundle_unavailable(request: Request, exc: BundleError):
         log.error("uem serve: bundle error: %s", one_line(str(exc)))
-        return _error(503, "the bundle is unavailable: " + str(exc))
+        return _error(503, "the bundle is unavailable: " + request.app.state.service.redact(str(exc)))
 
     @app.exception_handler(UemError)
-    async def uem_error(_request: Request, exc: UemError):
-        return _error(400, str(exc))
+    async def uem_error(request: Request, exc: UemError):
+        return _error(400, request.app.state.service.redact(str(exc)))
 
     @app.exception_handler(Exception)
     async def internal(_request: Request, exc: Exception):
         log.exception("uem serve: internal error")
         return _error(500, "internal server error")
+
+
+def trusted_hosts(host: str) -> list[str]:
+    """The Host header names a loopback-bound server answers to: this machine's own names."""
+    bound = host.strip("[]").lower()
+    return sorted({"localhost", "127.0.0.1", "[::1]", f"[{bound}]" if ":" in bound else bound})
 
 
 def create_app(bundle: str | os.PathLike | Engine, config: ServeConfig | None = None) -> FastAPI:
@@ -120,7 +127,9 @@ def create_app(bundle: str | os.PathLike | Engine, config: ServeConfig | None = 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     # Outermost last: metrics see every answer, limits act before any route reads a body.
     app.add_middleware(LimitsMiddleware, max_bytes=config.max_upload_bytes,
-                       read_timeout_s=config.read_timeout_s)
+                       read_timeout_s=config.read_timeout_s, max_bodies=config.body_slots)
+    if config.loopback:  # DNS rebinding: another site's name resolving to 127.0.0.1 is refused
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=trusted_hosts(config.host))
     app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=service.metrics)
     return app

@@ -7,6 +7,7 @@ same way, and a worker process of a multi-worker server rebuilds it from JSON (`
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 from dataclasses import asdict, dataclass, fields
@@ -20,6 +21,15 @@ def default_media(bundle: str | os.PathLike) -> Path:
     """Where uploaded pictures go unless told: beside the bundle, `<bundle>.media`."""
     b = Path(bundle)
     return b.with_name(b.name + ".media")
+
+
+def is_loopback(host: str) -> bool:
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def default_query_threads() -> int:
@@ -44,6 +54,7 @@ class ServeConfig:
     query_timeout_s: float = 30.0         # a query waiting or running longer answers 503
     add_timeout_s: float = 300.0          # an add waiting or running longer answers 503 (it may still commit)
     read_timeout_s: float = 60.0          # receiving a request body longer answers 408
+    max_bodies: int = 0                   # request bodies held at once per process (0: 4 x query threads)
     reload_interval_s: float = 2.0        # how often to look for another process's commit (0: never)
 
     def __post_init__(self) -> None:
@@ -53,9 +64,12 @@ class ServeConfig:
             raise ValueError(f"port must be 0..65535, got {self.port!r}")
         if not isinstance(self.workers, int) or not 1 <= self.workers <= 64:
             raise ValueError(f"workers must be 1..64, got {self.workers!r}")
-        if self.token is not None and (not isinstance(self.token, str) or not self.token.strip()
-                                       or any(c.isspace() for c in self.token)):
-            raise ValueError("token must be a non-empty string without spaces")
+        if self.token is not None and (not isinstance(self.token, str) or not self.token
+                                       or any(not 33 <= ord(c) <= 126 for c in self.token)):
+            # HTTP headers arrive as latin-1: only printable ASCII can ever match what a client sends
+            raise ValueError("token must be a non-empty string of printable ASCII characters without spaces")
+        if not isinstance(self.max_bodies, int) or isinstance(self.max_bodies, bool) or self.max_bodies < 0:
+            raise ValueError(f"max_bodies must be 0 or a positive integer, got {self.max_bodies!r}")
         for name in ("max_upload_bytes", "max_k", "max_files"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
@@ -76,6 +90,16 @@ class ServeConfig:
     @property
     def pool_size(self) -> int:
         return self.query_threads or default_query_threads()
+
+    @property
+    def body_slots(self) -> int:
+        """Requests with a body one process holds at once (bounds upload memory per process)."""
+        return self.max_bodies or 4 * self.pool_size
+
+    @property
+    def loopback(self) -> bool:
+        """Bound to this machine only (then requests must name it in their Host header)."""
+        return is_loopback(self.host)
 
     @property
     def onnx_threads(self) -> int:

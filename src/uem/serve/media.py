@@ -24,9 +24,14 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def extension(pil_format: str | None) -> str:
-    """The file extension for a decoded picture's format (unknown ones keep a neutral `.img`)."""
-    return _EXT.get((pil_format or "").upper(), ".img")
+# What an add accepts, in words (a picture in another format is refused: its file could not be served).
+STORABLE_FORMATS = ("PNG", "JPEG", "GIF", "WebP", "BMP", "TIFF", "PPM")
+
+
+def extension(pil_format: str | None) -> str | None:
+    """The file extension for a decoded picture's format; None for a format the engine does not
+    read from files (such a picture is refused, not stored)."""
+    return _EXT.get((pil_format or "").upper())
 
 
 class MediaStore:

@@ -40,15 +40,40 @@ def _size(n: int) -> str:
 
 class LimitsMiddleware:
     """413 for a body over `max_bytes` (by Content-Length at once, else while it streams in);
-    408 when receiving the body takes longer than `read_timeout_s`. Errors are `{"error": ...}`."""
+    408 when receiving the body takes longer than `read_timeout_s`. At most `max_bodies` requests
+    with a body are handled at once (the rest wait for a slot, up to `read_timeout_s`, then 503),
+    so the bodies a process holds in memory are bounded by max_bodies x max_bytes, whatever the
+    number of connections. Errors are `{"error": ...}`."""
 
-    def __init__(self, app, max_bytes: int, read_timeout_s: float) -> None:
+    def __init__(self, app, max_bytes: int, read_timeout_s: float, max_bodies: int = 64) -> None:
         self.app, self.max_bytes, self.read_timeout_s = app, max_bytes, read_timeout_s
+        self.max_bodies = max_bodies
+        self._slots: asyncio.Semaphore | None = None
+        self._loop = None
+
+    def _semaphore(self) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()
+        if self._slots is None or self._loop is not loop:  # one per event loop (tests make several)
+            self._slots, self._loop = asyncio.Semaphore(self.max_bodies), loop
+        return self._slots
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http" or scope["method"] not in _BODY_METHODS:
             await self.app(scope, receive, send)
             return
+        slots = self._semaphore()
+        try:
+            await asyncio.wait_for(slots.acquire(), timeout=self.read_timeout_s)
+        except asyncio.TimeoutError:
+            await _send_error(send, 503, f"the server is busy receiving {self.max_bodies} other uploads; "
+                              "try again", [(b"retry-after", b"5"), (b"connection", b"close")])
+            return
+        try:
+            await self._limited(scope, receive, send)
+        finally:
+            slots.release()
+
+    async def _limited(self, scope, receive, send) -> None:
         too_large = f"upload too large: the limit is {_size(self.max_bytes)} per request"
         for name, value in scope.get("headers", []):
             if name == b"content-length":

@@ -28,10 +28,17 @@ def app_from_env():
     return create_app(os.environ[BUNDLE_ENV], ServeConfig.from_json(os.environ[CONFIG_ENV]))
 
 
+# Connections (and requests) one process takes at once; beyond it uvicorn answers a plain-text 503.
+# Per process: every worker applies it to itself. An idle or waiting connection costs little (uvicorn
+# stops reading a body it has buffered 64 KB of); the bodies held in full are bounded separately,
+# by ServeConfig.body_slots (LimitsMiddleware).
+CONNECTIONS_PER_PROCESS = 256
+
+
 def _uvicorn_options(config: ServeConfig) -> dict:
     return {"host": config.host, "port": config.port, "log_level": "info",
             "timeout_keep_alive": 5, "timeout_graceful_shutdown": 10,
-            "limit_concurrency": 256 * config.workers, "server_header": False}
+            "limit_concurrency": CONNECTIONS_PER_PROCESS, "server_header": False}
 
 
 def check_address(host: str, port: int) -> None:
@@ -56,7 +63,7 @@ def run(bundle: str | os.PathLike, config: ServeConfig) -> None:
 
     bundle = Path(bundle).resolve()
     check_address(config.host, config.port)
-    if config.allow_add and config.token is None and config.host not in ("127.0.0.1", "localhost", "::1"):
+    if config.allow_add and config.token is None and not config.loopback:
         print(f"uem serve: warning: anyone who can reach {config.host}:{config.port} can add pictures "
               "(set --token or $UEM_TOKEN)", file=sys.stderr, flush=True)
     where = f"http://{config.host}:{config.port}/"

@@ -4,11 +4,12 @@ No FastAPI here: the routes (api.py) parse and answer, this module does the work
 testable and readable without HTTP.
 
 Concurrency: the engine is opened once. Queries run in a thread pool and need no lock: each takes
-the engine's current immutable snapshot (uem.engine.engine). Adds run one at a time on their own
-single thread, under `write_lock`, which the reload poller takes too; `Engine.add` commits the
-bundle atomically and only then publishes the new snapshot, so a query sees the state before an
-add or after it, never a mix. The poller picks up commits made by other processes (`uemctl index
-add`, the other workers of a multi-worker server).
+the engine's current immutable snapshot once (`_snapshot`) and answers, generation and count
+included, from it alone. Adds run one at a time on their own single thread, under `write_lock`,
+which the reload poller and `close` take too; `Engine.add` commits the bundle atomically and only
+then publishes the new snapshot, so a query sees the state before an add or after it, never a mix.
+The poller picks up commits made by other processes (`uemctl index add`, the other workers of a
+multi-worker server).
 """
 
 from __future__ import annotations
@@ -27,12 +28,27 @@ from PIL import Image
 from ..engine import Engine, QueryResult
 from ..engine.bundle.store import current_generation
 from ..engine.errors import BundleError, ImageError, UemError
-from ..engine.preprocess import IMAGE_EXTENSIONS
+from ..engine.preprocess import IMAGE_EXTENSIONS, preprocess_batch
+from ..engine.search import Snapshot, check_source, domain_state, search_snapshot
 from .config import ServeConfig
-from .media import MediaStore, extension
+from .media import STORABLE_FORMATS, MediaStore, extension
 from .metrics import Metrics
 
 log = logging.getLogger("uem.serve")
+POLLER_JOIN_S = 5.0  # how long close() waits for the reload poller before it takes the write lock
+
+# What GET /v1/info shows: an allow-list, so nothing a manifest carries about the machine that made
+# or serves the bundle (paths of training data, runs, backend addresses) ever leaves the server.
+_INFO_KEYS = ("format_version", "generation", "written_at", "domains", "hnsw", "prototypes",
+              "calibration", "alignment")
+_MODEL_KEYS = ("embed_dim", "preprocess", "opset", "encoder", "encoder_fp32")
+
+
+def _snapshot(engine: Engine) -> Snapshot:
+    """The engine's current immutable state: one query reads it from start to end, so what it
+    reports (generation, count) is what answered. (Engine keeps it private; serve is its one
+    in-package user that needs the state's identity with the answer.)"""
+    return engine._current()  # noqa: SLF001
 
 
 def one_line(text: str, limit: int = 500) -> str:
@@ -87,6 +103,12 @@ class Service:
         self._ids_lock = threading.Lock()
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
+        root = self.engine.path
+        self._root, self._root_name = str(root), root.name
+
+    def redact(self, message: str) -> str:
+        """`message` with the bundle's absolute path replaced by its name (for error answers)."""
+        return message.replace(self._root, self._root_name)
 
     # -- life --------------------------------------------------------------------------------
     def start(self) -> None:
@@ -96,27 +118,40 @@ class Service:
             self._poller.start()
 
     def close(self) -> None:
+        """Stop the poller, finish queued work, then close the engine under the write lock (a
+        reload still running past POLLER_JOIN_S finishes first)."""
         self._stop.set()
         if self._poller is not None:
-            self._poller.join(timeout=5)
+            self._poller.join(timeout=POLLER_JOIN_S)
         self.queries.shutdown(wait=True, cancel_futures=True)
         self.adds.shutdown(wait=True)
         if self._owns_engine:
-            self.engine.close()
+            with self.write_lock:
+                self.engine.close()
 
     def _poll(self) -> None:
         while not self._stop.wait(self.config.reload_interval_s):
             try:
                 self.reload_if_changed()
-            except UemError as e:  # a broken commit elsewhere: keep serving the state we have
-                log.warning("uem serve: not reloading the bundle: %s", one_line(str(e)))
+            except Exception as e:  # noqa: BLE001 - a broken commit elsewhere, a full disk, a bug:
+                # keep serving the state we have, and keep looking
+                what = str(e) if isinstance(e, UemError) else f"{type(e).__name__}: {e}"
+                log.warning("uem serve: not reloading the bundle: %s", one_line(what))
 
     def reload_if_changed(self) -> bool:
+        if current_generation(self.engine.path) in (None, self.engine.generation):
+            return False
+        with self.write_lock:
+            return self._reload_locked()
+
+    def _reload_locked(self) -> bool:
+        """Reload when another process committed (the caller holds write_lock)."""
+        if self._stop.is_set():
+            return False
         gen = current_generation(self.engine.path)
         if gen is None or gen == self.engine.generation:
             return False
-        with self.write_lock:
-            return self.engine.reload()
+        return self.engine.reload()
 
     # -- reading -----------------------------------------------------------------------------
     def check(self, domain: str, source: str | None = None) -> None:
@@ -124,42 +159,38 @@ class Service:
         self.engine.check_domains(domain, source)
 
     def query(self, data: bytes, domain: str, k: int, source: str | None, no_reject: bool) -> Answer:
-        """Engine.query on the uploaded bytes, with the generation and count of the state that
-        answered. The engine reads its snapshot once per query; generations only grow, so when
-        the generation is the same before and after, every read in between saw that one state."""
+        """`Engine.query` on the uploaded bytes, on one snapshot taken once, so the generation and
+        count reported are those of the state that answered."""
         t0 = time.perf_counter()
-        for _ in range(3):
-            gen = self.engine.generation
-            count = self.engine.count(domain)
-            try:
-                result = self.engine.query(data, domain, k=k, source=source, no_reject=no_reject)
-            except ImageError as e:
-                raise named_image_error(e, "the uploaded picture") from None
-            if self.engine.generation == gen:
-                break
-        else:  # three adds committed during three queries: counts only grow, report the newest
-            gen, count = self.engine.generation, self.engine.count(domain)
+        snap = _snapshot(self.engine)
+        state = domain_state(snap, domain)
+        check_source(snap, source)
+        try:
+            vecs = snap.encoder.embed(preprocess_batch([data], snap.info.preprocess))
+        except ImageError as e:
+            raise named_image_error(e, "the uploaded picture") from None
+        result = search_snapshot(snap, vecs, domain, k, source, no_reject)[0]
         self.metrics.observe_query(domain, result.accepted)
-        return Answer(result, gen, count, time.perf_counter() - t0)
+        return Answer(result, snap.info.generation, state.count, time.perf_counter() - t0)
 
     def item_path(self, domain: str, item_id: str) -> Path | None:
         """The picture file the bundle records for `item_id` in `domain`, or None (unknown id, or
         a record that is not a readable picture file). Only recorded paths are ever returned."""
-        row = self._id_map(domain).get(item_id)
+        items = self.engine.items(domain)  # one state: the id map and the row come from it
+        row = self._id_map(domain, items).get(item_id)
         if row is None:
             return None
-        path = Path(self.engine.items(domain)[row]["path"])
+        path = Path(items[row]["path"])
         if not path.is_absolute() or path.suffix.lower() not in IMAGE_EXTENSIONS or not path.is_file():
             return None
         return path
 
     def known_ids(self, domain: str) -> set[str]:
-        return set(self._id_map(domain))
+        return set(self._id_map(domain, self.engine.items(domain)))
 
-    def _id_map(self, domain: str) -> dict[str, int]:
-        """id -> row of the current state's items, cached per items sequence; items only ever
-        grow at the end (adds append), so a grown sequence extends the cached map."""
-        items = self.engine.items(domain)
+    def _id_map(self, domain: str, items: Sequence[dict]) -> dict[str, int]:
+        """id -> row of `items` (one state's items of `domain`), cached per items sequence; items
+        only ever grow at the end (adds append), so a grown sequence extends the cached map."""
         with self._ids_lock:
             cached = self._ids.get(domain)
             if cached is not None and cached[0] is items:
@@ -189,22 +220,33 @@ class Service:
                 raise named_image_error(e, up.name) from None
             except Exception as e:  # noqa: BLE001 - PIL after a successful decode: still a bad file
                 raise ImageError(one_line(f"{up.name}: cannot read image ({e})")) from None
-            checked.append((up, extension(fmt)))
+            ext = extension(fmt)
+            if ext is None:
+                raise ImageError(one_line(f"{up.name}: {fmt or 'this'} pictures cannot be added "
+                                          f"(send {', '.join(STORABLE_FORMATS)})"))
+            checked.append((up, ext))
         with self.write_lock:
+            # Another worker's commit first, so `present` is what the bundle holds now.
+            self._reload_locked()
             present = self.known_ids(domain)
             stored: dict[str, tuple[Upload, Path]] = {}
             for up, ext in checked:
                 digest, path = self.media.put(up.data, ext)
                 stored.setdefault(digest, (up, path))
-            new = [d for d in stored if d not in present]
+            todo = [d for d in stored if d not in present]
             added = 0
-            if new:
-                added = self.engine.add(domain, [stored[d][1] for d in new], ids=new,
+            if todo:
+                added = self.engine.add(domain, [stored[d][1] for d in todo], ids=todo,
                                         metadata=[{"sha256": d, "filename": one_line(stored[d][0].name, 200)}
-                                                  for d in new])
-            gen, count = self.engine.generation, self.engine.count(domain)
+                                                  for d in todo])
+            # The engine now serves the state just committed (nothing else writes under this
+            # lock), where the rows this add appended are the last `added` ones: those are new,
+            # even if another process committed some of `todo` in between.
+            items = self.engine.items(domain)
+            gen, count = self.engine.generation, len(items)
+            new = {it["id"] for it in items[count - added:]} if added else set()
         self.metrics.observe_add(domain, added)
-        return {"domain": domain, "added": added, "present": len(stored) - len(new),
+        return {"domain": domain, "added": added, "present": len(stored) - added,
                 "generation": gen, "count": count,
                 "items": [{"id": d, "filename": one_line(up.name, 200), "new": d in new}
                           for d, (up, _) in stored.items()]}
@@ -215,10 +257,18 @@ class Service:
         return [{"name": d, "count": eng.count(d)} for d in eng.domains]
 
     def info(self) -> dict:
-        """The bundle's summary without where it lives on the server's disk."""
-        s = dict(self.engine.info())
-        s["bundle"] = Path(s.pop("path")).name
-        return s
+        """The bundle's summary, allow-listed: facts about the model and its state, nothing about
+        where the bundle, its training data or its backend live."""
+        s = self.engine.info()
+        out = {"bundle": Path(s["path"]).name, **{k: s[k] for k in _INFO_KEYS if k in s}}
+        model = s.get("model") or {}
+        out["model"] = {k: model[k] for k in _MODEL_KEYS if k in model}
+        parity = (model.get("extra") or {}).get("parity")
+        if isinstance(parity, dict):
+            out["model"]["parity"] = {k: v for k, v in parity.items() if isinstance(v, (int, float))}
+        if isinstance(s.get("backend"), dict):
+            out["backend"] = {"kind": s["backend"].get("kind")}
+        return out
 
     def gauges(self) -> dict:
         try:

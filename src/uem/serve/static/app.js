@@ -1,5 +1,6 @@
 // The uem page: pick, drop or draw a picture, search a domain, show the hits or "no match".
-// Plain JavaScript served as is (no build step, nothing loaded from elsewhere).
+// Plain JavaScript served as is (no build step, nothing loaded from elsewhere). Every URL is
+// relative to the page, so the page also works served under a path prefix (behind a proxy).
 "use strict";
 
 (function () {
@@ -15,7 +16,7 @@
   // ---- domains ------------------------------------------------------------------------------
   async function loadDomains() {
     try {
-      const r = await fetch("/v1/domains");
+      const r = await fetch("v1/domains");
       const body = await r.json();
       if (!r.ok) throw new Error(body.error || r.statusText);
       const names = body.domains.map((d) => d.name);
@@ -46,7 +47,7 @@
     statusEl.textContent = `Searching ${domainSel.value}…`;
     document.body.classList.add("busy");
     try {
-      const r = await fetch("/v1/query", { method: "POST", body: form, signal: inFlight.signal });
+      const r = await fetch("v1/query", { method: "POST", body: form, signal: inFlight.signal });
       let body;
       try { body = await r.json(); } catch (_) { body = { error: `${r.status} ${r.statusText}` }; }
       if (!r.ok) { showError(body.error || `${r.status} ${r.statusText}`); return; }
@@ -69,7 +70,7 @@
       ? (weak ? `Weak match in ${res.domain}` : `Match in ${res.domain}`)
       : `No match in ${res.domain}`;
     $("banner-reason").textContent = res.reason;
-    grid.replaceChildren(...res.hits.map((h, i) => card(h, i + 1)));
+    grid.replaceChildren(...res.hits.map((h, i) => card(h, i + 1, res.domain)));
     bringIntoView();
   }
 
@@ -79,11 +80,12 @@
     if (top > window.innerHeight * 0.6 || top < 0) $("answer-title").scrollIntoView({ block: "start" });
   }
 
-  function card(hit, rank) {
+  function card(hit, rank, domain) {
     const fig = document.createElement("figure");
     fig.className = "hit";
     const img = document.createElement("img");
-    img.src = hit.image;
+    // relative to the page, so it works behind a proxy's path prefix too
+    img.src = `v1/items/${encodeURIComponent(domain)}/${encodeURIComponent(hit.id)}/image`;
     img.alt = hit.id;
     img.loading = "lazy";
     img.decoding = "async";
