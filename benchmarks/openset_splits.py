@@ -124,6 +124,9 @@ def main() -> None:
     ap.add_argument("--queries", choices=("clean", "wild"), default="clean")
     ap.add_argument("--rules", default=",".join(RULES))
     args = ap.parse_args()
+    unknown = set(args.rules.split(",")) - set(RULES)
+    if unknown:
+        ap.error(f"--rules: unknown {', '.join(sorted(unknown))} (known: {', '.join(RULES)})")
     info = read_bundle(args.bundle)
     stored = {d: info.load_vectors(d, mmap=False) for d in info.domains}
     encoder = Engine.open(args.bundle)

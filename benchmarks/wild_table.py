@@ -78,6 +78,8 @@ def pair_table(rows: list[dict], data_name: str, config: str = "default") -> lis
     for pair, clean in row["pairs"]["clean"].items():
         r, b = row["pairs"]["reframed"][pair], row["pairs"]["background"][pair]
         c = clean[key]
+        if not c:      # no clean hit to compare with: ratios mean nothing
+            continue
         fails = []
         if c and r[key] < 0.8 * c:
             fails.append("reframed < 0.8x")

@@ -79,8 +79,8 @@ def test_a_gradient_backdrop_is_modelled_and_whitened():
     h, w = 120, 160
     x = np.linspace(0, 1, w, dtype=np.float32)[None, :, None]
     grad = (np.array([200, 80, 40], np.float32) + x * np.array([-150, 100, 180], np.float32)) * np.ones((h, 1, 1))
-    model, noise = fit_backdrop(grad)
-    assert noise < 1.0 and np.abs(model - grad).max() < 1.0
+    b = fit_backdrop(grad)
+    assert b.noise < 1.0 and np.abs(b.at(np.arange(w), np.arange(h)) - grad).max() < 1.0
     im = Image.fromarray(grad.astype(np.uint8))
     im.paste(_glyph(40), (20, 40))
     f = _framed(im)
@@ -103,6 +103,26 @@ def test_an_empty_picture_stays_a_valid_query():
         assert px.shape == (64, 64, 3) and px.dtype == np.uint8
     clear = Image.new("RGBA", (20, 20), (0, 0, 0, 0))
     assert square_pixels(clear, PreprocessSpec(size=32)).min() == 255
+
+
+def test_a_large_coloured_picture_is_cropped_at_full_resolution():
+    """A 150 px icon in a 1200 x 2400 screenshot on blue comes out as large as on white."""
+    icon = _glyph(150)
+    crops = []
+    for colour in [(255, 255, 255), (40, 90, 200)]:
+        c = _placed(icon, canvas=(1200, 2400), at=(700, 1500), colour=colour)
+        crops.append(frame_content(c, 128))
+    assert abs(crops[0].size[0] - crops[1].size[0]) <= 6 and crops[1].size[0] >= 150
+    assert np.asarray(crops[1])[0, 0].min() > 240      # the blue became white
+
+
+def test_a_nearly_opaque_picture_is_framed_by_its_colours():
+    """Rounded corners (a screenshot) make alpha < 255 at the edges: the colours still frame it."""
+    rgba = _placed(_glyph(40), canvas=(200, 150), at=(150, 100), colour=(40, 160, 90)).convert("RGBA")
+    a = np.asarray(rgba).copy()
+    a[0, 0, 3] = a[-1, -1, 3] = 0
+    framed = frame_content(Image.fromarray(a, "RGBA"), 128)
+    assert framed.size[0] < 60 and framed.size[1] < 60
 
 
 def test_tiny_and_huge_pictures():

@@ -56,7 +56,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("bundle", type=Path)
     ap.add_argument("data", type=Path)
-    ap.add_argument("--wild", type=Path, help="the wild/ folder of a `uemctl eval --queries wild -o DIR` report")
+    ap.add_argument("--wild", type=Path, help="the wild/v1-seed0 folder of a `uemctl eval --queries wild -o DIR` report")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     info = read_bundle(args.bundle)
@@ -71,7 +71,7 @@ def main() -> None:
     if args.wild:
         with Engine.open(args.bundle) as eng:
             for variant in ("reframed", "background"):
-                folder = next(args.wild.glob(f"*/{variant}"))
+                folder = args.wild / variant
                 wl, wv = {}, {}
                 for d, lab in labels.items():
                     paths = [folder / d / (Path(p).relative_to(args.data.resolve() / d).as_posix() + ".jpg")

@@ -78,7 +78,7 @@ def main() -> None:
     view = LineArtView(spec0.mean, spec0.std)
     results = {"data": str(args.data), "rows": []}
     for size in sizes:
-        spec = PreprocessSpec(size=size, mean=spec0.mean, std=spec0.std)
+        spec = PreprocessSpec(size=size, mean=spec0.mean, std=spec0.std, framing=spec0.framing)
         feats: dict[int, dict[str, tuple[list, list]]] = {b: {} for b in blocks}
         t0 = time.perf_counter()
         for d, lab in labels.items():

@@ -40,6 +40,10 @@ def eval_cmd(
         raise UemError(f"--protocol must be one of {', '.join(PROTOCOLS)}, not {protocol!r}")
     if queries not in QUERIES:
         raise UemError(f"--queries must be one of {', '.join(QUERIES)}, not {queries!r}")
+    if queries == "wild":
+        from ..eval.wild import check_available
+
+        check_available()  # before the bundle is even opened
     try:
         res = evaluate_bundle(bundle, data, protocol=protocol, pairs=pairs, seed=seed, out=report,
                               floor=floor, labels_csv=labels, command="uemctl " + " ".join(sys.argv[1:]),

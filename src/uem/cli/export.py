@@ -41,7 +41,7 @@ def export_cmd(
     block: int = typer.Option(13, "--block", help="--pretrained: the MBConv block (0-15) whose pooled output is the embedding."),
     size: int = typer.Option(128, "--size", help="--pretrained: input size in pixels."),
     no_line_view: bool = typer.Option(False, "--no-line-view", help="--pretrained: the image alone, without its line drawing."),
-    framing: str = typer.Option("content", "--framing", help="--pretrained: content (crop to what is drawn, "
+    framing: Optional[str] = typer.Option(None, "--framing", help="--pretrained: content (the default: crop to what is drawn, "
                                 "plain backdrop to white) or letterbox (the whole canvas)."),
     align: str = typer.Option(AlignConfig.kind, "--align", help="Per-domain alignment: whiten (mean + shrunk ZCA), mean, or none."),
     shrinkage: float = typer.Option(AlignConfig.shrinkage, "--shrinkage", help="Whitening shrinkage, times each domain's mean eigenvalue."),
@@ -59,6 +59,8 @@ def export_cmd(
 
     if (run is None) == (pretrained is None):
         raise ExportError("give a training RUN or --pretrained DATA (one of the two)")
+    if run is not None and framing is not None:
+        raise ExportError("--framing is for --pretrained; a run's bundle frames as the run was trained")
     try:  # the options are ExportConfig's and AlignConfig's fields
         cfg = ExportConfig(index_dirs=parse_index_args(index or []) or None, calib=calib, keep_fp32=keep_fp32,
                            seed=seed, to=to, merge_rule=merge_rule, probes=probes, open_set=open_set, open_set_alpha=open_set_alpha,
@@ -69,7 +71,7 @@ def export_cmd(
     with process_scratch():  # a killed export's temporaries go away with the next export
         if pretrained is not None:
             summary = export_pretrained(pretrained, output, cfg, block=block, size=size,
-                                        line_view=not no_line_view, framing=framing, progress=not quiet, log=err)
+                                        line_view=not no_line_view, framing=framing or "content", progress=not quiet, log=err)
         else:
             summary = export_run(run, output, cfg, progress=not quiet, log=err)
     for line in summary.lines():

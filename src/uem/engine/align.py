@@ -207,8 +207,7 @@ class Alignment:
             out["source/weights"] = np.asarray(self.source_weights, np.float32)
             out["source/bias"] = np.asarray(self.source_bias, np.float32)
         out.update({f"probe/{d}": np.asarray(v, np.float32) for d, v in self.probes.items()})
-        # rows as float32: exact below 2**24 items, and the file stays one dtype, read without pickle
-        out.update({f"probe_rows/{d}": np.asarray(r, np.float32) for d, r in self.probe_rows.items()})
+        out.update({f"probe_rows/{d}": np.asarray(r, np.int64) for d, r in self.probe_rows.items()})
         return out
 
     @classmethod
@@ -230,6 +229,10 @@ class Alignment:
         for name, arr in arrays.items():
             parts = name.split("/")
             arr = np.asarray(arr)
+            if parts[0] == "probe_rows" and len(parts) == 2 and arr.dtype == np.int64 and arr.ndim == 1 \
+                    and np.all(arr >= 0):
+                probe_rows[parts[1]] = arr
+                continue
             if arr.dtype != np.float32 or not np.all(np.isfinite(arr)):
                 raise ValueError(f"alignment array {name} must be finite float32")
             if parts[0] == "mean" and len(parts) == 2 and arr.shape == (dim,):
@@ -240,9 +243,6 @@ class Alignment:
                 maps[(parts[1], parts[2])] = arr
             elif parts[0] == "probe" and len(parts) == 2 and arr.ndim == 2 and arr.shape[1] == dim:
                 probes[parts[1]] = arr
-            elif parts[0] == "probe_rows" and len(parts) == 2 and arr.ndim == 1 \
-                    and np.all(arr >= 0) and np.all(arr == np.round(arr)) and np.all(arr < 2 ** 24):
-                probe_rows[parts[1]] = arr.astype(np.int64)
             else:
                 raise ValueError(f"unexpected alignment array {name} of shape {arr.shape}")
         expected = sorted(f"{a}<->{b}" for a, b in maps)

@@ -17,16 +17,22 @@ a picture whose border is a plain backdrop is cropped to its content and the bac
   that is within the noise of the backdrop becomes white.
 
 It runs at index time and at query time alike (preprocess.square_pixels, when the bundle's
-PreprocessSpec says framing "content"), so both sides are framed by one implementation. All of it
-works on a copy no larger than 2 x the input size, so it costs about a millisecond per picture.
+PreprocessSpec says framing "content"), so both sides are framed by one implementation. The
+backdrop is found on a copy no larger than 2 x the input size and painted on the crop (at most
+2 x the input size too): about 0.6 ms for an icon on white, 4-5 ms for a 400 px picture on colour.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from PIL import Image
 
+# A change to how "content" frames (any constant below) changes what existing bundles' items were
+# indexed with: it gets a new name here, and "content" keeps meaning this algorithm.
 FRAMINGS = ("letterbox", "content")
+VERSION = 1  # of this module's output for the same picture: part of the training cache's fingerprint
 
 MARGIN = 0.04            # margin around the content, as a share of its longer side
 BORDER = 2               # border thickness (work pixels) the backdrop is estimated from
@@ -56,20 +62,49 @@ def _border_mask(h: int, w: int, t: int) -> np.ndarray:
     return m
 
 
-def fit_backdrop(a: np.ndarray) -> tuple[np.ndarray, float] | None:
-    """A smooth backdrop model from the border of `a` (float32 H x W x 3): (the model at every pixel,
-    the border's 90th-percentile residual), or None when the border is not a plain backdrop."""
+@dataclass(frozen=True)
+class Backdrop:
+    """A plane per channel over a picture's normalised coordinates (x, y in [0, 1]), and the noise
+    its border showed around it (90th-percentile residual, 0..255 levels)."""
+
+    coef: np.ndarray        # (3, 3): rows constant, x, y; columns R, G, B
+    noise: float
+    width: int              # the picture it was fitted on
+    height: int
+
+    def at(self, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+        """The model at pixel columns xs and rows ys of the fitted picture: (len(ys), len(xs), 3)."""
+        x = (np.asarray(xs, np.float32) / np.float32(max(self.width - 1, 1)))[None, :, None]
+        y = (np.asarray(ys, np.float32) / np.float32(max(self.height - 1, 1)))[:, None, None]
+        c = self.coef.astype(np.float32)
+        return (c[0] + y * c[2]) + x * c[1]
+
+    @property
+    def threshold(self) -> float:
+        """A pixel farther than this from the model is content."""
+        return max(MIN_CONTRAST, NOISE_FACTOR * self.noise)
+
+
+def _plane(design: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Least squares through the 3 x 3 normal equations in float64: the same answer on every CPU
+    (a BLAS lstsq takes other kernels on AVX2 and AVX-512 machines)."""
+    d = design.astype(np.float64)
+    return np.linalg.solve(d.T @ d + 1e-9 * np.eye(3), d.T @ values.astype(np.float64))
+
+
+def fit_backdrop(a: np.ndarray) -> Backdrop | None:
+    """A smooth backdrop model from the border of `a` (float32 H x W x 3), or None when the border
+    is not a plain backdrop."""
     h, w = a.shape[:2]
     t = min(BORDER, max(1, min(h, w) // 4))
-    border = _border_mask(h, w, t)
-    ys, xs = np.nonzero(border)
-    design = np.stack([np.ones(len(xs), np.float32), xs / max(w - 1, 1), ys / max(h - 1, 1)], axis=1)
-    values = a[ys, xs]
+    ys, xs = np.nonzero(_border_mask(h, w, t))
+    design = np.stack([np.ones(len(xs)), xs / max(w - 1, 1), ys / max(h - 1, 1)], axis=1)
+    values = a[ys, xs].astype(np.float64)
     if values.min() == values.max():  # one exact colour all round (an icon on white): nothing to fit
-        return np.broadcast_to(values[:1][None], a.shape), 0.0
+        return Backdrop(np.vstack([values[0], np.zeros(3), np.zeros(3)]), 0.0, w, h)
     keep = np.ones(len(xs), dtype=bool)
     for _ in range(2):  # fit, drop the border pixels the content crosses, refit
-        coef, *_ = np.linalg.lstsq(design[keep], values[keep], rcond=None)
+        coef = _plane(design[keep], values[keep])
         resid = np.abs(values - design @ coef).max(axis=1)
         keep = resid <= max(INLIER_MIN, NOISE_FACTOR * float(np.quantile(resid[keep], 0.5)))
     if keep.mean() < MIN_INLIERS:
@@ -77,11 +112,7 @@ def fit_backdrop(a: np.ndarray) -> tuple[np.ndarray, float] | None:
     noise = float(np.quantile(resid[keep], 0.9))
     if noise > MAX_BACKDROP_NOISE:
         return None
-    coef = coef.astype(np.float32)
-    xs = np.linspace(0, 1, w, dtype=np.float32)[None, :, None] if w > 1 else np.zeros((1, 1, 1), np.float32)
-    ys = np.linspace(0, 1, h, dtype=np.float32)[:, None, None] if h > 1 else np.zeros((1, 1, 1), np.float32)
-    model = (coef[0] + ys * coef[2]) + xs * coef[1]
-    return model, noise
+    return Backdrop(coef, noise, w, h)
 
 
 def _despeckle(mask: np.ndarray) -> np.ndarray:
@@ -133,6 +164,32 @@ def _on_white(im: Image.Image) -> Image.Image:
     return canvas.convert("RGB")
 
 
+def _residual(a: np.ndarray, model: np.ndarray) -> np.ndarray:
+    d = np.abs(a - model)
+    return np.maximum(np.maximum(d[..., 0], d[..., 1]), d[..., 2])
+
+
+def _paint(crop: Image.Image, box: tuple[int, int, int, int], scale: float, backdrop: Backdrop,
+           size: int) -> Image.Image:
+    """`crop` (the picture's `box`, in pixels `scale` times the work copy's) with every pixel within
+    the backdrop's noise painted white; first brought to at most 2 x size on its longer side."""
+    f = min(1.0, 2 * size / max(crop.size))
+    if f < 1.0:
+        crop = crop.resize((max(1, round(crop.width * f)), max(1, round(crop.height * f))),
+                           Image.Resampling.BILINEAR, reducing_gap=2.0)
+    a = np.asarray(crop, dtype=np.float32)
+    h, w = a.shape[:2]
+    # crop pixel (i, j) -> work-copy coordinates, where the backdrop was fitted
+    xs = (box[0] + (np.arange(w) + 0.5) * (box[2] - box[0]) / w - 0.5) / scale
+    ys = (box[1] + (np.arange(h) + 0.5) * (box[3] - box[1]) / h - 0.5) / scale
+    paint = _residual(a, backdrop.at(xs, ys)) <= backdrop.threshold * 0.5
+    if not paint.any():
+        return crop
+    a = a.copy()
+    a[paint] = 255.0        # a coloured backdrop becomes the white every indexed icon sits on
+    return Image.fromarray(np.clip(a + 0.5, 0, 255).astype(np.uint8), "RGB")
+
+
 def frame_content(im: Image.Image, size: int) -> Image.Image:
     """`im` (RGB, or RGBA with its transparency) -> RGB on white, cropped to its content.
 
@@ -140,30 +197,32 @@ def frame_content(im: Image.Image, size: int) -> Image.Image:
     content at all: an empty picture stays a valid, blank query."""
     if im.mode == "RGBA":
         box = _alpha_box(im)
-        if box is not None:
-            return crop_on_white(_on_white(im), box)
+        im = _on_white(im)
+        if box is not None and not _whole(box, im.size):
+            return crop_on_white(im, box)
+    if im.mode != "RGB":
         im = im.convert("RGB")
     work, back = _work_copy(im, size)
     a = np.asarray(work, dtype=np.float32)
     if min(a.shape[:2]) < 4:
         return im
-    fit = fit_backdrop(a)
-    if fit is None:
+    backdrop = fit_backdrop(a)
+    if backdrop is None:
         return im
-    model, noise = fit
-    d = np.abs(a - model)
-    resid = np.maximum(np.maximum(d[..., 0], d[..., 1]), d[..., 2])
-    content = _despeckle(resid > max(MIN_CONTRAST, NOISE_FACTOR * noise))
-    box = content_box(content)
+    box = content_box(_despeckle(_residual(a, backdrop.at(np.arange(a.shape[1]), np.arange(a.shape[0])))
+                                 > backdrop.threshold))
     if box is None:
         return im
-    backdrop = resid <= max(MIN_CONTRAST, NOISE_FACTOR * noise) * 0.5
-    if backdrop.any() and np.abs(model[backdrop] - 255.0).max() > WHITE_ENOUGH:
-        a = a.copy()
-        a[backdrop] = 255.0     # a coloured backdrop becomes the white every indexed icon sits on
-        work = Image.fromarray(np.clip(a + 0.5, 0, 255).astype(np.uint8), "RGB")
-        back = 1.0              # painted at work resolution: crop the work copy
-    elif back != 1.0:
-        l, t, r, b = box
-        return crop_on_white(im, (round(l * back), round(t * back), round(r * back), round(b * back)))
-    return crop_on_white(work, box)
+    full = (round(box[0] * back), round(box[1] * back), round(box[2] * back), round(box[3] * back))
+    crop = crop_on_white(im, full)
+    centre = backdrop.at(np.array([(box[0] + box[2]) / 2]), np.array([(box[1] + box[3]) / 2]))
+    corners = backdrop.at(np.array([0, a.shape[1] - 1]), np.array([0, a.shape[0] - 1]))
+    if max(np.abs(centre - 255.0).max(), np.abs(corners - 255.0).max()) <= WHITE_ENOUGH:
+        return crop         # a white (or nearly white) backdrop: nothing to paint
+    return _paint(crop, full, back, backdrop, size)
+
+
+def _whole(box: tuple[int, int, int, int], size: tuple[int, int]) -> bool:
+    """The box holds (nearly) the whole picture: its transparency says nothing about the content
+    (a screenshot with rounded corners), so the colours decide."""
+    return box[2] - box[0] >= 0.98 * size[0] and box[3] - box[1] >= 0.98 * size[1]

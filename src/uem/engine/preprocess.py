@@ -220,10 +220,22 @@ def normalize(pixels: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
 def square_pixels(source: ImageSource, spec: PreprocessSpec) -> np.ndarray:
     """Decode + orient + RGB-on-white (+ content framing) + letter-box: uint8 (S, S, 3).
     Training augments from here."""
-    im = load_image(source, draft_size=spec.size, keep_alpha=spec.framing == "content")
-    if spec.framing == "content":
-        im = frame_content(im, spec.size)
+    if spec.framing != "content":
+        im = load_image(source, draft_size=spec.size)
+    else:
+        # a JPEG decodes at no less than 4 x the input size, so a small icon in a large photo still
+        # has pixels to be cropped to
+        im = frame_content_safely(load_image(source, draft_size=4 * spec.size, keep_alpha=True), spec.size)
     return np.asarray(fit_square(im, spec.size, spec.resample), dtype=np.uint8)
+
+
+def frame_content_safely(im: Image.Image, size: int) -> Image.Image:
+    """frame_content, or (should its numerics ever fail on some picture) the picture unframed on
+    white: framing improves a query, it must never be the reason one fails."""
+    try:
+        return frame_content(im, size)
+    except (ValueError, ArithmeticError, np.linalg.LinAlgError, MemoryError):
+        return _to_rgb_on_white(im)
 
 
 def preprocess(source: ImageSource, spec: PreprocessSpec) -> np.ndarray:

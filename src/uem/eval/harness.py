@@ -184,8 +184,9 @@ def _wild_results(embed_fn: EmbedFn, all_labels: dict[str, DomainLabels], vector
     {variant: {"pairs": [...], "summary": {...}}}."""
     import tempfile
 
-    from .wild import VARIANTS, VERSION, write_wild_copies
+    from .wild import VARIANTS, VERSION, check_available, write_wild_copies
 
+    check_available()
     tmp = tempfile.TemporaryDirectory(prefix="uem-wild-") if wild_dir is None else None
     folder = Path(tmp.name) if tmp else Path(wild_dir)
     out = {}

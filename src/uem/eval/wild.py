@@ -39,6 +39,14 @@ TEXTURES = ("brick.png", "grass.png", "gravel.png", "coffee.png", "chelsea.png",
             "astronaut.png", "motorcycle_left.png")
 
 
+def check_available() -> None:
+    """Raise UemError (one line) unless what wild copies need is installed: scipy (cut-outs) and
+    scikit-image's sample photographs (backgrounds); called before any copy is made."""
+    if importlib.util.find_spec("scipy") is None:
+        raise UemError("wild queries need scipy: pip install 'uem[eval]'")
+    texture_files()
+
+
 def texture_files() -> list[Path]:
     """The photographs the "background" variant cuts backdrops from (scikit-image ships them; the
     package is found, not imported). Raises UemError when scikit-image is not installed."""
@@ -91,9 +99,9 @@ def compose(content: Image.Image, canvas: Image.Image, rng: np.random.Generator,
 def gradient(w: int, h: int, a: np.ndarray, b: np.ndarray, rng: np.random.Generator,
              noise: float) -> Image.Image:
     """A linear gradient from colour a to b at a random angle, with Gaussian noise of sd `noise`."""
-    angle = rng.uniform(0, 2 * np.pi)
-    t = np.cos(angle) * np.arange(w, dtype=np.float32)[None, :] / w \
-        + np.sin(angle) * np.arange(h, dtype=np.float32)[:, None] / h
+    angle = rng.uniform(0, 2 * np.pi)   # float32 throughout: the same pixels under numpy 1.x and 2.x
+    t = np.float32(np.cos(angle)) * np.arange(w, dtype=np.float32)[None, :] / np.float32(w) \
+        + np.float32(np.sin(angle)) * np.arange(h, dtype=np.float32)[:, None] / np.float32(h)
     t = (t - t.min()) / max(float(t.max() - t.min()), 1e-6)
     img = a + t[..., None] * (b - a) + rng.normal(0, noise, (h, w, 3)).astype(np.float32)
     return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8), "RGB")

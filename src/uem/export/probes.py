@@ -23,6 +23,7 @@ from ..engine.preprocess import PreprocessSpec, normalize, square_pixels
 from ..train.placement import placed_view
 
 PROBES_PER_DOMAIN = 256
+CHUNK = 64
 
 
 def probe_rows(n_items: int, domain: str, seed: int, n: int = PROBES_PER_DOMAIN) -> np.ndarray:
@@ -43,10 +44,14 @@ def wild_probes(paths: dict[str, Sequence[Path]], spec: PreprocessSpec, embed: C
         if len(items) == 0:
             continue
         r = probe_rows(len(items), d, seed, n)
-        pix = np.stack([placed_view(square_pixels(items[i], spec),
-                                    np.random.default_rng([seed, zlib.crc32(d.encode("utf-8")), int(i)]))
-                        for i in r])
-        probes[d] = np.asarray(embed(normalize(pix, spec)), np.float32)
+        parts = []
+        for start in range(0, len(r), CHUNK):   # bounded memory whatever --probes says
+            pix = np.stack([placed_view(square_pixels(items[i], spec),
+                                        np.random.default_rng([seed, zlib.crc32(d.encode("utf-8")), int(i)]),
+                                        spec=spec)
+                            for i in r[start:start + CHUNK]])
+            parts.append(np.asarray(embed(normalize(pix, spec)), np.float32))
+        probes[d] = np.concatenate(parts)
         rows[d] = r
         if advance:
             advance(len(r))

@@ -25,7 +25,7 @@ from uem.engine.prototypes import PrototypeGraph
 SIZE = 32
 DIM = 8
 # letter-boxed: "sketch" is a coloured square ON WHITE, and content framing would crop the white away
-# (tests/test_framing.py and test_engine_framing.py cover framing, with bundles that use it)
+# (tests/test_framing.py covers framing; tests/test_engine_framing.py bundles that use it)
 SPEC = PreprocessSpec(size=SIZE, framing="letterbox")
 COLOURS = {"red": (220, 30, 30), "green": (30, 190, 40), "blue": (30, 40, 220),
            "yellow": (230, 220, 30)}
@@ -97,9 +97,11 @@ def write_images(folder: Path, concepts: dict[str, list[str]], n_per: int, seed:
 
 def make_bundle(root: Path, *, concepts: dict[str, list[str]] | None = None, n_per: int = 6,
                 seed: int = 0, calibration: dict | None = None, hnsw: HnswParams | None = None,
-                keep_fp32: bool = False, name: str = "model.uem", alignment=None) -> Path:
+                keep_fp32: bool = False, name: str = "model.uem", alignment=None,
+                spec: PreprocessSpec = SPEC) -> Path:
     """Build images, embed them with the tiny encoder, derive prototypes and write a bundle.
-    `alignment`: a uem.engine.align.Alignment for the bundle (default none)."""
+    `alignment`: a uem.engine.align.Alignment for the bundle (default none); `spec`: how its
+    pictures are preprocessed (default letter-boxed, see SPEC)."""
     concepts = concepts or DEFAULT_CONCEPTS
     root.mkdir(parents=True, exist_ok=True)
     enc_path = make_encoder(root / "src" / "encoder.onnx")
@@ -110,7 +112,7 @@ def make_bundle(root: Path, *, concepts: dict[str, list[str]] | None = None, n_p
     means = []
     for di, dom in enumerate(names):
         paths = [p for p, _ in images[dom]]
-        vecs = enc.embed(preprocess_batch(paths, SPEC))
+        vecs = enc.embed(preprocess_batch(paths, spec))
         items = [{"id": f"{dom}/{c}/{p.name}", "path": str(p), "label": c}
                  for p, c in images[dom]]
         domains.append(DomainData(dom, vecs, items))
@@ -133,7 +135,7 @@ def make_bundle(root: Path, *, concepts: dict[str, list[str]] | None = None, n_p
                            domain_means=np.array(means))
     bundle = root / name
     write_bundle(bundle, encoder_onnx=enc_path,
-                 encoder_fp32_onnx=enc_path if keep_fp32 else None, preprocess=SPEC,
+                 encoder_fp32_onnx=enc_path if keep_fp32 else None, preprocess=spec,
                  embed_dim=DIM, domains=domains, prototypes=graph,
                  hnsw=hnsw or HnswParams(M=8, ef_construction=40, ef_search=16),
                  calibration=calibration or {}, extra={"parity": {"mean_cos": 1.0, "min_cos": 1.0,

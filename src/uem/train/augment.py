@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from ..engine.preprocess import PreprocessSpec
 from .placement import placed_view
 
 STYLES = ("colour", "grey", "edges", "phase", "invert")
@@ -151,11 +152,13 @@ def stroke(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return _extreme3(x, np.minimum if rng.random() < 2 / 3 else np.maximum)
 
 
-def augment(pixels: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
-    """One random view of a uint8 (S, S, 3) picture; the same shape and dtype back."""
+def augment(pixels: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator,
+            spec: PreprocessSpec | None = None) -> np.ndarray:
+    """One random view of a uint8 (S, S, 3) picture; the same shape and dtype back. A placed view
+    is framed as `spec` frames a query (default: content framing)."""
     weights = np.asarray(cfg.style_p, dtype=np.float64)
     if cfg.place_p and rng.random() < cfg.place_p:
-        x = placed_view(pixels, rng, cfg.rotate_deg, photos=cfg.place_photos).astype(np.float32)
+        x = placed_view(pixels, rng, cfg.rotate_deg, photos=cfg.place_photos, spec=spec).astype(np.float32)
         # a placed view keeps its look (colour or grey): the stroke styles turn a backdrop's noise
         # into a field of specks that no query looks like
         weights = weights * np.isin(STYLES, PLACED_STYLES)

@@ -18,7 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..engine.framing import VERSION as FRAMING_VERSION
 from ..engine.preprocess import PreprocessSpec, normalize
+from ..eval.wild import VERSION as WILD_VERSION
 from .augment import VERSION as AUGMENT_VERSION
 from .augment import AugmentConfig, augment
 from .data import ImageSet
@@ -28,11 +30,13 @@ from .run import save_torch_atomic
 CACHE = "trunk_cache.pt"
 
 
-def view_pixels(images: ImageSet, idx: np.ndarray, view: int, aug: AugmentConfig, seed: int) -> np.ndarray:
-    """uint8 (len(idx), S, S, 3): view 0 is the picture itself, others seeded augmentations."""
+def view_pixels(images: ImageSet, idx: np.ndarray, view: int, aug: AugmentConfig, seed: int,
+                spec: PreprocessSpec | None = None) -> np.ndarray:
+    """uint8 (len(idx), S, S, 3): view 0 is the picture itself, others seeded augmentations
+    (placed views framed as `spec` frames a query)."""
     if view == 0:
         return images.pixels[idx]
-    return np.stack([augment(images.pixels[i], aug, np.random.default_rng([seed, view, int(i)]))
+    return np.stack([augment(images.pixels[i], aug, np.random.default_rng([seed, view, int(i)]), spec)
                      for i in idx])
 
 
@@ -55,11 +59,11 @@ def compute(encoder: Encoder, images: ImageSet, views: int, aug: AugmentConfig, 
     out: torch.Tensor | None = None
     # Augmenting the next batch (numpy/PIL) overlaps with the trunk on the current one.
     with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(view_pixels, images, jobs[0][1], jobs[0][0], aug, seed)
+        pending = pool.submit(view_pixels, images, jobs[0][1], jobs[0][0], aug, seed, spec)
         for k, (v, idx) in enumerate(jobs):
             pix = pending.result()
             if k + 1 < len(jobs):
-                pending = pool.submit(view_pixels, images, jobs[k + 1][1], jobs[k + 1][0], aug, seed)
+                pending = pool.submit(view_pixels, images, jobs[k + 1][1], jobs[k + 1][0], aug, seed, spec)
             x = torch.from_numpy(normalize(pix, spec)).to(device)
             h = encoder.trunk(x).to(torch.float16).cpu()
             if out is None:
@@ -77,7 +81,8 @@ def fingerprint(images: ImageSet, views: int, aug: AugmentConfig, seed: int, spe
                 freeze_blocks: int) -> str:
     """What the cache depends on: the pixels, the views and the frozen part of the model."""
     h = hashlib.sha256()
-    h.update(json.dumps([views, seed, spec.to_dict(), freeze_blocks, repr(aug), AUGMENT_VERSION]).encode())
+    h.update(json.dumps([views, seed, spec.to_dict(), freeze_blocks, repr(aug), AUGMENT_VERSION,
+                         FRAMING_VERSION, WILD_VERSION]).encode())
     h.update(images.pixels.tobytes())
     h.update(images.domain.tobytes())
     return h.hexdigest()

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from ..engine.framing import frame_content
-from ..engine.preprocess import fit_square
+from ..engine.preprocess import PreprocessSpec, fit_square
 from ..eval.wild import TEXTURES, compose, cut_out, gradient, random_colour, texture_files
 
 BACKDROPS = ("white", "flat", "gradient", "field", "stripes")
@@ -76,9 +76,11 @@ def synthetic_backdrop(w: int, h: int, rng: np.random.Generator, photos: bool = 
 
 
 def placed_view(pixels: np.ndarray, rng: np.random.Generator, rotate_deg: float = 10.0,
-                scale: tuple[float, float] = (0.35, 0.95), photos: bool = False) -> np.ndarray:
-    """uint8 (S, S, 3) on white -> the same picture placed on a synthetic backdrop and framed by
-    the engine (frame_content + letter-box): uint8 (S, S, 3)."""
+                scale: tuple[float, float] = (0.35, 0.95), photos: bool = False,
+                spec: PreprocessSpec | None = None) -> np.ndarray:
+    """uint8 (S, S, 3) on white -> the same picture placed on a synthetic backdrop and preprocessed
+    as a query of a bundle with `spec` would be (content framing unless the spec letter-boxes, then
+    the letter-box at its resampling): uint8 (S, S, 3)."""
     size = pixels.shape[0]
     long_side = int(size * rng.uniform(1.5, 2.5))
     aspect = float(np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3))))
@@ -87,4 +89,6 @@ def placed_view(pixels: np.ndarray, rng: np.random.Generator, rotate_deg: float 
                      rotate_deg)
     if rng.random() < 1 / 3:
         canvas = canvas.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.3, 1.0))))
-    return np.asarray(fit_square(frame_content(canvas, size), size), dtype=np.uint8)
+    spec = spec or PreprocessSpec(size=size)
+    framed = frame_content(canvas, size) if spec.framing == "content" else canvas
+    return np.asarray(fit_square(framed, size, spec.resample), dtype=np.uint8)
