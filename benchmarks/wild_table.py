@@ -2,6 +2,7 @@
 """Markdown tables from benchmarks/wild_queries.py results (what RESULTS.md "Wild queries" shows).
 
     .venv/bin/python benchmarks/wild_table.py benchmarks/results/wild_emoji3.json [--pairs]
+    .venv/bin/python benchmarks/wild_table.py --openset benchmarks/results/openset_wild_emoji3.json
 
 Per configuration (mean ± std over its seeds): clean, reframed and background top-1 identity (or
 P@1 category where the domains share no identity), mAP@All and "no match" acceptance; the wild /
@@ -104,7 +105,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("results", type=Path)
     ap.add_argument("--pairs", action="store_true")
+    ap.add_argument("--openset", action="store_true", help="RESULTS is an openset_splits.py --queries wild file")
     args = ap.parse_args()
+    if args.openset:
+        print("\n".join(openset_table(args.results)))
+        return
     rows = json.loads(args.results.read_text())["rows"]
     data_name = Path(rows[0]["data"]).name
     print("\n".join(summary_table(rows)))
@@ -115,3 +120,22 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def openset_table(path: Path) -> list[str]:
+    """benchmarks/openset_splits.py --queries wild results: per query kind, the close-set
+    acceptance and, over the open splits, mean detection / acceptance / H / AUROC."""
+    rows = json.loads(path.read_text())["rows"]
+    out = ["| queries | close: acceptance | open: detection | open: acceptance | open: H | open: AUROC |",
+           "|---|---|---|---|---|---|"]
+    for view in dict.fromkeys(r.get("queries", "clean") for r in rows):
+        mine = [r for r in rows if r.get("queries", "clean") == view]
+        close = [r["known_acceptance"] for r in mine if r["situation"] == "close"]
+        opened = [r for r in mine if r["situation"] != "close"]
+
+        def m(key):
+            vals = [r[key] for r in opened if r[key] is not None]
+            return f"{np.mean(vals):.3f}" if vals else "n/a"
+        out.append(f"| {view} | {np.mean(close):.3f} | {m('private_detection')} | {m('known_acceptance')} | "
+                   f"{m('h_score')} | {m('auroc')} |")
+    return out
