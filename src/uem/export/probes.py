@@ -1,13 +1,16 @@
-"""Probes: embeddings of wild copies of a sample of each domain's items, for the "no match" rule.
+"""Probes (opt-in, `uemctl export --probes N`): embeddings of wild copies of a sample of each
+domain's items, for the "no match" rule.
 
 Why: the anchored rule (engine/openset/anchored.py) learns how close a confident match is from
 the bundle's own items, which are all framed alike; a user's picture is farther from everything,
-so a rule calibrated on indexed pictures alone refused a third to two thirds of the wild queries
-whose concept was there (benchmarks/RESULTS.md, "Wild queries"). So export embeds, per domain, a
+so a rule calibrated on indexed pictures alone refuses more of them (emoji3: 36 % of the queries on
+a background whose concept was there; benchmarks/RESULTS.md, "Wild queries"). With probes, export
+embeds, per domain, a
 placed copy (train/placement.py: the synthetic backdrops, scales and positions training uses;
 never the benchmark's photographs) of up to PROBES_PER_DOMAIN items, through the bundle's own
 preprocessing and int8 encoder, and stores them in the alignment file with the row of the item
-each one copies. The calibration (export/openset.py) counts the copy of a confident match as a
+each one copies. Off by default (ExportConfig.probes says why: one threshold then stops finding
+missing concepts). The calibration (export/openset.py) counts the copy of a confident match as a
 confident match too; `uemctl index realign` refits from the stored probes without any image.
 """
 
