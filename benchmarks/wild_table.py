@@ -66,13 +66,14 @@ def summary_table(rows: list[dict]) -> list[str]:
     return out
 
 
-def pair_table(rows: list[dict], data_name: str, config: str = "default") -> list[str]:
+def pair_table(rows: list[dict], data_name: str, config: str = "default", floor_file: Path | None = None) -> list[str]:
     row = next((r for r in rows if r["config"] == config), None)
     if row is None:
         return []
     key = hit_key(rows)
     floor_row = next((r for r in rows if r["config"] == "floor"), None)
     floor = ({p: v["map"] for p, v in floor_row["pairs"]["clean"].items()} if floor_row
+             else {p["pair"]: p["map"] for p in json.loads(floor_file.read_text())["pairs"]} if floor_file
              else EMOJI3_FLOOR_MAP if data_name == "emoji3" else {})
     out = [f"| pair ({config}, seed {row['seed']}) | clean | reframed (x) | background (x) | mAP clean / r / b | "
            "floor mAP | accept r / b | targets |", "|---|---|---|---|---|---|---|---|"]
@@ -101,27 +102,6 @@ def pair_table(rows: list[dict], data_name: str, config: str = "default") -> lis
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("results", type=Path)
-    ap.add_argument("--pairs", action="store_true")
-    ap.add_argument("--openset", action="store_true", help="RESULTS is an openset_splits.py --queries wild file")
-    args = ap.parse_args()
-    if args.openset:
-        print("\n".join(openset_table(args.results)))
-        return
-    rows = json.loads(args.results.read_text())["rows"]
-    data_name = Path(rows[0]["data"]).name
-    print("\n".join(summary_table(rows)))
-    if args.pairs:
-        print()
-        print("\n".join(pair_table(rows, data_name)))
-
-
-if __name__ == "__main__":
-    main()
-
-
 def openset_table(path: Path) -> list[str]:
     """benchmarks/openset_splits.py --queries wild results: per query kind, the close-set
     acceptance and, over the open splits, mean detection / acceptance / H / AUROC."""
@@ -139,3 +119,27 @@ def openset_table(path: Path) -> list[str]:
         out.append(f"| {view} | {np.mean(close):.3f} | {m('private_detection')} | {m('known_acceptance')} | "
                    f"{m('h_score')} | {m('auroc')} |")
     return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("results", type=Path)
+    ap.add_argument("--pairs", action="store_true")
+    ap.add_argument("--openset", action="store_true", help="RESULTS is an openset_splits.py --queries wild file")
+    ap.add_argument("--floor", type=Path, help="the floor's harness results (benchmarks/floor.py --json)")
+    ap.add_argument("--config", default="default", help="the configuration --pairs shows")
+    args = ap.parse_args()
+    if args.openset:
+        print("\n".join(openset_table(args.results)))
+        return
+    rows = json.loads(args.results.read_text())["rows"]
+    data_name = Path(rows[0]["data"]).name
+    print("\n".join(summary_table(rows)))
+    if args.pairs:
+        print()
+        print("\n".join(pair_table(rows, data_name, config=args.config, floor_file=args.floor)))
+
+
+if __name__ == "__main__":
+    main()
+
