@@ -11,7 +11,6 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 pytest.importorskip("fastapi", reason="the serve extra is not installed (pip install 'uem[serve]')")
@@ -21,26 +20,19 @@ from uem.cli.app import main  # noqa: E402
 from uem.engine import Engine  # noqa: E402
 from uem.serve import ServeConfig  # noqa: E402
 from uem.serve.app import create_app  # noqa: E402
-from uem.testing.bundles import draw, make_bundle, png_bytes  # noqa: E402
+from uem.testing.bundles import make_bundle  # noqa: E402
+from serve_helpers import green_sketches, local  # noqa: E402
 
 TOKEN = "s3cret-token"
 
 
 
-def local(app) -> TestClient:
-    """A client that names the server as a browser on this machine does (Host: 127.0.0.1): a
-    server bound to loopback answers only to its own names."""
-    return TestClient(app, base_url="http://127.0.0.1")
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory) -> Path:
     return make_bundle(tmp_path_factory.mktemp("serve_add"))
 
 
-def green_sketches(n: int, seed: int = 7) -> list[bytes]:
-    """Pictures of a concept the sketch domain lacks, in its style (distinct bytes)."""
-    rng = np.random.default_rng(seed)
-    return [png_bytes(draw("green", "sketch", rng)) for _ in range(n)]
 
 
 def writer(bundle: Path, tmp_path: Path, **kw) -> TestClient:

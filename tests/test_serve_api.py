@@ -16,20 +16,16 @@ import pytest
 from PIL import Image
 
 pytest.importorskip("fastapi", reason="the serve extra is not installed (pip install 'uem[serve]')")
-from fastapi.testclient import TestClient  # noqa: E402
 
 from uem.engine import Engine  # noqa: E402
 from uem.serve import ServeConfig  # noqa: E402
 from uem.serve.app import STATIC, create_app  # noqa: E402
 from uem.serve.middleware import LimitsMiddleware  # noqa: E402
 from uem.testing.bundles import make_aligned_bundle, make_bundle  # noqa: E402
+from serve_helpers import local  # noqa: E402
 
 
 
-def local(app) -> TestClient:
-    """A client that names the server as a browser on this machine does (Host: 127.0.0.1): a
-    server bound to loopback answers only to its own names."""
-    return TestClient(app, base_url="http://127.0.0.1")
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory) -> Path:

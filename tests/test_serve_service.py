@@ -11,7 +11,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 pytest.importorskip("fastapi", reason="the serve extra is not installed (pip install 'uem[serve]')")
@@ -22,7 +21,8 @@ from uem.serve import ServeConfig  # noqa: E402
 from uem.serve import service as service_mod  # noqa: E402
 from uem.serve.api import _run  # noqa: E402
 from uem.serve.service import Service, Upload  # noqa: E402
-from uem.testing.bundles import draw, make_bundle, png_bytes  # noqa: E402
+from uem.testing.bundles import make_bundle  # noqa: E402
+from serve_helpers import green_sketches  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +31,7 @@ def base(tmp_path_factory) -> Path:
 
 
 def sketches(n: int, seed: int = 5) -> list[bytes]:
-    rng = np.random.default_rng(seed)
-    return [png_bytes(draw("green", "sketch", rng)) for _ in range(n)]
+    return green_sketches(n, seed)
 
 
 def service(bundle: Path, tmp_path: Path, **kw) -> Service:
