@@ -141,6 +141,11 @@ def _a(word: str) -> str:
     return ("an " if word[:1].lower() in "aeiou" else "a ") + word
 
 
+def manifest_head(fmt: str, version: int, selection: dict) -> dict:
+    """The keys every set's manifest begins with (read_manifest and check_target read them)."""
+    return {"format": fmt, "format_version": version, "complete": True, "selection": selection}
+
+
 def read_manifest(out: Path, fmt: str) -> dict | None:
     """The manifest of a complete `fmt` set at `out` (`<out>/<fmt>.json`), or None when it is not one."""
     try:

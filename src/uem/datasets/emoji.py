@@ -106,10 +106,7 @@ def _manifest(items, selection, written, left_out) -> dict:
         per_sub[e.subgroup][domain] += 1
     counts = {d: sum(s[d] for s in per_sub.values()) for d in DOMAINS}
     return {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "complete": True,
-        "selection": selection,
+        **build.manifest_head(FORMAT, FORMAT_VERSION, selection),
         "recipe": {
             "items": "fully-qualified emoji of emoji-test.txt, no skin tones (U+1F3FB..1F3FF), "
                      "no Component group",

@@ -220,10 +220,7 @@ def _manifest(src: Source, icons, selection, written, left_out, left_categories)
     names = dict(sorted(names.items()))
     counts = {d: sum(c[d] for c in per_cat.values()) for d in DOMAINS}
     return {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "complete": True,
-        "selection": selection,
+        **build.manifest_head(FORMAT, FORMAT_VERSION, selection),
         "recipe": {
             "items": "every icon of py-phosphor-icons' search/metadata.json with an SVG in all four weights "
                      f"and a category; categories of at least {MIN_PER_CATEGORY} icons",

@@ -298,10 +298,7 @@ def _manifest(selection, written, left_out, kept, dropped, packages) -> dict:
         licences[item.domain][item.license] += 1
     per_cat = {c: v for c, v in per_cat.items() if sum(v.values())}
     return {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "complete": True,
-        "selection": selection,
+        **build.manifest_head(FORMAT, FORMAT_VERSION, selection),
         "recipe": {
             "photo": f"RGB on white, EXIF orientation applied, longer side at most {PHOTO_MAX} px "
                      "(LANCZOS, never enlarged)",

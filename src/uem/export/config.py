@@ -17,7 +17,6 @@ from ..engine.bundle import DOMAIN_NAME, HnswParams
 from ..engine.openset import ALPHA, DEFAULT_RULE, RULES
 from ..train.config import DEFAULT_MERGE_RULE, MERGE_RULES, ConfigError
 from .align import AlignConfig
-from .probes import PROBES_PER_DOMAIN
 
 if TYPE_CHECKING:
     from .quantize import QuantConfig
@@ -70,7 +69,7 @@ class ExportConfig:
     # default: with 256 the rule accepted 0.90 instead of 0.64 of the queries on a background, but
     # found 0.5 % instead of 24 % of the missing concepts (emoji3; phosphor4 likewise), because one
     # threshold cannot tell a far user's picture from a missing concept (benchmarks/RESULTS.md,
-    # "Wild queries"). PROBES_PER_DOMAIN is the measured setting for who prefers acceptance.
+    # "Wild queries"). 256 (export/probes.py PROBES_PER_DOMAIN) is the measured setting for who prefers acceptance.
     probes: int = 0
     overwrite: bool = True            # replace an existing bundle at the output path (atomically)
 
