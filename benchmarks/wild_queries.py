@@ -39,6 +39,7 @@ CONFIGS: dict[str, tuple[list[str] | None, list[str]]] = {
     "pretrained": (None, []),
     "pretrained-letterbox": (None, ["--framing", "letterbox"]),
     "place-photos": (["--place-photos"], []),
+    "pretrained-probes": (None, ["--probes", "256"]),
     "pretrained-b15": (None, ["--block", "15"]),
     "pretrained-224": (None, ["--size", "224"]),
 }
@@ -46,6 +47,7 @@ CONFIGS: dict[str, tuple[list[str] | None, list[str]]] = {
 # re-exported, export arguments); runs are kept under --work for this
 VARIANTS = {
     "default/no-probes": ("default", ["--probes", "0"]),
+    "default/probes-256": ("default", ["--probes", "256"]),
     "default/align-mean": ("default", ["--align", "mean"]),
 }
 
