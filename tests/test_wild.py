@@ -7,7 +7,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from uem.eval.harness import evaluate
-from uem.eval.wild import VARIANTS, _rng, cut_out, texture_files, wild_copy, write_wild_copies
+from uem.eval.wild import TEXTURES, VARIANTS, _rng, cut_out, texture_images, wild_copy, write_wild_copies
 
 
 def _icon(colour=(200, 30, 30), side=64) -> Image.Image:
@@ -27,7 +27,7 @@ def test_cut_out_keeps_white_inside_the_drawing():
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_wild_copy_is_deterministic_and_keeps_the_content_inside(variant):
-    textures = texture_files() if variant == "background" else ()
+    textures = texture_images(TEXTURES) if variant == "background" else ()
     a, qa = wild_copy(_icon(), variant, _rng(3, variant, "x/y.png"), textures)
     b, qb = wild_copy(_icon(), variant, _rng(3, variant, "x/y.png"), textures)
     c, _ = wild_copy(_icon(), variant, _rng(4, variant, "x/y.png"), textures)

@@ -60,8 +60,9 @@ def train_cmd(
     scan(data)  # a bad DATA fails here with one line, before anything is written
     if place_photos:
         from ..eval.wild import texture_files
+        from ..train.placement import TRAIN_TEXTURES
 
-        texture_files()  # scikit-image's sample pictures: one line now, not after loading the images
+        texture_files(TRAIN_TEXTURES)  # scikit-image's sample pictures: one line now, not after loading the images
     # every option is a TrainConfig or ModelConfig field (unset ones keep the field's default); the
     # configs refuse bad values with one line (ConfigError)
     cfg = TrainConfig(data=str(data.resolve()), device=device, merge_rule=merge_rule, merge=not no_merge,

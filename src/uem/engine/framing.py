@@ -44,16 +44,15 @@ INLIER_MIN = 6.0         # border pixels within this of the model (or 3 x the me
 WHITE_ENOUGH = 12.0      # a backdrop within this of white everywhere is left as it is (no repaint)
 
 
-def _work_copy(im: Image.Image, size: int) -> tuple[Image.Image, float]:
-    """The picture at most 2 x size on its longer side, and the factor back to the original."""
-    side = max(im.size)
-    limit = 2 * size
-    if side <= limit:
+def at_most(im: Image.Image, side: int) -> tuple[Image.Image, float]:
+    """`im` shrunk (bilinear) so its longer side is at most `side`, and the factor back to `im`."""
+    longer = max(im.size)
+    if longer <= side:
         return im, 1.0
-    f = limit / side
+    f = side / longer
     small = im.resize((max(1, round(im.size[0] * f)), max(1, round(im.size[1] * f))),
                       Image.Resampling.BILINEAR, reducing_gap=2.0)
-    return small, side / limit
+    return small, longer / side
 
 
 def _border_mask(h: int, w: int, t: int) -> np.ndarray:
@@ -158,7 +157,8 @@ def _alpha_box(im: Image.Image) -> tuple[int, int, int, int] | None:
     return content_box(alpha > 8) or (0, 0, im.size[0], im.size[1])
 
 
-def _on_white(im: Image.Image) -> Image.Image:
+def on_white(im: Image.Image) -> Image.Image:
+    """An RGBA picture composited on white, as RGB."""
     canvas = Image.new("RGBA", im.size, (255, 255, 255, 255))
     canvas.alpha_composite(im)
     return canvas.convert("RGB")
@@ -173,10 +173,7 @@ def _paint(crop: Image.Image, box: tuple[int, int, int, int], scale: float, back
            size: int) -> Image.Image:
     """`crop` (the picture's `box`, in pixels `scale` times the work copy's) with every pixel within
     the backdrop's noise painted white; first brought to at most 2 x size on its longer side."""
-    f = min(1.0, 2 * size / max(crop.size))
-    if f < 1.0:
-        crop = crop.resize((max(1, round(crop.width * f)), max(1, round(crop.height * f))),
-                           Image.Resampling.BILINEAR, reducing_gap=2.0)
+    crop, _ = at_most(crop, 2 * size)
     a = np.asarray(crop, dtype=np.float32)
     h, w = a.shape[:2]
     # crop pixel (i, j) -> work-copy coordinates, where the backdrop was fitted
@@ -197,12 +194,12 @@ def frame_content(im: Image.Image, size: int) -> Image.Image:
     content at all: an empty picture stays a valid, blank query."""
     if im.mode == "RGBA":
         box = _alpha_box(im)
-        im = _on_white(im)
+        im = on_white(im)
         if box is not None and not _whole(box, im.size):
             return crop_on_white(im, box)
     if im.mode != "RGB":
         im = im.convert("RGB")
-    work, back = _work_copy(im, size)
+    work, back = at_most(im, 2 * size)     # the backdrop is found on this copy
     a = np.asarray(work, dtype=np.float32)
     if min(a.shape[:2]) < 4:
         return im

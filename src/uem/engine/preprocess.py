@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageError
-from .framing import FRAMINGS, frame_content
+from .framing import FRAMINGS, frame_content, on_white
 
 ImageSource = Union[str, os.PathLike, bytes, bytearray, BinaryIO, Image.Image, np.ndarray]
 
@@ -135,11 +135,7 @@ def _to_rgb_on_white(im: Image.Image, keep_alpha: bool = False) -> Image.Image:
     if not has_alpha:
         return im.convert("RGB")
     rgba = im.convert("RGBA")
-    if keep_alpha:
-        return rgba
-    canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-    canvas.alpha_composite(rgba)
-    return canvas.convert("RGB")
+    return rgba if keep_alpha else on_white(rgba)
 
 
 def load_image(source: ImageSource, *, draft_size: int | None = None,

@@ -289,17 +289,14 @@ def write_report(results: dict, out_dir: str | Path, floor=None, title: str = "u
     if sheets:
         root = Path(results.get("data_dir", "."))
         (out / "sheets").mkdir(exist_ok=True)
-        for p in results["pairs"]:
-            name = f"sheets/{p['query']}_to_{p['target']}.png"
-            if retrieval_sheet(p, root, out / name):
-                written[name] = out / name
-                images[f"retrieval {p['pair']}"] = name
-        for variant, block in (results.get("wild") or {}).items():
-            for p in block["pairs"] if isinstance(block, dict) else []:
-                name = f"sheets/{variant}_{p['query']}_to_{p['target']}.png"
+        views = [("", results["pairs"])] + [(variant, block["pairs"]) for variant, block
+                                            in (results.get("wild") or {}).items() if isinstance(block, dict)]
+        for variant, pairs in views:
+            for p in pairs:
+                name = f"sheets/{variant + '_' if variant else ''}{p['query']}_to_{p['target']}.png"
                 if retrieval_sheet(p, root, out / name):
                     written[name] = out / name
-                    images[f"retrieval {p['pair']} ({variant} queries)"] = name
+                    images[f"retrieval {p['pair']}" + (f" ({variant} queries)" if variant else "")] = name
     written["report.md"] = out / "report.md"
     written["report.md"].write_text(markdown(results, ftable, images, title, command) + "\n")
     return written

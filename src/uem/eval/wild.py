@@ -20,6 +20,7 @@ is whatever is not white and connected to the border.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import io
 import os
@@ -47,14 +48,20 @@ def check_available() -> None:
     texture_files()
 
 
-def texture_files() -> list[Path]:
-    """The photographs the "background" variant cuts backdrops from (scikit-image ships them; the
-    package is found, not imported). Raises UemError when scikit-image is not installed."""
+def _sample_folder() -> Path:
+    """scikit-image's folder of sample pictures (the package is found, not imported); UemError when
+    scikit-image is not installed."""
     spec = importlib.util.find_spec("skimage")
     if spec is None or not spec.submodule_search_locations:
         raise UemError("wild queries need scikit-image's sample photographs: pip install 'uem[eval]'")
-    folder = Path(list(spec.submodule_search_locations)[0]) / "data"
-    files = [folder / n for n in TEXTURES]
+    return Path(list(spec.submodule_search_locations)[0]) / "data"
+
+
+def texture_files(names: Sequence[str] = TEXTURES) -> list[Path]:
+    """The sample photographs `names` (default: those the "background" variant cuts backdrops
+    from); UemError when scikit-image or one of them is missing."""
+    folder = _sample_folder()
+    files = [folder / n for n in names]
     missing = [f.name for f in files if not f.is_file()]
     if missing:
         raise UemError(f"scikit-image lacks the sample photographs {', '.join(missing)} in {folder}")
@@ -117,22 +124,37 @@ def _rng(seed: int, variant: str, key: str) -> np.random.Generator:
                                   zlib.crc32(key.encode("utf-8"))])
 
 
-def _backdrop(w: int, h: int, rng: np.random.Generator, textures: Sequence[Path]) -> Image.Image:
+@functools.lru_cache(maxsize=4)
+def texture_images(names: tuple[str, ...]) -> tuple[Image.Image, ...]:
+    """scikit-image sample pictures by file name, decoded to RGB once per process."""
+    out = []
+    for path in texture_files(names):
+        with Image.open(path) as im:
+            out.append(im.convert("RGB"))
+    return tuple(out)
+
+
+def texture_crop(textures: Sequence[Image.Image], w: int, h: int, rng: np.random.Generator,
+                 low: float) -> Image.Image:
+    """A random square crop (low..1 of the shorter side) of a random one of `textures`, at w x h."""
+    tex = textures[int(rng.integers(len(textures)))]
+    side = min(tex.size)
+    crop = int(side * rng.uniform(low, 1.0))
+    x, y = int(rng.integers(tex.width - crop + 1)), int(rng.integers(tex.height - crop + 1))
+    return tex.crop((x, y, x + crop, y + crop)).resize((w, h), Image.Resampling.BILINEAR)
+
+
+def _backdrop(w: int, h: int, rng: np.random.Generator, textures: Sequence[Image.Image]) -> Image.Image:
     kind = int(rng.integers(3))
     if kind == 2:
-        with Image.open(textures[int(rng.integers(len(textures)))]) as tex:
-            tex = tex.convert("RGB")
-            side = min(tex.size)
-            crop = int(side * rng.uniform(0.4, 1.0))
-            x, y = int(rng.integers(tex.width - crop + 1)), int(rng.integers(tex.height - crop + 1))
-            return tex.crop((x, y, x + crop, y + crop)).resize((w, h), Image.Resampling.BILINEAR)
+        return texture_crop(textures, w, h, rng, 0.4)
     a = random_colour(rng)
     b = a if kind == 0 else random_colour(rng)
     return gradient(w, h, a, b, rng, float(rng.uniform(2, 8)))
 
 
 def wild_copy(im: Image.Image, variant: str, rng: np.random.Generator,
-              textures: Sequence[Path] = ()) -> tuple[Image.Image, int]:
+              textures: Sequence[Image.Image] = ()) -> tuple[Image.Image, int]:
     """(the re-framed RGB picture, its JPEG quality). Content stays inside the canvas."""
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
@@ -150,7 +172,7 @@ def wild_copy(im: Image.Image, variant: str, rng: np.random.Generator,
 def write_wild_copies(paths: Sequence[Path], root: Path, out_dir: Path, variant: str, seed: int = 0,
                       progress: Callable[[int], None] | None = None) -> list[Path]:
     """A JPEG wild copy of every picture under out_dir/<variant>/<path relative to root>.jpg."""
-    textures = texture_files() if variant == "background" else ()
+    textures = texture_images(TEXTURES) if variant == "background" else ()
     out = []
     for i, p in enumerate(paths):
         p = Path(p)

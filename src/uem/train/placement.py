@@ -20,32 +20,18 @@ from PIL import Image, ImageFilter
 
 from ..engine.framing import frame_content
 from ..engine.preprocess import PreprocessSpec, fit_square
-from ..eval.wild import TEXTURES, compose, cut_out, gradient, random_colour, texture_files
+from ..eval.wild import TEXTURES, compose, cut_out, gradient, random_colour, texture_crop, texture_images
 
 BACKDROPS = ("white", "flat", "gradient", "field", "stripes")
 TRAIN_TEXTURES = ("camera.png", "coins.png", "moon.png", "page.png", "text.png", "cell.png",
                   "clock_motion.png", "retina.jpg", "hubble_deep_field.jpg", "ihc.png")
 assert not set(TRAIN_TEXTURES) & set(TEXTURES), "training must not see the benchmark's backgrounds"
-_PHOTOS: list[Image.Image] = []
-
-
-def _photos() -> list[Image.Image]:
-    """The training textures, decoded once per process (RGB)."""
-    if not _PHOTOS:
-        folder = texture_files()[0].parent
-        for name in TRAIN_TEXTURES:
-            with Image.open(folder / name) as im:
-                _PHOTOS.append(im.convert("RGB"))
-    return _PHOTOS
 
 
 def photo_backdrop(w: int, h: int, rng: np.random.Generator) -> Image.Image:
     """A random crop of a training texture, tinted with a random colour, at w x h."""
-    tex = _photos()[int(rng.integers(len(TRAIN_TEXTURES)))]
-    side = min(tex.size)
-    crop = int(side * rng.uniform(0.3, 1.0))
-    x, y = int(rng.integers(tex.width - crop + 1)), int(rng.integers(tex.height - crop + 1))
-    a = np.asarray(tex.crop((x, y, x + crop, y + crop)).resize((w, h), Image.Resampling.BILINEAR), np.float32)
+    crop = texture_crop(texture_images(TRAIN_TEXTURES), w, h, rng, 0.3)
+    a = np.asarray(crop, np.float32)
     tint = random_colour(rng) / 255.0 if rng.random() < 0.5 else np.ones(3, np.float32)
     return Image.fromarray(np.clip(a * tint * rng.uniform(0.7, 1.3), 0, 255).astype(np.uint8), "RGB")
 
