@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageChops
 
 # A change to how "content" frames (any constant below) changes what existing bundles' items were
 # indexed with: it gets a new name here, and "content" keeps meaning this algorithm.
@@ -73,10 +73,17 @@ class Backdrop:
 
     def at(self, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
         """The model at pixel columns xs and rows ys of the fitted picture: (len(ys), len(xs), 3)."""
+        c = self.coef.astype(np.float32)
+        if self.flat:  # c[0] + 0 * y + 0 * x, bit for bit, without three full-size passes
+            return np.broadcast_to(c[0], (len(ys), len(xs), 3))
         x = (np.asarray(xs, np.float32) / np.float32(max(self.width - 1, 1)))[None, :, None]
         y = (np.asarray(ys, np.float32) / np.float32(max(self.height - 1, 1)))[:, None, None]
-        c = self.coef.astype(np.float32)
         return (c[0] + y * c[2]) + x * c[1]
+
+    @property
+    def flat(self) -> bool:
+        """One colour everywhere (no gradient terms)."""
+        return not self.coef[1:].any()
 
     @property
     def threshold(self) -> float:
@@ -92,8 +99,8 @@ def _plane(design: np.ndarray, values: np.ndarray) -> np.ndarray:
 
 
 def fit_backdrop(a: np.ndarray) -> Backdrop | None:
-    """A smooth backdrop model from the border of `a` (float32 H x W x 3), or None when the border
-    is not a plain backdrop."""
+    """A smooth backdrop model from the border of `a` (H x W x 3, uint8 or float), or None when the
+    border is not a plain backdrop."""
     h, w = a.shape[:2]
     t = min(BORDER, max(1, min(h, w) // 4))
     ys, xs = np.nonzero(_border_mask(h, w, t))
@@ -169,6 +176,20 @@ def _residual(a: np.ndarray, model: np.ndarray) -> np.ndarray:
     return np.maximum(np.maximum(d[..., 0], d[..., 1]), d[..., 2])
 
 
+def _content_mask(work: Image.Image, backdrop: Backdrop) -> np.ndarray:
+    """Pixels of `work` farther from the backdrop than its threshold, before despeckling.
+
+    A backdrop of one exact colour (an icon on white: most indexed pictures and many queries) is
+    compared in uint8 by Pillow, |pixel - colour| per channel exactly as the float model would give
+    it, in a fraction of the time; any other backdrop goes through its float model."""
+    if backdrop.flat and backdrop.noise == 0.0 and np.array_equal(backdrop.coef[0], np.round(backdrop.coef[0])):
+        colour = tuple(int(v) for v in backdrop.coef[0])
+        d = np.asarray(ImageChops.difference(work, Image.new("RGB", work.size, colour)))
+        return np.maximum(np.maximum(d[..., 0], d[..., 1]), d[..., 2]) > backdrop.threshold
+    a = np.asarray(work, dtype=np.float32)
+    return _residual(a, backdrop.at(np.arange(a.shape[1]), np.arange(a.shape[0]))) > backdrop.threshold
+
+
 def _paint(crop: Image.Image, box: tuple[int, int, int, int], scale: float, backdrop: Backdrop,
            size: int) -> Image.Image:
     """`crop` (the picture's `box`, in pixels `scale` times the work copy's) with every pixel within
@@ -200,14 +221,13 @@ def frame_content(im: Image.Image, size: int) -> Image.Image:
     if im.mode != "RGB":
         im = im.convert("RGB")
     work, back = at_most(im, 2 * size)     # the backdrop is found on this copy
-    a = np.asarray(work, dtype=np.float32)
+    a = np.asarray(work)
     if min(a.shape[:2]) < 4:
         return im
     backdrop = fit_backdrop(a)
     if backdrop is None:
         return im
-    box = content_box(_despeckle(_residual(a, backdrop.at(np.arange(a.shape[1]), np.arange(a.shape[0])))
-                                 > backdrop.threshold))
+    box = content_box(_despeckle(_content_mask(work, backdrop)))
     if box is None:
         return im
     full = (round(box[0] * back), round(box[1] * back), round(box[2] * back), round(box[3] * back))
