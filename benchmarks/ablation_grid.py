@@ -43,7 +43,7 @@ PAIRS = {
     "partial": ["twemoji->notomono", "twemoji->openmoji"],
 }
 HALF_OF = {"open": "notomono", "partial": "twemoji"}
-# UEM as docs/method.md specifies it (SN2M in stage 2, its global merge bar: the grid in RESULTS.md was
+# UEM as docs/method.md specifies it (SN2M in stage 2, its global merge bar: the grid in RESULTS-archive.md was
 # trained so); each ablation removes one part
 UEM = {"plain_nn": False, "merge_rule": "global"}
 VARIANTS = {

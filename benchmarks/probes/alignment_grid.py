@@ -8,7 +8,7 @@ self-learned maps and CSLS), the alignment is fitted from the bundle's stored ra
 with `uem.engine.align.pair_score_matrix` (what `Engine.pair_scores` and so `uemctl eval` use) and
 `uem.eval.metrics.retrieval_metrics`. The vectors are the bundle's: the same int8 encoder output
 `uemctl eval` recomputes from DATA, so a variant's numbers are those of a bundle exported with it
-(checked for the exported default: RESULTS.md "Aligned retrieval"). Labels are read by the metrics only.
+(checked for the exported default: RESULTS-archive.md "Aligned retrieval"). Labels are read by the metrics only.
 """
 
 from __future__ import annotations
