@@ -34,16 +34,13 @@ from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
 PAIRS = {
     "close": None,
     "open": ["twemoji->notomono", "openmoji->notomono"],
     "partial": ["twemoji->notomono", "twemoji->openmoji"],
 }
 HALF_OF = {"open": "notomono", "partial": "twemoji"}
-# UEM as docs/method.md specifies it (SN2M in stage 2, its global merge bar: the grid in RESULTS.md was
+# UEM as docs/method.md specifies it (SN2M in stage 2, its global merge bar: the grid in RESULTS-archive.md was
 # trained so); each ablation removes one part
 UEM = {"plain_nn": False, "merge_rule": "global"}
 VARIANTS = {
@@ -91,7 +88,7 @@ def _summary(variant, protocol, seed, times, res, **more) -> dict:
 
 def run_floor(protocol: str, seed: int, args) -> dict:
     """The pretrained network, untrained, scored like a bundle (contrast rule calibrated without labels)."""
-    from floor import cached, pretrained_embed_fn
+    from uem.train.floor import cached_embed_fn, floor_embed_fn
 
     from uem.datasets.folders import scan
     from uem.engine.geometry import unit_rows
@@ -102,7 +99,7 @@ def run_floor(protocol: str, seed: int, args) -> dict:
 
     data = protocol_data(args.data, args.work, protocol, seed)
     t0 = time.perf_counter()
-    embed = cached(pretrained_embed_fn(), args.work / "floor_cache")
+    embed = cached_embed_fn(floor_embed_fn(framing="letterbox"), args.work / "floor_cache")
     vecs = {d: unit_rows(embed(paths)) for d, paths in scan(data).items()}
     domains = sorted(vecs)
     dim = next(iter(vecs.values())).shape[1]

@@ -1,4 +1,4 @@
-"""Export a run and measure what the bundle's int8 encoder costs and buys (benchmarks/RESULTS.md,
+"""Export a run and measure what the bundle's int8 encoder costs and buys (benchmarks/RESULTS-archive.md,
 "Export parity and int8").
 
     .venv/bin/python benchmarks/export_bench.py RUN [-o OUT.uem] [--calib 300] [--iters 500]

@@ -21,20 +21,11 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
+from uem.train.floor import REFERENCE, cached_embed_fn
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 
-# The floor table of docs/benchmarks.md, "The floor" (the reference we must reproduce).
-REFERENCE = {
-    "twemoji->openmoji": {"top1_identity": 0.266, "map": 0.213},
-    "twemoji->notomono": {"top1_identity": 0.124, "map": 0.110},
-    "openmoji->notomono": {"top1_identity": 0.121, "map": 0.124},
-    "notomono->twemoji": {"top1_identity": 0.090, "map": 0.095},
-    "notomono->openmoji": {"top1_identity": 0.086, "map": 0.099},
-    "openmoji->twemoji": {"top1_identity": 0.229, "map": 0.188},
-}
 SECTION = "## Floor"
 
 
@@ -43,36 +34,6 @@ def pretrained_embed_fn(batch_size: int = 32, size: int = 224):
     from uem.train.floor import floor_embed_fn
 
     return floor_embed_fn(batch_size, size, framing="letterbox")
-
-
-def cached(embed_fn, cache_dir: str | Path):
-    """Wrap embed_fn with an on-disk cache keyed by each file's content hash (survives data rebuilds)."""
-    import hashlib
-
-    from uem.engine.atomic import replacing
-
-    cache_dir = Path(cache_dir)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    store = cache_dir / "vectors.npz"
-    stats = {"from_cache": 0, "embedded": 0}
-
-    def embed(paths):
-        known = dict(np.load(store)) if store.exists() else {}
-        keys = [hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in paths]
-        todo = sorted({k: p for k, p in zip(keys, paths) if k not in known}.items())
-        for i in range(0, len(todo), 512):  # saved chunk by chunk: an interrupted run loses little
-            chunk = todo[i:i + 512]
-            fresh = embed_fn([p for _, p in chunk])
-            known.update({k: v for (k, _), v in zip(chunk, fresh)})
-            with replacing(store, suffix=".npz") as tmp:
-                np.savez(tmp, **known)
-        print(f"  {len(paths) - len(todo)} of {len(paths)} vectors from the cache", file=sys.stderr)
-        stats["from_cache"] += len(paths) - len(todo)
-        stats["embedded"] += len(todo)
-        return np.stack([known[k] for k in keys]).astype(np.float32)
-
-    embed.stats = stats
-    return embed
 
 
 def dataset_facts(data_dir: Path) -> dict:
@@ -164,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     embed_fn = pretrained_embed_fn(args.batch)
     if args.cache:
-        embed_fn = cached(embed_fn, args.cache)
+        embed_fn = cached_embed_fn(embed_fn, args.cache)
     domains = {d.name for d in Path(args.data).iterdir() if d.is_dir()} if Path(args.data).is_dir() else set()
     in_order = [p for p in REFERENCE if set(p.split("->")) <= domains] or None  # docs/benchmarks.md's row order
     results = evaluate(embed_fn, args.data, pairs=in_order, protocol="close", seed=0,

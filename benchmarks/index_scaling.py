@@ -1,5 +1,5 @@
 """Index scaling: hnswlib vs numpy brute force at 10k / 100k / 1M synthetic embedding-like vectors
-(benchmarks/RESULTS.md, "Performance").
+(benchmarks/RESULTS-archive.md, "Performance").
 
     .venv/bin/python benchmarks/index_scaling.py run --data clustered --sizes 10000 100000
     .venv/bin/python benchmarks/index_scaling.py run --data clustered --sizes 1000000

@@ -1,4 +1,4 @@
-"""Where `Engine.open` spends its time, stage by stage, in fresh processes (benchmarks/RESULTS.md,
+"""Where `Engine.open` spends its time, stage by stage, in fresh processes (benchmarks/RESULTS-archive.md,
 "Performance"). Mirrors what read_bundle + Engine._load do, in the same order.
 
     .venv/bin/python benchmarks/open_breakdown.py BUNDLE [--items 100000] [--repeats 3]

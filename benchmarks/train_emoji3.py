@@ -6,7 +6,7 @@
     .venv/bin/python benchmarks/train_emoji3.py runs/default [more runs...] --data data/emoji3
 
 Per run and ordered pair (close-set): top-1 identity and subgroup mAP@All, next to the floor
-(benchmarks/floor.py REFERENCE = docs/benchmarks.md's table) and the ratio to it. `--imagenet-size S` also
+(uem.train.floor.REFERENCE = docs/benchmarks.md's table) and the ratio to it. `--imagenet-size S` also
 scores the untrained ImageNet pooled features at S px (what the trainer starts from at that size).
 Writes benchmarks/results/train_<run name>.json (the full harness result per run).
 """
@@ -21,10 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+from uem.train.floor import REFERENCE, floor_embed_fn
 
-from floor import REFERENCE, pretrained_embed_fn  # noqa: E402
+HERE = Path(__file__).resolve().parent
 
 
 def encoder_embed_fn(run: Path, batch_size: int = 64):
@@ -152,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     make = cached_embed_fn if args.from_cache else encoder_embed_fn
     jobs = [(run.name, make(run)) for run in args.runs]
     if args.imagenet_size:
-        jobs.append((f"imagenet{args.imagenet_size}", pretrained_embed_fn(size=args.imagenet_size)))
+        jobs.append((f"imagenet{args.imagenet_size}", floor_embed_fn(size=args.imagenet_size, framing="letterbox")))
     for name, fn in jobs:
         res = score(name, fn, args.data, args.protocol, args.seed)
         (args.out_dir / f"train_{name}.json").write_text(json.dumps(res, indent=1), encoding="utf-8")

@@ -20,21 +20,17 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE / "probes"))
+from uem.eval.labels import load_labels
+from uem.export.align import AlignConfig
+from uem.export.alignscore import score
+from uem.train.config import TrainConfig
 
-from alignment_grid import score  # noqa: E402
-
-from uem.eval.labels import load_labels  # noqa: E402
-from uem.export.align import AlignConfig  # noqa: E402
-from uem.train.config import TrainConfig  # noqa: E402
 
 # name -> TrainConfig changes (from the defaults)
 CONFIGS: dict[str, dict] = {

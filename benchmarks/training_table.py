@@ -14,12 +14,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def fmt(xs: list[float]) -> str:
@@ -65,7 +62,7 @@ def main() -> None:
             print(f"| {e} | " + " | ".join(f"{ep[k]['pairs']}, {ep[k]['precision']:.3f}, "
                                            f"{round(ep[k]['pairs'] * ep[k]['precision'])}" for k in keys) + " |")
     if args.floor:
-        from floor import REFERENCE
+        from uem.train.floor import REFERENCE
 
         default = [r["int8"] for r in rows if r["config"] == "default" and "int8" in r]
         print()

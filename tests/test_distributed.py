@@ -6,7 +6,7 @@ all-reduced (one process: one kernel's reduction), gradients are summed across r
 order than one backward pass, and the matmuls run on half-size slices.
 
 What that rounding grows to depends on the run, so the config here is chosen and the tolerance
-stated from measurements (2026-12-01, the 2-core dev VM, one-off scripts; RESULTS.md,
+stated from measurements (2026-12-01, the 2-core dev VM, one-off scripts; benchmarks/RESULTS-archive.md,
 "Scale-out: multi-process training"):
 
 * The mechanics are exact: one forward + backward of the trained top on a real batch, in float64,

@@ -59,7 +59,7 @@ def _draw(shape: str, colour: tuple, filled: bool, jitter: int) -> Image.Image:
 # was tuned on: it keeps the earlier bar. "line_view" is the current default (linear head + line-art
 # view): its binary stroke pictures share activation ranges with the colour pictures and int8 loses
 # more (measured on this untrained fixture: cos mean 0.956, min 0.906, top-10 overlap 0.88; on the
-# trained emoji3 model 0.991 / 0.963 / 0.85, benchmarks/RESULTS.md "Training").
+# trained emoji3 model 0.991 / 0.963 / 0.85, benchmarks/RESULTS-archive.md "Training").
 # The bars hold on both CPU kinds this suite runs on: with AVX-512 VNNI the plain model measured cos
 # >= 0.99; on an AVX2-only CPU onnxruntime's u8s8 kernels round more (int16 intermediate sums; the
 # reduce_range remedy costs accuracy on VNNI CPUs and did not reach 0.99 either): plain measured cos

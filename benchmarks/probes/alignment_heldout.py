@@ -17,17 +17,14 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).parent))
-from alignment_grid import VARIANTS, bundle_vectors  # noqa: E402
-
-from uem.engine.align import csls_scores, exact_mean_top_k, mean_top_k  # noqa: E402
-from uem.eval.metrics import retrieval_metrics  # noqa: E402
-from uem.export.align import fit_alignment  # noqa: E402
+from uem.engine.align import csls_scores, exact_mean_top_k, mean_top_k
+from uem.eval.metrics import retrieval_metrics
+from uem.export.align import fit_alignment
+from uem.export.alignscore import VARIANTS, bundle_vectors
 
 
 def scores(al, q_raw, qd, td, indexed_src_raw, target_raw):

@@ -1,4 +1,4 @@
-"""The Markdown tables of RESULTS.md "Aligned retrieval", printed from the probes' JSON files.
+"""The Markdown tables of RESULTS-archive.md "Aligned retrieval", printed from the probes' JSON files.
 
     python benchmarks/probes/alignment_tables.py [--results benchmarks/results]
 

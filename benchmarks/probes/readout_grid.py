@@ -5,7 +5,7 @@
 One pass of the ImageNet EfficientNet-Lite0 per image and size collects the average-pooled output
 of every requested MBConv block, for the image and for its line drawing (`LineArtView`, as the
 bundle's encoder draws it). Each read-out is then aligned and scored exactly as
-`alignment_grid.py` does (whitening + maps + CSLS, the export default, and mean + maps + CSLS).
+`alignment_grid.py` does (`uem.export.alignscore`) (whitening + maps + CSLS, the export default, and mean + maps + CSLS).
 Also the encoder's cost per image: torch fp32, batch 1, one thread, for that block and size
 (a relative measure; the bundle's int8 ONNX encoder is faster). Labels are read by the metrics only.
 """
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -22,14 +21,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).parent))
-from alignment_grid import VARIANTS, score  # noqa: E402
-
-from uem.engine.preprocess import PreprocessSpec, preprocess_batch  # noqa: E402
-from uem.eval.labels import load_labels  # noqa: E402
-from uem.train.backbone import load_pretrained  # noqa: E402
-from uem.train.config import ModelConfig  # noqa: E402
-from uem.train.model import LineArtView  # noqa: E402
+from uem.engine.preprocess import PreprocessSpec, preprocess_batch
+from uem.eval.labels import load_labels
+from uem.export.alignscore import VARIANTS, score
+from uem.train.backbone import load_pretrained
+from uem.train.config import ModelConfig
+from uem.train.model import LineArtView
 
 
 @torch.no_grad()

@@ -1,13 +1,10 @@
 """What the grid probes share: their feature file (feats.py's output) and the labels in its order."""
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # alignment_grid
-
-from uem.eval.labels import load_labels  # noqa: E402
+from uem.eval.labels import load_labels
 
 
 def load(feats_path: str, data: str):

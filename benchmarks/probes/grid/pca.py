@@ -1,10 +1,8 @@
 """Cells of the block-13 map under a PCA of several sizes, scored like the bundle (see README.md here)."""
 import sys
-sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
-sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
 import numpy as np, torch, torch.nn.functional as F
 from pathlib import Path
-from alignment_grid import score
+from uem.export.alignscore import score
 from uem.export.align import AlignConfig
 from uem.train.model import principal_directions
 torch.set_num_threads(2)

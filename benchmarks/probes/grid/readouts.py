@@ -1,10 +1,8 @@
 """Read-outs of the untrained block-13 map (pooling, cells, several blocks), scored like the bundle (see README.md here)."""
 import sys
-sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
-sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
 import numpy as np, torch, torch.nn.functional as F
 from pathlib import Path
-from alignment_grid import score
+from uem.export.alignscore import score
 from uem.export.align import AlignConfig
 from uem.train.backbone import load_pretrained
 from uem.train.trainer import keep_freed_memory; keep_freed_memory()

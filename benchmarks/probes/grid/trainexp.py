@@ -1,9 +1,8 @@
 """Quick experiments: train a read-out on cached trunk features with mined mutual CSLS pairs."""
-import sys, time, argparse, itertools, json
-sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
+import time, argparse, itertools, json
 import numpy as np, torch, torch.nn.functional as F
 from pathlib import Path
-from alignment_grid import score
+from uem.export.alignscore import score
 from uem.export.align import AlignConfig
 from uem.engine.align import fit_domains, mutual_csls_pairs
 from uem.eval.labels import load_labels

@@ -28,7 +28,7 @@ OPEN_SET_RULES = RULES
 
 # hnswlib for unit vectors, 1k to ~1M items per domain. M=32 (2*M links at level 0, ~256 B per
 # item): on 100k random unit 128-d vectors, the structure-free worst case, it reached recall@10 0.62
-# at ef=128 where M=16 reached 0.37 (benchmarks/RESULTS.md; measured when the embedding was 128-d,
+# at ef=128 where M=16 reached 0.37 (benchmarks/RESULTS-archive.md, "Export parity and int8"; measured when the embedding was 128-d,
 # the default is now 512-d and was not re-measured at 1M). ef_construction=200 is the usual
 # quality/time point; ef_search=128 is a starting point that the 1M index benchmark should confirm
 # on embedding-like data (the engine may raise it per query).
@@ -62,7 +62,7 @@ class ExportConfig:
     merge_rule: str = DEFAULT_MERGE_RULE  # the bundle's cross-domain links (uem.train.config says why)
     open_set: str = DEFAULT_RULE
     # anchored rule: share of confident matches it may refuse (lower: fewer false "no match",
-    # fewer true ones too; benchmarks/RESULTS.md, "No match on the aligned space")
+    # fewer true ones too; benchmarks/RESULTS-archive.md, "No match on the aligned space")
     open_set_alpha: float = ALPHA
     align: AlignConfig = field(default_factory=AlignConfig)
     # wild copies per domain embedded for the "no match" calibration (export/probes.py). Off by

@@ -27,7 +27,7 @@ from ..engine.openset.anchored import MIN_ANCHORS, quantile_grid
 def otsu_threshold(scores: np.ndarray, bins: int = 256) -> float:
     """The value that splits `scores` into two groups with the largest between-group variance
     (Otsu 1979, on a histogram of `bins` bins); scores <= threshold form the lower group. Chosen
-    over a two-Gaussian mixture, which split emoji3's scores less well (benchmarks/RESULTS.md)."""
+    over a two-Gaussian mixture, which split emoji3's scores less well (benchmarks/RESULTS-archive.md, "The open-set rule")."""
     s = np.asarray(scores, np.float64)
     s = s[np.isfinite(s)]
     if len(s) == 0:

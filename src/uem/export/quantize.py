@@ -2,7 +2,7 @@
 
 Calibration images are drawn evenly from every training domain (seeded), preprocessed by the engine's
 single preprocessing, and fed to the calibrator in batches. `QuantConfig` holds every knob we
-measured (benchmarks/quant_sweep.py); `DEFAULT` is the one that won — see benchmarks/RESULTS.md.
+measured (benchmarks/quant_sweep.py); `DEFAULT` is the one that won — see benchmarks/RESULTS-archive.md, "Export parity and int8".
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ HEADS = ("grid", "linear", "mlp", "pooled")
 # prototypes of one domain; that bar shrinks as K grows, and at the K the estimate picks (~73-93 per
 # domain on emoji3) it lets ~10 of ~250 pairs through, so the bundle's open-set rule rejected almost
 # every query (H 0.00-0.15). "local" (per pair: closer than either prototype's own nearest
-# same-domain neighbour) measured H 0.52-0.59 with the same AUROC (benchmarks/RESULTS.md, "the local
+# same-domain neighbour) measured H 0.52-0.59 with the same AUROC (benchmarks/RESULTS-archive.md, "the local
 # bar made the bundle's default"). One default for both: a run's training merges what its bundle links.
 MERGE_RULES = ("global", "local")
 DEFAULT_MERGE_RULE = "local"
@@ -91,7 +91,7 @@ class ModelConfig:
     line_view: bool = True
     # "linear": one Linear layer started from the PCA of the pooled ImageNet features (the embedding
     # starts as good as the backbone under it); "mlp": Linear-BN-ReLU-Linear from random weights
-    # (SimCLR-style; measured to halve the floor's identity accuracy at the start, RESULTS.md).
+    # (SimCLR-style; measured to halve the floor's identity accuracy at the start, RESULTS-archive.md).
     # "pooled": no head, the embedding is each view's pooled trunk output (`uemctl export --pretrained`).
     # "grid" (default): the trunk's output map itself, average-pooled to grid x grid cells and
     # flattened, so the embedding keeps WHERE the parts of a picture are; one Linear layer started
@@ -200,7 +200,7 @@ class TrainConfig:
     sel: bool = True                 # --no-sel: no semantic-enhanced loss
     spda: bool = True                # --no-spda: no domain classifier and no SPR in stage 2
     plain_nn: bool = True            # stage-2 positives: plain nearest neighbours (measured ahead of SN2M on
-                                     # top-1 identity, benchmarks/RESULTS.md); --sn2m: docs/method.md's SN2M
+                                     # top-1 identity, benchmarks/RESULTS-archive.md); --sn2m: docs/method.md's SN2M
     baseline_k: int | None = None    # the UCDIR-style baseline (see `baseline`)
 
     def __post_init__(self) -> None:

@@ -9,7 +9,7 @@ With `line_view` (the default) the network looks at every picture twice: as give
 drawing of itself (`LineArtView`, black strokes where the colour changes). Both views go through the
 same weights; the embedding is the two unit-length halves side by side. A colour emoji's line
 drawing looks like line art, so the line half carries shape across the colour -> line-art gap while
-the colour half keeps what colour-to-colour retrieval needs (benchmarks/RESULTS.md, "Training").
+the colour half keeps what colour-to-colour retrieval needs (benchmarks/RESULTS-archive.md, "Training").
 The view is a layer of the network, so the ONNX model computes it and the engine's preprocessing
 stays the single implementation.
 """

@@ -15,7 +15,7 @@ matches does not assume that anything is missing. Why the closest item and not C
 contrast: CSLS separates private queries slightly better, but its confident matches are selected by
 CSLS itself, so their quantiles are too strict (close-set acceptance 0.83-0.89 on emoji3 at alpha
 0.01, against 0.95-0.98 here); contrast ranks private queries worse on phosphor4 (AUROC 0.58-0.85
-against 0.88-0.96). Measured in benchmarks/RESULTS.md, "No match on the aligned space".
+against 0.88-0.96). Measured in benchmarks/RESULTS-archive.md, "No match on the aligned space".
 """
 
 from __future__ import annotations

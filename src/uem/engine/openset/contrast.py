@@ -6,7 +6,7 @@ every source item's score, fitted at export: `uem.export.openset.contrast_calibr
 the default once: the embedding keeps a domain gap, and the own-domain neighbours cancel how crowded
 the query's region is. Why it no longer is: Otsu always finds two groups, so it rejects a third of
 the queries when every concept exists, and on phosphor4 it ranks private queries worse than the
-nearest item does (benchmarks/RESULTS.md, "No match on the aligned space"). `--open-set contrast`.
+nearest item does (benchmarks/RESULTS-archive.md, "No match on the aligned space"). `--open-set contrast`.
 """
 
 from __future__ import annotations
