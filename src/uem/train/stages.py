@@ -1,5 +1,5 @@
 """The training stages as objects: each owns its loss for a batch, its optimiser, its per-epoch
-targets, its state for --resume and its log keys; `uem.train.trainer.train` is a loop over them.
+targets and its state for --resume; `uem.train.trainer.train` is a loop over them.
 
   IdseStage  (stage 1, docs/method.md IDSE) sum_d L_IPM^d + alpha mean_{e != d} L_SEL^{d|e}
   CdsmStage  (stage 2, docs/method.md CDSM) L_DAL + sum_d ( L_SPR^d + mean_{e != d} L_SN2M^{d->e} )
@@ -87,7 +87,6 @@ class Stage:
 
     name = ""
     number = 0
-    log_keys: tuple[str, ...] = ()
     updates_banks = False
 
     def __init__(self, epochs: int):
@@ -146,7 +145,6 @@ class IdseStage(Stage):
     """UEM's stage 1: instance and prototype contrast within each domain, SEL across domains."""
 
     name, number, updates_banks = "idse", 1, True
-    log_keys = ("ince", "pnce", "sel")
 
     def start(self, ctx: Context, resume: dict | None) -> None:
         self._start_optimizer(ctx, resume, sgd(ctx.encoder, ctx.cfg))
@@ -176,11 +174,8 @@ class IdseStage(Stage):
             if not rows.any():
                 continue
             f_d, slots_d = f[rows], slot[rows]
-            ince = losses.instance_nce(f_d, ctx.banks[d], slots_d, cfg.tau)
-            pnce = losses.proto_nce(f_d, protos.centroids[d], protos.assign[d][slots_d], cfg.tau)
-            total = total + ince + self.alpha * pnce
-            parts["ince"] += ince.item()
-            parts["pnce"] += pnce.item()
+            total = total + losses.ipm(f_d, ctx.banks[d], slots_d, protos.centroids[d], protos.assign[d][slots_d],
+                                       self.alpha, cfg.tau, terms=parts)
             if cfg.uses_sel:
                 sel = torch.stack([losses.sel(f_d, protos.own_unified[d, e], cfg.tau)
                                    for e in range(ctx.n_domains) if e != d]).mean()
@@ -197,7 +192,6 @@ class CdsmStage(IdseStage):
     classifier through gradient reversal, and SPR against the encoder as it entered the stage)."""
 
     name, number, updates_banks = "cdsm", 2, True
-    log_keys = ("dal", "spr", "sn2m", "trusted")
 
     def start(self, ctx: Context, resume: dict | None) -> None:
         cfg = ctx.cfg
@@ -267,7 +261,6 @@ class PairStage(Stage):
     labels outside training) is called after each epoch's mining."""
 
     name, number = "pairs", 3
-    log_keys = ("inst", "pair", "paired")
 
     def __init__(self, epochs: int, observer: Callable[[int, MinedPairs], None] | None = None):
         super().__init__(epochs)
