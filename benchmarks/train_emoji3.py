@@ -54,7 +54,7 @@ def cached_embed_fn(run: Path, batch_size: int = 256):
     import torch
 
     from uem.datasets.folders import scan
-    from uem.train.cache import CACHE
+    from uem.train.trunk_cache import CACHE
     from uem.train.run import load_encoder
 
     encoder, cfg = load_encoder(run)
@@ -77,7 +77,7 @@ def retrain(base: Path, out: Path, settings: list[str]) -> Path:
     cache so `--from-cache` can score it. Only the training part is timed."""
     import torch
 
-    from uem.train.cache import CACHE
+    from uem.train.trunk_cache import CACHE
     from uem.train.run import load_config
     from uem.train.trainer import train
 
@@ -95,7 +95,7 @@ def retrain(base: Path, out: Path, settings: list[str]) -> Path:
     cfg = cfg.with_changes({**changes, "views": feats.shape[0] - 1})
     base_blocks = load_config(base).model.freeze_blocks
     if cfg.model.freeze_blocks > base_blocks:  # run the newly frozen blocks over the old cache
-        from uem.train.cache import advance
+        from uem.train.trunk_cache import advance
         from uem.train.model import build_encoder
 
         feats = advance(build_encoder(cfg.model, pretrained=True), feats, base_blocks)

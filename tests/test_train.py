@@ -13,7 +13,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from uem.cli.app import main
-from uem.train import cache as trunk_cache
+from uem.train import trunk_cache
 from uem.train import losses, stages, trainer
 from uem.train.augment import AugmentConfig, augment
 from uem.train.config import ModelConfig, TrainConfig
@@ -111,7 +111,7 @@ def test_loss_decreases_on_a_fixed_batch(data, stage_class):
     encoder = build_encoder(cfg.model, pretrained=True)
     feats = trunk_cache.compute(encoder, images, cfg.views, cfg.augment, cfg.seed, spec, torch.device("cpu"))
     groups = torch.as_tensor(images.domain).repeat(encoder.views)
-    init_linear_head(encoder.head, trainer.pooled_cached(encoder, feats[0], torch.device("cpu")), groups)  # as train() does
+    init_linear_head(encoder.head, trainer.head_inputs_cached(encoder, feats[0], torch.device("cpu")), groups)  # as train() does
     job = trainer.distributed.setup(torch.device("cpu"))
     ctx = stages.Context(cfg=cfg, encoder=encoder, feats=feats, images=images, device=torch.device("cpu"), job=job)
     clean = ctx.clean_embeddings()

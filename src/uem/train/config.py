@@ -82,7 +82,7 @@ class _Problems:
 
 @dataclass
 class ModelConfig:
-    """Encoder shape: EfficientNet-Lite0 trunk + projection head to an L2-normalised embedding."""
+    """EncoderNet's shape: EfficientNet-Lite0 trunk + projection head to an L2-normalised embedding."""
 
     input_size: int = 128
     embed_dim: int = 512             # with line_view: two halves of embed_dim / 2

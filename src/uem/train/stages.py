@@ -27,10 +27,10 @@ from typing import Callable
 import torch
 
 from . import distributed, losses
-from .cached import embed_cached
+from .cached_embed import embed_cached
 from .config import TrainConfig
 from .data import ImageSet
-from .model import Encoder
+from .model import EncoderNet
 from .pairs import MinedPairs, mine
 from .prototypes import EpochPrototypes, estimate_k
 
@@ -43,7 +43,7 @@ class Context:
     images' domain/slot, the memory banks (one per domain, rows = slots) and the process group."""
 
     cfg: TrainConfig
-    encoder: Encoder
+    encoder: EncoderNet
     feats: torch.Tensor            # float16 (views + 1, N, C, H, W), view 0 the clean image
     images: ImageSet
     device: torch.device
@@ -60,7 +60,7 @@ class Context:
                               n=len(self.images))
 
 
-def param_groups(encoder: Encoder, lr: float, backbone_lr_mult: float,
+def param_groups(encoder: EncoderNet, lr: float, backbone_lr_mult: float,
                  extra: list[torch.nn.Parameter] = ()) -> list[dict]:
     """Two learning rates: the projection head (and `extra`, the domain classifier) at lr, the
     trainable backbone blocks at lr * backbone_lr_mult; empty groups left out; each group keeps its
@@ -75,7 +75,7 @@ def param_groups(encoder: Encoder, lr: float, backbone_lr_mult: float,
     return groups
 
 
-def sgd(encoder: Encoder, cfg: TrainConfig, extra: list[torch.nn.Parameter] = ()) -> torch.optim.SGD:
+def sgd(encoder: EncoderNet, cfg: TrainConfig, extra: list[torch.nn.Parameter] = ()) -> torch.optim.SGD:
     """The UEM stages' optimiser: SGD with momentum at cfg.lr (param_groups)."""
     return torch.optim.SGD(param_groups(encoder, cfg.lr, cfg.backbone_lr_mult, extra), lr=cfg.lr,
                            momentum=cfg.momentum, weight_decay=cfg.weight_decay)
@@ -322,7 +322,7 @@ class PairStage(Stage):
         return total, parts
 
 
-def train_mode(encoder: Encoder) -> None:
+def train_mode(encoder: EncoderNet) -> None:
     """Trainable part in train mode; the frozen trunk (and its BatchNorm statistics) stays in eval."""
     encoder.train()
     for m in encoder.frozen_modules():
