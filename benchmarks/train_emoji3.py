@@ -73,7 +73,7 @@ def cached_embed_fn(run: Path, batch_size: int = 256):
 
 def retrain(base: Path, out: Path, settings: list[str]) -> Path:
     """Experiments: train again on the trunk cache of `base` (same images, input size, freeze point
-    and views) with some config fields changed (`--set epochs1=6 --set lr=0.05 ...`), keeping the
+    and views) with some config fields changed (`--set epochs_idse=6 --set lr=0.05 ...`), keeping the
     cache so `--from-cache` can score it. Only the training part is timed."""
     import torch
 

@@ -331,7 +331,7 @@ def train_mode(encoder: EncoderNet) -> None:
 
 def build(cfg: TrainConfig, observer: Callable[[int, MinedPairs], None] | None = None) -> list[Stage]:
     """The run's stages in order, those with epochs > 0, each knowing its first global epoch."""
-    stages: list[Stage] = [IdseStage(cfg.epochs1), CdsmStage(cfg.epochs2), PairStage(cfg.epochs_pairs, observer)]
+    stages: list[Stage] = [IdseStage(cfg.epochs_idse), CdsmStage(cfg.epochs_cdsm), PairStage(cfg.epochs_pairs, observer)]
     out, first = [], 0
     for s in stages:
         if s.epochs > 0:
