@@ -13,8 +13,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from uem.cli.app import main
-from uem.train import trunk_cache
-from uem.train import losses, stages, trainer
+from uem.train import losses, stages, trainer, trunk_cache
 from uem.train.augment import AugmentConfig, augment
 from uem.train.config import ModelConfig, TrainConfig
 from uem.train.data import load_images
@@ -78,7 +77,8 @@ def data(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def full_run(data, tmp_path_factory) -> Path:
-    """2 + 1 + 1 epochs (IDSE, CDSM, pairs), uninterrupted; reused by the output and resume tests."""
+    """2 + 1 + 1 epochs (IDSE, CDSM, pairs), uninterrupted; reused by the output, resume and
+    sub-folder tests."""
     out = tmp_path_factory.mktemp("run") / "run"
     return trainer.train(tiny_config(data, epochs_idse=2), out, progress=False)
 
@@ -190,12 +190,13 @@ def test_resume_inside_the_pair_stage_gives_the_same_weights(data, tmp_path, mon
     assert [r["epoch"] for r in log if "t" not in r] == [0, 1] and all(r["stage"] == 3 for r in log)
 
 
-def test_sub_folder_names_are_ignored(tmp_path):
-    """Renaming the sub-folders (file order kept) changes nothing: same seed, same weights."""
-    a = make_data(tmp_path / "a", subs=("cats", "dogs"))
+def test_sub_folder_names_are_ignored(data, full_run, tmp_path):
+    """Renaming the sub-folders (file order kept) changes nothing: same seed, same weights. The
+    uninterrupted run on `data` (sub-folders s0, s1) is one side, so only the renamed copy trains."""
     b = make_data(tmp_path / "b", subs=("k1", "k2"))
-    ra = trainer.train(tiny_config(a, epochs_idse=1, epochs_cdsm=1), tmp_path / "ra", progress=False)
-    rb = trainer.train(tiny_config(b, epochs_idse=1, epochs_cdsm=1), tmp_path / "rb", progress=False)
+    ra = full_run
+    rb = trainer.train(tiny_config(b, epochs_idse=2), tmp_path / "rb", progress=False)
+    assert sorted(p.name for p in data.glob("*/*")) == ["s0", "s0", "s1", "s1"]
     assert same_weights(encoder_state(ra), encoder_state(rb))
     assert (ra / "prototypes.npy").read_bytes() == (rb / "prototypes.npy").read_bytes()
 
