@@ -147,7 +147,7 @@ def run_job(variant: str, protocol: str, seed: int, args) -> dict:
 
             feats = torch.load(base_cache, map_location="cpu", weights_only=True)["features"]
             if not cfg.model.line_view:
-                feats = feats[:, :, : feats.shape[2] // 2]  # the first view's channels (Encoder.trunk)
+                feats = feats[:, :, : feats.shape[2] // 2]  # the first view's channels (EncoderNet.trunk)
         t0 = time.perf_counter()
         train(cfg, run, trunk_features=feats, progress=False)
         times["train_s"] = round(time.perf_counter() - t0, 1)

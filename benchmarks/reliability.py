@@ -125,8 +125,8 @@ from uem.cli.app import main
 sys.stdout = open(sys.argv[1], "w")
 code = main(sys.argv[2:])
 sys.stdout.close()
-hwm = next(line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM:"))
-print(code, hwm, file=sys.stderr)
+from uem.perf.measure import proc_status_mb
+print(code, proc_status_mb("VmHWM"), file=sys.stderr)
 """
 
 
@@ -150,11 +150,11 @@ def stream(work: Path, bundle: Path, n: int, seed: int) -> dict:
         proc = subprocess.run([sys.executable, "-c", _RSS_CHILD, str(work / f"out{count}.json"), "query", str(d),
                                "--domain", "sketch", "--json", "--bundle", str(bundle), "--threads", "1"],
                               capture_output=True, text=True)
-        code, rss_kb = proc.stderr.split()[-2:]
+        code, rss_mb = proc.stderr.split()[-2:]
         doc = json.loads((work / f"out{count}.json").read_text())
         if int(code) != 0 or len(doc["results"]) != count:
             failures.append(f"{count} files: exit {code}, {len(doc['results'])} results")
-        results[count] = int(rss_kb) / 1024
+        results[count] = float(rss_mb)
         shutil.rmtree(d)
     small, big = results[n // 10], results[n]
     growth = big - small

@@ -53,7 +53,7 @@ def cached_embed_fn(run: Path, batch_size: int = 256):
     import torch
 
     from uem.datasets.folders import scan
-    from uem.train.cache import CACHE
+    from uem.train.trunk_cache import CACHE
     from uem.train.run import load_encoder
 
     encoder, cfg = load_encoder(run)
@@ -72,11 +72,11 @@ def cached_embed_fn(run: Path, batch_size: int = 256):
 
 def retrain(base: Path, out: Path, settings: list[str]) -> Path:
     """Experiments: train again on the trunk cache of `base` (same images, input size, freeze point
-    and views) with some config fields changed (`--set epochs1=6 --set lr=0.05 ...`), keeping the
+    and views) with some config fields changed (`--set epochs_idse=6 --set lr=0.05 ...`), keeping the
     cache so `--from-cache` can score it. Only the training part is timed."""
     import torch
 
-    from uem.train.cache import CACHE
+    from uem.train.trunk_cache import CACHE
     from uem.train.run import load_config
     from uem.train.trainer import train
 
@@ -94,7 +94,7 @@ def retrain(base: Path, out: Path, settings: list[str]) -> Path:
     cfg = cfg.with_changes({**changes, "views": feats.shape[0] - 1})
     base_blocks = load_config(base).model.freeze_blocks
     if cfg.model.freeze_blocks > base_blocks:  # run the newly frozen blocks over the old cache
-        from uem.train.cache import advance
+        from uem.train.trunk_cache import advance
         from uem.train.model import build_encoder
 
         feats = advance(build_encoder(cfg.model, pretrained=True), feats, base_blocks)

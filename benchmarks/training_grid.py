@@ -40,15 +40,15 @@ CONFIGS: dict[str, dict] = {
     "pairs-instance0.3": {"pairs_instance_weight": 0.3},
     "pairs-8ep": {"epochs_pairs": 8},
     "pairs-tau0.1": {"pairs_tau": 0.1},
-    "uem": {"epochs1": 4, "epochs2": 2, "epochs_pairs": 0},              # docs/method.md's stages alone
-    "uem-no-merge": {"epochs1": 4, "epochs2": 2, "epochs_pairs": 0, "merge": False},
-    "uem-no-sel": {"epochs1": 4, "epochs2": 2, "epochs_pairs": 0, "sel": False},
-    "uem-no-spda": {"epochs1": 4, "epochs2": 2, "epochs_pairs": 0, "spda": False},
-    "uem-sn2m": {"epochs1": 4, "epochs2": 2, "epochs_pairs": 0, "plain_nn": False},
-    "idse+pairs": {"epochs1": 2},
-    "cdsm+pairs": {"epochs2": 2},
-    "uem+pairs": {"epochs1": 4, "epochs2": 2},
-    "linear-head": {"model.head": "linear", "model.embed_dim": 128, "epochs1": 4, "epochs2": 2,
+    "uem": {"epochs_idse": 4, "epochs_cdsm": 2, "epochs_pairs": 0},      # docs/method.md's stages alone
+    "uem-no-merge": {"epochs_idse": 4, "epochs_cdsm": 2, "epochs_pairs": 0, "merge": False},
+    "uem-no-sel": {"epochs_idse": 4, "epochs_cdsm": 2, "epochs_pairs": 0, "sel": False},
+    "uem-no-spda": {"epochs_idse": 4, "epochs_cdsm": 2, "epochs_pairs": 0, "spda": False},
+    "uem-sn2m": {"epochs_idse": 4, "epochs_cdsm": 2, "epochs_pairs": 0, "plain_nn": False},
+    "idse+pairs": {"epochs_idse": 2},
+    "cdsm+pairs": {"epochs_cdsm": 2},
+    "uem+pairs": {"epochs_idse": 4, "epochs_cdsm": 2},
+    "linear-head": {"model.head": "linear", "model.embed_dim": 128, "epochs_idse": 4, "epochs_cdsm": 2,
                     "epochs_pairs": 0, "lr": 0.03, "batch_size": 64},     # the previous default
 }
 

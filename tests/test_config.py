@@ -44,6 +44,7 @@ def test_unversioned_run_dir_loads_with_the_behaviour_it_was_trained_with(tmp_pa
     torch.save(build_encoder(old, pretrained=False).state_dict(), run / ENCODER)
     encoder, cfg = load_encoder(run)  # strict state-dict load: the mlp head without the line view
     assert cfg.model == old and cfg.plain_nn is False and cfg.merge_rule == "global"
+    assert (cfg.epochs_idse, cfg.epochs_cdsm) == (1, 1)  # stored as epochs1 / epochs2 then
     assert cfg.augment == AugmentConfig(place_p=0.0) and cfg.data == "/data/emoji3"
     # written back, it is the current version and means the same
     again = TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
@@ -54,13 +55,13 @@ def test_migration_fills_only_what_is_missing_and_leaves_its_input_alone():
     d = {"model": {"head": "linear"}, "plain_nn": True}
     m = migrate(d)
     assert d == {"model": {"head": "linear"}, "plain_nn": True}
-    assert m["version"] == 3 and m["model"] == {"head": "linear", "line_view": False, "embed_dim": 128,
+    assert m["version"] == 4 and m["model"] == {"head": "linear", "line_view": False, "embed_dim": 128,
                                                 "framing": "letterbox"}
     assert m["augment"] == {"place_p": 0.0}
     assert m["plain_nn"] is True and m["merge_rule"] == "global"  # trained before the local default
     # version 1: trained before the mined-pair stage and the grid head
     v1 = TrainConfig.from_dict({"version": 1, "model": {"input_size": 128}})
-    assert (v1.model.head, v1.model.embed_dim, v1.epochs1, v1.epochs2, v1.epochs_pairs, v1.views, v1.batch_size,
+    assert (v1.model.head, v1.model.embed_dim, v1.epochs_idse, v1.epochs_cdsm, v1.epochs_pairs, v1.views, v1.batch_size,
             v1.lr) == ("linear", 128, 4, 2, 0, 3, 64, 0.03)
     assert TrainConfig.from_dict({"version": 1, "epochs_pairs": 3, "lr": 0.1}).epochs_pairs == 3  # only what is missing
     # a current config is not touched: its defaults are the current ones
@@ -71,6 +72,29 @@ def test_migration_fills_only_what_is_missing_and_leaves_its_input_alone():
     assert v2.model.framing == "letterbox" and v2.augment.place_p == 0.0
     assert TrainConfig.from_dict({"version": 3}) == TrainConfig()
     assert TrainConfig().model.framing == "content" and TrainConfig().augment.place_p == 0.5
+
+
+# A run's config.json as version 3 wrote it (before the epochs were named after their stages).
+VERSION_3 = {
+    "version": 3, "data": "/data/emoji3", "domains": ["notomono", "twemoji"], "seed": 7,
+    "model": {"input_size": 128, "embed_dim": 512, "line_view": True, "head": "grid", "head_hidden": 512,
+              "grid": 4, "freeze_blocks": 14, "framing": "content"},
+    "epochs1": 3, "epochs2": 2, "epochs_pairs": 5, "batch_size": 128, "merge_rule": "local",
+}
+
+
+def test_a_version_3_run_dir_loads_its_stage_epochs_under_their_new_names(tmp_path):
+    run = tmp_path / "v3_run"
+    run.mkdir()
+    (run / CONFIG).write_text(json.dumps(VERSION_3))
+    cfg = load_config(run)
+    assert (cfg.epochs_idse, cfg.epochs_cdsm, cfg.epochs_pairs, cfg.seed) == (3, 2, 5, 7)
+    stored = cfg.to_dict()
+    assert stored["version"] == CONFIG_VERSION == 4
+    assert "epochs1" not in stored and "epochs2" not in stored
+    assert TrainConfig.from_dict(json.loads(json.dumps(stored))) == cfg
+    m = migrate(VERSION_3)
+    assert (m["epochs_idse"], m["epochs_cdsm"]) == (3, 2) and "epochs1" not in m and VERSION_3["epochs1"] == 3
 
 
 def test_a_newer_config_is_refused_with_one_line(tmp_path, capsys):
@@ -91,7 +115,7 @@ def test_a_newer_config_is_refused_with_one_line(tmp_path, capsys):
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"batch_size": 1}, "batch_size must be an integer >= 2, got 1"),
-    ({"epochs1": -1}, "epochs1 must be an integer >= 0"),
+    ({"epochs_idse": -1}, "epochs_idse must be an integer >= 0"),
     ({"lr": 0.0}, "lr must be a number > 0"),
     ({"lr": float("nan")}, "lr must be a number > 0, got nan"),
     ({"momentum": 1.0}, "momentum must be a number in [0, 1)"),
@@ -147,9 +171,11 @@ def test_augment_config_refuses_bad_values_and_keeps_tuples():
 
 def test_with_changes_validates_and_rejects_unknown_settings():
     base = TrainConfig()
-    cfg = base.with_changes({"epochs1": 1, "model.line_view": False, "model.embed_dim": 15,
+    cfg = base.with_changes({"epochs_idse": 1, "model.line_view": False, "model.embed_dim": 15,
                              "augment.stroke_p": 0.0})
-    assert (cfg.epochs1, cfg.model.line_view, cfg.model.embed_dim, cfg.augment.stroke_p) == (1, False, 15, 0.0)
+    # the older names still work (recorded `--set epochs1=...` commands)
+    assert base.with_changes({"epochs1": 3, "epochs2": 2}) == base.with_changes({"epochs_idse": 3, "epochs_cdsm": 2})
+    assert (cfg.epochs_idse, cfg.model.line_view, cfg.model.embed_dim, cfg.augment.stroke_p) == (1, False, 15, 0.0)
     assert base == TrainConfig()  # the original is unchanged
     for bad in ({"epoch1": 1}, {"model.bogus": 1}, {"optimizer.lr": 1}):
         with pytest.raises(ConfigError, match="unknown setting"):
@@ -215,6 +241,8 @@ def _tiny_data(root: Path) -> Path:
     (["--device", "tpu"], "device must be one of auto, cpu, cuda"),
     (["--merge-rule", "nearest"], "merge_rule must be one of global, local"),
     (["--nproc", "70"], "--nproc must be within 1..batch size / 2 (64), got 70"),
+    (["--epochs-idse", "1", "--epochs1", "2"], "--epochs-idse 1 and --epochs1 2 (its older name) disagree"),
+    (["--epochs2", "-1"], "epochs_cdsm must be an integer >= 0"),  # the older name reaches the config
 ])
 def test_cli_train_bad_values_are_one_line(tmp_path, capsys, argv, message):
     data = _tiny_data(tmp_path / "data")

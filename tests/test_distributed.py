@@ -88,7 +88,7 @@ def data(tmp_path_factory) -> Path:
 
 def ddp_config(data: Path):
     """The run both sides train (see the module docstring for why batch 13): IDSE 2, CDSM 1, pairs 1."""
-    return tiny_config(data, epochs1=2, epochs2=1, batch_size=13)
+    return tiny_config(data, epochs_idse=2, epochs_cdsm=1, batch_size=13)
 
 
 @pytest.fixture(scope="module")

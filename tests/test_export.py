@@ -93,7 +93,7 @@ def tiny(tmp_path_factory, request):
 
         images = load_images(data, cfg.model.preprocess())
         with torch.no_grad():
-            cells = encoder.pooled(encoder.trunk(torch.from_numpy(normalize(images.pixels, cfg.model.preprocess()))))
+            cells = encoder.head_input(encoder.trunk(torch.from_numpy(normalize(images.pixels, cfg.model.preprocess()))))
         init_linear_head(encoder.head, cells, torch.as_tensor(images.domain).repeat(encoder.views))
     run = root / "run"
     save_encoder(run, encoder, cfg)

@@ -10,7 +10,6 @@ import torch
 from uem.train.losses import (
     DomainClassifier,
     alpha,
-    d_distance,
     domain_adversarial_loss,
     grad_reverse,
     instance_nce,
@@ -55,14 +54,17 @@ def test_instance_and_prototype_nce_and_ipm():
     # IPM = INCE + 0.5 * PNCE = 1.5 * 0.313262 = 0.469893
     loss = ipm(f, t([[1, 0], [0, 1]]), torch.tensor([0]), protos, assign, weight=0.5, tau=1.0)
     assert loss.item() == pytest.approx(0.469893, abs=1e-6)
+    # the IDSE stage takes its sum and its logged terms from ipm: the same numbers
+    terms = {"ince": 1.0}
+    again = ipm(f, t([[1, 0], [0, 1]]), torch.tensor([0]), protos, assign, weight=0.5, tau=1.0, terms=terms)
+    assert again.item() == loss.item()
+    assert terms == pytest.approx({"ince": 1.313262, "pnce": 0.313262}, abs=1e-6)
 
 
 def test_d_distance_hand_vectors():
     # (1,0) vs (0,2): cos 0, ||.|| sqrt5 = 2.236068 -> 2.236068; (1,0) vs (0.6,0.8): 0.4 * 0.894427 = 0.357771
+    # (1,0) vs (-3,0): cos -1, ||.|| 4 -> 8
     u = t([[1, 0], [1, 0]])
-    v = t([[0, 2], [0.6, 0.8]])
-    torch.testing.assert_close(d_distance(u, v), t([2.236068, 0.357771]), atol=1e-6, rtol=0)
-    # pairwise: (1,0) vs (-3,0): cos -1, ||.|| 4 -> 8
     torch.testing.assert_close(pairwise_d_distance(u[:1], t([[0, 2], [0.6, 0.8], [-3, 0]])),
                                t([[2.236068, 0.357771, 8.0]]), atol=1e-5, rtol=0)
 

@@ -6,7 +6,7 @@ import torch
 
 from uem.engine.preprocess import normalize
 from uem.train.config import ModelConfig, TrainConfig
-from uem.train.model import Encoder, LineArtView, init_linear_head
+from uem.train.model import EncoderNet, LineArtView, init_linear_head
 
 
 def _view(cfg: ModelConfig, thicken: int) -> LineArtView:
@@ -56,7 +56,7 @@ def test_line_art_view_thickens_and_ignores_small_changes():
 def test_two_view_embedding_is_two_unit_halves_and_top_matches_forward():
     torch.manual_seed(0)
     cfg = ModelConfig(input_size=32, embed_dim=16, line_view=True, grid=1)
-    enc = Encoder(cfg).eval()
+    enc = EncoderNet(cfg).eval()
     x = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
         f = enc(x)
@@ -66,7 +66,7 @@ def test_two_view_embedding_is_two_unit_halves_and_top_matches_forward():
         assert torch.allclose(f[:, :8].norm(dim=1), torch.full((3,), 0.5 ** 0.5), atol=1e-6)
         assert torch.allclose(enc.top(h), f, atol=1e-6)
         # the second half is the first half's computation on the line-art view
-        single = Encoder(ModelConfig(input_size=32, embed_dim=8, line_view=False, grid=1)).eval()
+        single = EncoderNet(ModelConfig(input_size=32, embed_dim=8, line_view=False, grid=1)).eval()
         single.load_state_dict(enc.state_dict())
         assert torch.allclose(f[:, 8:] * 2 ** 0.5, single(enc.line_view(x)), atol=1e-5)
         assert torch.allclose(f[:, :8] * 2 ** 0.5, single(x), atol=1e-5)
@@ -76,7 +76,7 @@ def test_two_view_embedding_is_two_unit_halves_and_top_matches_forward():
 def test_map_side_is_the_trunk_output_side(size, freeze):
     cfg = ModelConfig(input_size=size, freeze_blocks=freeze, head="linear")
     with torch.no_grad():
-        h = Encoder(cfg).eval().trunk(torch.zeros(1, 3, size, size))
+        h = EncoderNet(cfg).eval().trunk(torch.zeros(1, 3, size, size))
     assert h.shape[-1] == h.shape[-2] == cfg.map_side()
 
 
@@ -85,7 +85,7 @@ def test_grid_head_reads_the_cells_of_the_map():
     channel-major (C, 2, 2), the view's whole vector unit length; then the head, then unit halves."""
     torch.manual_seed(0)
     cfg = ModelConfig(input_size=128, embed_dim=8, grid=2)
-    enc = Encoder(cfg).eval()
+    enc = EncoderNet(cfg).eval()
     assert enc.head.in_features == 192 * 4 and cfg.map_side() == 4
     h = torch.randn(2, 2 * 192, 4, 4)
     cells = enc.grid_cells(h)

@@ -6,8 +6,8 @@ import pytest
 from PIL import Image
 
 from uem.eval.harness import evaluate
-from uem.eval.rejection import threshold_rejector
 from uem.eval.report import floor_table, write_report
+from eval_helpers import threshold_rejector
 
 pytest.importorskip("matplotlib")
 

@@ -13,8 +13,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from uem.cli.app import main
-from uem.train import cache as trunk_cache
-from uem.train import losses, stages, trainer
+from uem.train import losses, stages, trainer, trunk_cache
 from uem.train.augment import AugmentConfig, augment
 from uem.train.config import ModelConfig, TrainConfig
 from uem.train.data import load_images
@@ -48,7 +47,7 @@ def make_data(root: Path, n: int = 6, subs: tuple[str, ...] = ("s0", "s1")) -> P
 
 def tiny_config(data: Path, **kw) -> TrainConfig:
     cfg = TrainConfig(data=str(data), model=ModelConfig(input_size=32, embed_dim=16, head_hidden=32, grid=1),
-                      epochs1=1, epochs2=1, epochs_pairs=1, views=2, batch_size=6, k_min=2, k_max=4)
+                      epochs_idse=1, epochs_cdsm=1, epochs_pairs=1, views=2, batch_size=6, k_min=2, k_max=4)
     for k, v in kw.items():
         setattr(cfg, k, v)
     return cfg
@@ -78,9 +77,10 @@ def data(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def full_run(data, tmp_path_factory) -> Path:
-    """2 + 1 + 1 epochs (IDSE, CDSM, pairs), uninterrupted; reused by the output and resume tests."""
+    """2 + 1 + 1 epochs (IDSE, CDSM, pairs), uninterrupted; reused by the output, resume and
+    sub-folder tests."""
     out = tmp_path_factory.mktemp("run") / "run"
-    return trainer.train(tiny_config(data, epochs1=2), out, progress=False)
+    return trainer.train(tiny_config(data, epochs_idse=2), out, progress=False)
 
 
 def test_outputs_exist_and_encoder_loads(full_run):
@@ -89,7 +89,7 @@ def test_outputs_exist_and_encoder_loads(full_run):
         assert (full_run / name).is_file(), name
     assert not (full_run / trunk_cache.CACHE).exists()  # dropped after a finished run
     encoder, cfg = load_encoder(full_run)
-    assert cfg.epochs1 == 2 and cfg.domains == ["colour", "sketch"]
+    assert cfg.epochs_idse == 2 and cfg.domains == ["colour", "sketch"]
     with torch.no_grad():
         z = encoder(torch.randn(3, 3, 32, 32))
     assert z.shape == (3, 16) and torch.allclose(z.norm(dim=1), torch.ones(3), atol=1e-5)
@@ -111,7 +111,7 @@ def test_loss_decreases_on_a_fixed_batch(data, stage_class):
     encoder = build_encoder(cfg.model, pretrained=True)
     feats = trunk_cache.compute(encoder, images, cfg.views, cfg.augment, cfg.seed, spec, torch.device("cpu"))
     groups = torch.as_tensor(images.domain).repeat(encoder.views)
-    init_linear_head(encoder.head, trainer.pooled_cached(encoder, feats[0], torch.device("cpu")), groups)  # as train() does
+    init_linear_head(encoder.head, trainer.head_inputs_cached(encoder, feats[0], torch.device("cpu")), groups)  # as train() does
     job = trainer.distributed.setup(torch.device("cpu"))
     ctx = stages.Context(cfg=cfg, encoder=encoder, feats=feats, images=images, device=torch.device("cpu"), job=job)
     clean = ctx.clean_embeddings()
@@ -151,12 +151,12 @@ def test_resume_after_a_kill_gives_the_same_weights(data, full_run, tmp_path, mo
 
     monkeypatch.setattr(trainer, "save_checkpoint", save_then_die)
     with pytest.raises(KeyboardInterrupt):
-        trainer.train(tiny_config(data, epochs1=2), out, progress=False)
+        trainer.train(tiny_config(data, epochs_idse=2), out, progress=False)
     assert not (out / "encoder.pt").exists()
     assert (out / trunk_cache.CACHE).is_file()
     monkeypatch.setattr(trainer, "save_checkpoint", real_save)
     # resume: the run's own config wins (the epochs passed here are ignored)
-    trainer.train(tiny_config(data, epochs1=9), out, resume=True, progress=False)
+    trainer.train(tiny_config(data, epochs_idse=9), out, resume=True, progress=False)
     assert same_weights(encoder_state(out), encoder_state(full_run))
     epochs = [json.loads(x)["epoch"] for x in (out / "log.jsonl").read_text().splitlines()]
     assert epochs == sorted(epochs) and set(epochs) == {0, 1, 2, 3}
@@ -165,7 +165,7 @@ def test_resume_after_a_kill_gives_the_same_weights(data, full_run, tmp_path, mo
 def test_resume_inside_the_pair_stage_gives_the_same_weights(data, tmp_path, monkeypatch):
     """Killed after the first of two pair epochs: the resumed run re-mines from the checkpointed
     encoder and restores AdamW's state, ending on the uninterrupted run's weights exactly."""
-    cfg = lambda: tiny_config(data, epochs1=0, epochs2=0, epochs_pairs=2)  # noqa: E731
+    cfg = lambda: tiny_config(data, epochs_idse=0, epochs_cdsm=0, epochs_pairs=2)  # noqa: E731
     seen = []
     whole = trainer.train(cfg(), tmp_path / "whole", progress=False, observer=lambda e, m: seen.append((e, m)))
     # the observer sees each epoch's mined pairs, the ones the log counts
@@ -190,12 +190,13 @@ def test_resume_inside_the_pair_stage_gives_the_same_weights(data, tmp_path, mon
     assert [r["epoch"] for r in log if "t" not in r] == [0, 1] and all(r["stage"] == 3 for r in log)
 
 
-def test_sub_folder_names_are_ignored(tmp_path):
-    """Renaming the sub-folders (file order kept) changes nothing: same seed, same weights."""
-    a = make_data(tmp_path / "a", subs=("cats", "dogs"))
+def test_sub_folder_names_are_ignored(data, full_run, tmp_path):
+    """Renaming the sub-folders (file order kept) changes nothing: same seed, same weights. The
+    uninterrupted run on `data` (sub-folders s0, s1) is one side, so only the renamed copy trains."""
     b = make_data(tmp_path / "b", subs=("k1", "k2"))
-    ra = trainer.train(tiny_config(a, epochs1=1, epochs2=1), tmp_path / "ra", progress=False)
-    rb = trainer.train(tiny_config(b, epochs1=1, epochs2=1), tmp_path / "rb", progress=False)
+    ra = full_run
+    rb = trainer.train(tiny_config(b, epochs_idse=2), tmp_path / "rb", progress=False)
+    assert sorted(p.name for p in data.glob("*/*")) == ["s0", "s0", "s1", "s1"]
     assert same_weights(encoder_state(ra), encoder_state(rb))
     assert (ra / "prototypes.npy").read_bytes() == (rb / "prototypes.npy").read_bytes()
 
@@ -230,7 +231,7 @@ def test_cli_bad_data_is_one_line_and_exit_2(tmp_path, capsys, make):
 def test_cli_trains(data, tmp_path, capsys):
     out = tmp_path / "run"
     code = main(["train", str(data), "-o", str(out), "-q", "--input-size", "32", "--embed-dim", "16",
-                 "--epochs1", "1", "--epochs2", "1", "--epochs-pairs", "1", "--grid", "1", "--views", "1", "--batch-size", "6",
+                 "--epochs-idse", "1", "--epochs2", "1", "--epochs-pairs", "1", "--grid", "1", "--views", "1", "--batch-size", "6",
                  "--no-sel", "--sn2m"])
     assert code == 0, capsys.readouterr().err
     cfg = json.loads((out / "config.json").read_text())

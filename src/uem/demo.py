@@ -37,8 +37,8 @@ class DemoConfig:
     examples_private: int = 4
     examples_wild: int = 2      # shared examples asked again as wild copies (eval/wild.py), one per variant
     k: int = 5
-    epochs1: int | None = None  # None: the trainer's defaults
-    epochs2: int | None = None
+    epochs_idse: int | None = None  # None: the trainer's defaults
+    epochs_cdsm: int | None = None
 
 
 def make_open_set_copy(data: Path, out: Path, target: str, seed: int) -> dict:
@@ -137,7 +137,7 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict:
     if (run_dir / "encoder.pt").is_file():
         console.print(f"reusing the trained run in {run_dir} (delete it to train again)")
     else:
-        epochs = {k: v for k, v in (("epochs1", cfg.epochs1), ("epochs2", cfg.epochs2)) if v is not None}
+        epochs = {k: v for k, v in (("epochs_idse", cfg.epochs_idse), ("epochs_cdsm", cfg.epochs_cdsm)) if v is not None}
         train(TrainConfig(data=str((work / "data").resolve()), seed=2024, **epochs), run_dir, console=console)
     t_train = time.perf_counter()
 

@@ -1,5 +1,5 @@
 """`uemctl train DATA -o RUN` — unsupervised training (mined cross-domain pairs by default; UEM's
-stage 1 IDSE and stage 2 CDSM with --epochs1 / --epochs2)."""
+stage 1 IDSE and stage 2 CDSM with --epochs-idse / --epochs-cdsm)."""
 
 from __future__ import annotations
 
@@ -17,8 +17,10 @@ from .root import app, err
 def train_cmd(
     data: Path = typer.Argument(..., help="DATA/<domain>/**/<image>, 2 or more domains; sub-folders are not read as labels."),
     out: Path = typer.Option(..., "-o", "--out", help="Run directory (config.json, encoder.pt, checkpoint, log, plots)."),
-    epochs1: int = typer.Option(None, "--epochs1", help="UEM stage 1 (IDSE) epochs (default 0)."),
-    epochs2: int = typer.Option(None, "--epochs2", help="UEM stage 2 (CDSM) epochs (default 0)."),
+    epochs_idse: int = typer.Option(None, "--epochs-idse", help="UEM stage 1 (IDSE) epochs (default 0)."),
+    epochs_cdsm: int = typer.Option(None, "--epochs-cdsm", help="UEM stage 2 (CDSM) epochs (default 0)."),
+    epochs1: int = typer.Option(None, "--epochs1", hidden=True),  # older names of the two above
+    epochs2: int = typer.Option(None, "--epochs2", hidden=True),
     epochs_pairs: int = typer.Option(None, "--epochs-pairs", help="Mined-pair stage epochs (default 4; runs after IDSE/CDSM)."),
     head: str = typer.Option(None, "--head", help="Read-out: grid (default), linear, mlp."),
     grid: int = typer.Option(None, "--grid", help="Grid head: cells per side of the trunk's output map."),
@@ -71,7 +73,9 @@ def train_cmd(
                       model=ModelConfig(line_view=not no_line_view, **_given(embed_dim=embed_dim, input_size=input_size,
                                                                           freeze_blocks=freeze_blocks, head=head,
                                                                           grid=grid, framing=framing)),
-                      **_given(epochs1=epochs1, epochs2=epochs2, epochs_pairs=epochs_pairs, seed=seed,
+                      **_given(epochs_idse=older_name(epochs_idse, epochs1, "--epochs-idse", "--epochs1"),
+                               epochs_cdsm=older_name(epochs_cdsm, epochs2, "--epochs-cdsm", "--epochs2"),
+                               epochs_pairs=epochs_pairs, seed=seed,
                                batch_size=batch_size, views=views, lr=lr, pairs_lr=pairs_lr))
     if nproc < 1 or nproc > cfg.batch_size // 2:
         raise UemError(f"--nproc must be within 1..batch size / 2 ({cfg.batch_size // 2}), got {nproc}")
@@ -94,6 +98,14 @@ def _augment(place_p, place_photos):
         return AugmentConfig(place_photos=place_photos, **_given(place_p=place_p))
     except ValueError as e:  # AugmentConfig refuses bad values with plain ValueErrors
         raise UemError(str(e)) from None
+
+
+def older_name(value, old_value, flag: str, old_flag: str):
+    """An option's value given under its name or the older one it had (kept, hidden, so recorded
+    commands still run); both at once must agree."""
+    if value is not None and old_value is not None and value != old_value:
+        raise UemError(f"{flag} {value} and {old_flag} {old_value} (its older name) disagree")
+    return value if value is not None else old_value
 
 
 def _given(**options):

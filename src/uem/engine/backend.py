@@ -1,4 +1,5 @@
-"""Where a domain's nearest-neighbour search runs: hnswlib files in the bundle, or Milvus.
+"""Where a domain's nearest-neighbour search runs: hnswlib files in the bundle, or Milvus (the
+read side; what the bundle writers hand an index kept outside the bundle is external_index.py).
 
 Why an interface: the engine's query path (top-k, then the open-set decision on the top-1 cosine)
 must be the same whatever holds the index. A `DomainBackend` answers `search` with the bundle's

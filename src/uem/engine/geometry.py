@@ -3,8 +3,8 @@
 Why one module: UEM's distance D, unit-length rows and best-first top-n selection were written out
 again in the open-set rule, the prototype builder, the index benchmarks and the engine, and the copies
 had begun to differ in small ways (epsilons, dtypes, what happens to an all-zero row). Here each is
-written once. Training's torch losses keep a torch twin of D (`uem.train.losses.d_distance`,
-`pairwise_d_distance`, differentiable), tested to agree with this one (tests/test_geometry.py).
+written once. Training's torch losses keep a torch twin of D (`uem.train.losses.pairwise_d_distance`,
+differentiable), tested to agree with this one (tests/test_geometry.py).
 
 D(u, v) = (1 - cos(u, v)) * ||u - v|| (docs/method.md, SN2M search distance and open-set radius): 0 for
 equal vectors, small for vectors close both in angle and in length, and, for unit vectors, a function

@@ -289,7 +289,7 @@ def index_record(hnsw) -> dict:
 
 
 class MilvusIndex:
-    """The bundle writer's ExternalIndex for Milvus (see external.ExternalIndex): creates one
+    """The bundle writer's ExternalIndex for Milvus (see external_index.ExternalIndex): creates one
     collection per domain at export, appends on `index add`, drops what an export replaced."""
 
     kind = KIND

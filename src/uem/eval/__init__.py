@@ -10,13 +10,12 @@ from .metrics import (auroc, average_precision, h_score, known_acceptance_rate, 
                       precision_at_k, private_detection_accuracy, retrieval_metrics, roc_curve,
                       top1_accuracy)
 from .protocols import PROTOCOLS, CategorySplit, split_categories
-from .rejection import threshold_rejector
 
 __all__ = [
     "evaluate", "evaluate_pair", "parse_pairs", "split_images", "DomainLabels", "load_labels", "auroc",
     "average_precision", "h_score", "known_acceptance_rate", "open_set_metrics", "precision_at_k",
     "private_detection_accuracy", "retrieval_metrics", "roc_curve", "top1_accuracy", "PROTOCOLS",
-    "CategorySplit", "split_categories", "threshold_rejector", "write_report",
+    "CategorySplit", "split_categories", "write_report",
 ]
 
 

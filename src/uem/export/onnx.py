@@ -1,4 +1,4 @@
-"""Encoder -> ONNX (fp32), and the check that onnxruntime computes what torch computes.
+"""EncoderNet -> ONNX (fp32), and the check that onnxruntime computes what torch computes.
 
 The dynamo exporter (torch.export + onnxscript, with its graph optimiser) gives the cleanest graph for
 this network: BatchNorm folded into Conv/Gemm, the fixed TF-SAME ZeroPad2d folded into each Conv's

@@ -236,7 +236,7 @@ def pretrained_config(data: Path, block: int = 13, size: int = 128, line_view: b
         domains = list(scan(Path(data), None, min_domains=1))
     except DataError as e:
         raise ExportError(str(e)) from None
-    return TrainConfig(data=str(Path(data).resolve()), domains=domains, model=model, epochs1=0, epochs2=0,
+    return TrainConfig(data=str(Path(data).resolve()), domains=domains, model=model, epochs_idse=0, epochs_cdsm=0,
                        epochs_pairs=0)
 
 

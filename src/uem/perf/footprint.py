@@ -20,18 +20,14 @@ from typing import Callable
 import numpy as np
 
 from ..engine.bundle import BundleInfo, append_to_domain, read_bundle
+from .measure import probe_source
 from .synthetic import clustered
 
 # Runs in a fresh interpreter: argv = bundle, domain. Prints one JSON line.
-PROBE = r"""
+PROBE = probe_source() + r"""
 import json, sys, time
 def rss(field="VmRSS"):
-    try:
-        for line in open("/proc/self/status"):
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024.0
-    except OSError:
-        return None
+    return proc_status_mb(field)
 r0 = rss()
 t0, c0 = time.perf_counter(), time.process_time()
 from uem.engine import Engine

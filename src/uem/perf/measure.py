@@ -7,6 +7,7 @@ the absolute times do not.
 
 from __future__ import annotations
 
+import inspect
 import os
 import platform
 import resource
@@ -45,20 +46,19 @@ def summary(ms: np.ndarray) -> dict:
             "mean_ms": float(ms.mean()), "n": int(len(ms))}
 
 
-def rss_mb() -> float | None:
-    """Resident set size of this process in MB (Linux /proc; None elsewhere)."""
-    return _status_field("VmRSS")
-
-
 def peak_rss_mb() -> float | None:
     """Peak resident set size of this process in MB."""
-    v = _status_field("VmHWM")
+    v = proc_status_mb("VmHWM")
     if v is None:
         v = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     return v
 
 
-def _status_field(name: str) -> float | None:
+def proc_status_mb(name: str) -> float | None:
+    """A kB field of /proc/self/status ("VmRSS" resident now, "VmHWM" its peak) in MB; None off
+    Linux. The one reader of it: stdlib only, no imports inside, so the fresh-interpreter probes
+    (uem.perf.footprint, uem.perf.scaling) paste its source (`probe_source`) and import nothing
+    that would itself show up in what they measure."""
     try:
         with open("/proc/self/status") as f:
             for line in f:
@@ -67,6 +67,11 @@ def _status_field(name: str) -> float | None:
     except OSError:
         return None
     return None
+
+
+def probe_source() -> str:
+    """`proc_status_mb`'s definition as source, for a probe script run with `python -c`."""
+    return inspect.getsource(proc_status_mb)
 
 
 def load_average() -> list[float] | None:

@@ -18,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 
-from .measure import load_average, peak_rss_mb, summary
+from .measure import load_average, peak_rss_mb, probe_source, summary
 from .synthetic import ClusterSpec, brute_force_query, clustered, exact_topk, recall_at_k, uniform
 
 Progress = Callable[[int, int], None]
@@ -47,12 +47,10 @@ def build_index(data: np.ndarray, *, M: int, ef_construction: int, threads: int,
 
 
 # Fresh interpreter: RSS growth from loading one saved hnswlib index (argv: file, dim, count).
-_LOAD_PROBE = r"""
+_LOAD_PROBE = probe_source() + r"""
 import sys, hnswlib
 def rss():
-    for line in open("/proc/self/status"):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024.0
+    return proc_status_mb("VmRSS")
 idx = hnswlib.Index(space="ip", dim=int(sys.argv[2]))
 r0 = rss()
 idx.load_index(sys.argv[1], max_elements=int(sys.argv[3]))

@@ -28,7 +28,7 @@ class ClusterSpec:
     `points_per_cluster` sets the number of clusters (n / points_per_cluster), the emoji3 bundle's
     (~26 items per prototype). The defaults were fitted to the emoji3 bundle's twemoji/openmoji
     vectors at their size (1914): participation ratio 16.5 vs 14, nn-1 cos 0.90 vs 0.92, nn-10 cos
-    0.85 vs 0.83, random pair cos 0.15 vs 0.16 (`shape_stats`).
+    0.85 vs 0.83, random pair cos 0.15 vs 0.16.
     """
 
     points_per_cluster: int = 26
@@ -95,17 +95,3 @@ def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
     k = truth.shape[1]
     hits = [len(np.intersect1d(f[:k], t, assume_unique=True)) for f, t in zip(found, truth)]
     return float(np.mean(hits) / k)
-
-
-def shape_stats(x: np.ndarray, sample: int = 2000, seed: int = 0) -> dict:
-    """Numbers to compare synthetic with real embeddings: participation ratio, nn-1/10 cos, random pair cos."""
-    rng = np.random.default_rng(seed)
-    s = x[rng.choice(len(x), size=min(sample, len(x)), replace=False)].astype(np.float64)
-    c = s - s.mean(0)
-    ev = np.linalg.eigvalsh(c.T @ c / len(c))
-    sims = s @ s.T
-    np.fill_diagonal(sims, -2.0)
-    nn = -np.sort(-sims, axis=1)
-    return {"participation_ratio": float(ev.sum() ** 2 / (ev ** 2).sum()),
-            "nn1_cos": float(nn[:, 0].mean()), "nn10_cos": float(nn[:, 9].mean()),
-            "random_pair_cos": float(sims[sims > -2].mean())}

@@ -22,7 +22,7 @@ from ..engine.atomic import replace_atomic
 from ..engine.framing import FRAMINGS
 from ..engine.preprocess import IMAGENET_MEAN, IMAGENET_STD, PreprocessSpec
 from .augment import AugmentConfig
-from .versions import CONFIG_VERSION, ConfigError, ConfigVersionError, migrate  # noqa: F401 (re-exported)
+from .versions import CONFIG_VERSION, RENAMED_FIELDS, ConfigError, ConfigVersionError, migrate  # noqa: F401 (re-exported)
 
 DEVICES = ("auto", "cpu", "cuda")
 HEADS = ("grid", "linear", "mlp", "pooled")
@@ -82,7 +82,7 @@ class _Problems:
 
 @dataclass
 class ModelConfig:
-    """Encoder shape: EfficientNet-Lite0 trunk + projection head to an L2-normalised embedding."""
+    """EncoderNet's shape: EfficientNet-Lite0 trunk + projection head to an L2-normalised embedding."""
 
     input_size: int = 128
     embed_dim: int = 512             # with line_view: two halves of embed_dim / 2
@@ -160,8 +160,8 @@ class TrainConfig:
     # -- schedule: the stages run in the order of STAGES, each for its epochs (0: skipped) ---------
     # docs/method.md's IDSE then CDSM are off by default: at the grid read-out neither lifted top-1
     # identity over the mined-pair stage alone (benchmarks/RESULTS.md, "Training that learns").
-    epochs1: int = 0                 # stage 1, IDSE (UEM: instance + prototype contrast, SEL)
-    epochs2: int = 0                 # stage 2, CDSM (UEM: SN2M / plain NN, SPDA)
+    epochs_idse: int = 0             # stage 1, IDSE (UEM: instance + prototype contrast, SEL)
+    epochs_cdsm: int = 0             # stage 2, CDSM (UEM: SN2M / plain NN, SPDA)
     epochs_pairs: int = 4            # stage 3, mined pairs (uem.train.stages.PairStage)
     batch_size: int = 128
     # IDSE/CDSM: SGD momentum 0.9, cosine to 0 within each stage (head lr). 0.03 suited the linear
@@ -211,8 +211,8 @@ class TrainConfig:
         p.check(isinstance(self.model, ModelConfig), "model must be a ModelConfig")
         p.check(isinstance(self.augment, AugmentConfig), "augment must be an AugmentConfig")
         p.number("seed", self.seed, 0, integer=True)
-        p.number("epochs1", self.epochs1, 0, integer=True)
-        p.number("epochs2", self.epochs2, 0, integer=True)
+        p.number("epochs_idse", self.epochs_idse, 0, integer=True)
+        p.number("epochs_cdsm", self.epochs_cdsm, 0, integer=True)
         p.number("epochs_pairs", self.epochs_pairs, 0, integer=True)
         p.number("pairs_lr", self.pairs_lr, 0, lo_open=True)
         p.number("pairs_tau", self.pairs_tau, 0, lo_open=True)
@@ -240,8 +240,8 @@ class TrainConfig:
         # a trained run's input side is a multiple of 32, the trunk's total stride (what `uemctl train`
         # has always asked for); the pooled read-out of `uemctl export --pretrained` takes any size >= 32
         if isinstance(self.model, ModelConfig) and self.model.head == "pooled":
-            p.check(self.epochs1 == self.epochs2 == self.epochs_pairs == 0 or not all(
-                isinstance(e, int) for e in (self.epochs1, self.epochs2, self.epochs_pairs)),
+            p.check(self.epochs_idse == self.epochs_cdsm == self.epochs_pairs == 0 or not all(
+                isinstance(e, int) for e in (self.epochs_idse, self.epochs_cdsm, self.epochs_pairs)),
                     "the pooled read-out has nothing to train: its epochs must be 0")
         if isinstance(self.model, ModelConfig) and self.model.head != "pooled":
             p.check(self.model.input_size % 32 == 0,
@@ -280,11 +280,13 @@ class TrainConfig:
 
     def with_changes(self, changes: Mapping[str, Any]) -> "TrainConfig":
         """A validated copy with `changes` applied: keys are field names, or "model.<field>" and
-        "augment.<field>" for the parts. An unknown key is a ConfigError."""
+        "augment.<field>" for the parts, or a field's older name (RENAMED_FIELDS). An unknown key is
+        a ConfigError."""
         base = copy.deepcopy(self)
         top: dict[str, Any] = {}
         parts: dict[str, dict[str, Any]] = {"model": {}, "augment": {}}
         for key, value in changes.items():
+            key = RENAMED_FIELDS.get(key, key)
             part, dot, name = key.partition(".")
             if dot and part in parts and name in _names(getattr(base, part)):
                 parts[part][name] = value

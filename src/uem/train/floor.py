@@ -28,7 +28,8 @@ REFERENCE = {
 
 def floor_embed_fn(batch_size: int = 32, size: int = 224, framing: str = "letterbox",
                    progress: bool = True) -> Callable[[list], np.ndarray]:
-    """paths -> float32 [N, 1280]: pooled features of the ImageNet EfficientNet-Lite0, no grad."""
+    """paths -> float32 [N, 1280]: the global-average-pooled features of the ImageNet
+    EfficientNet-Lite0 (its own forward, not the "pooled" read-out of a run), no grad."""
     import torch
 
     from ..engine.preprocess import PreprocessSpec, preprocess_batch

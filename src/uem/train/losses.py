@@ -46,13 +46,6 @@ def pairwise_cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return F.normalize(a, dim=1) @ F.normalize(b, dim=1).T
 
 
-def d_distance(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Row-wise D(u, v) = (1 - cos(u, v)) * ||u - v|| (docs/method.md, SN2M search distance);
-    mirrors geometry.uem_distance."""
-    cos = F.cosine_similarity(u, v, dim=-1)
-    return (1.0 - cos) * torch.sqrt(((u - v) ** 2).sum(-1).clamp_min(_EPS))
-
-
 def pairwise_d_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """[n, m] matrix of D(a_i, b_j) = (1 - cos) * ||a_i - b_j||; mirrors geometry.pairwise_uem_distance."""
     return (1.0 - pairwise_cosine(a, b)) * pairwise_euclidean(a, b)
@@ -71,9 +64,17 @@ def proto_nce(f: torch.Tensor, protos: torch.Tensor, assign: torch.Tensor, tau: 
 
 
 def ipm(f: torch.Tensor, bank: torch.Tensor, idx: torch.Tensor, protos: torch.Tensor, assign: torch.Tensor,
-        weight: float, tau: float = TAU) -> torch.Tensor:
-    """L_IPM = L_INCE + alpha * L_PNCE (docs/method.md, Mixing); `weight` is alpha(e, E)."""
-    return instance_nce(f, bank, idx, tau) + weight * proto_nce(f, protos, assign, tau)
+        weight: float, tau: float = TAU, terms: dict[str, float] | None = None) -> torch.Tensor:
+    """L_IPM = L_INCE + alpha * L_PNCE (docs/method.md, Mixing); `weight` is alpha(e, E).
+
+    `terms`, when given, gets each term's value added under "ince" and "pnce": the IDSE stage logs
+    them apart, and computing them here keeps the stage from writing the sum out a second time."""
+    ince = instance_nce(f, bank, idx, tau)
+    pnce = proto_nce(f, protos, assign, tau)
+    if terms is not None:
+        terms["ince"] = terms.get("ince", 0.0) + ince.item()
+        terms["pnce"] = terms.get("pnce", 0.0) + pnce.item()
+    return ince + weight * pnce
 
 
 def sel(f: torch.Tensor, protos: torch.Tensor, tau: float = TAU) -> torch.Tensor:

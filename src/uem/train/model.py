@@ -100,11 +100,12 @@ def principal_directions(x: np.ndarray, groups: np.ndarray, n: int) -> tuple[np.
     return w, vals
 
 
-def init_linear_head(head: nn.Linear, pooled: torch.Tensor, groups: torch.Tensor) -> None:
-    """Start a linear head at the PCA of `pooled` (N, F), the features under it: the top principal directions of the
-    features centred within each group (domain), so the first directions describe content rather
-    than the domain; the bias centres on the overall mean. Nothing here reads a label."""
-    x = pooled.detach().cpu().double().numpy()
+def init_linear_head(head: nn.Linear, features: torch.Tensor, groups: torch.Tensor) -> None:
+    """Start a linear head at the PCA of `features` (N, F), the features under it
+    (`EncoderNet.head_input`): the top principal directions of the features centred within each
+    group (domain), so the first directions describe content rather than the domain; the bias
+    centres on the overall mean. Nothing here reads a label."""
+    x = features.detach().cpu().double().numpy()
     w, _ = principal_directions(x, groups.detach().cpu().numpy(), head.out_features)
     with torch.no_grad():
         head.weight.copy_(torch.from_numpy(w).to(head.weight.dtype))
@@ -119,8 +120,10 @@ def trunk_channels(freeze_blocks: int) -> int:
     return outs[freeze_blocks - 1]
 
 
-class Encoder(nn.Module):
-    """image (N, 3, S, S) normalised -> embedding (N, D), unit length.
+class EncoderNet(nn.Module):
+    """image (N, 3, S, S) normalised -> embedding (N, D), unit length: the torch network that
+    training updates and export turns into ONNX (the runtime's onnxruntime session over that ONNX
+    is `uem.engine.encoder.Encoder`).
 
     head "grid" (the default) reads the trunk's output map itself: each view's map average-pooled
     to grid x grid cells, flattened, unit length, then one Linear layer (started at the PCA,
@@ -184,10 +187,11 @@ class Encoder(nn.Module):
             h = F.avg_pool2d(h, k)
         return F.normalize(h.flatten(1), dim=1)
 
-    def pooled(self, h: torch.Tensor) -> torch.Tensor:
+    def head_input(self, h: torch.Tensor) -> torch.Tensor:
         """Trunk output (N, views * C, H, W) -> the features under the head, (views * N, F): all
         first views, then all line-art views. For the linear and mlp heads the 1280-d average-pooled
-        backbone features; for the grid head its cells (`grid_cells`)."""
+        backbone features; for the grid head its cells (`grid_cells`). The "pooled" head has no
+        layer and reads none of this (`top`)."""
         if self.cfg.head == "grid":
             return self.grid_cells(h)
         h = self.backbone._blocks[self.cfg.freeze_blocks:](self._per_view(h))
@@ -198,7 +202,7 @@ class Encoder(nn.Module):
         if self.cfg.head == "pooled":
             z = F.normalize(self._per_view(h).mean(dim=(2, 3)), dim=1)
         else:
-            z = F.normalize(self.head(self.pooled(h)), dim=1)
+            z = F.normalize(self.head(self.head_input(h)), dim=1)
         if self.views == 1:
             return z
         return F.normalize(torch.cat([z[:n], z[n:]], dim=1), dim=1)  # each half 1/sqrt(2) long
@@ -220,6 +224,6 @@ class Encoder(nn.Module):
         return [p for p in self.parameters() if id(p) not in frozen]
 
 
-def build_encoder(cfg: ModelConfig, pretrained: bool = True) -> Encoder:
+def build_encoder(cfg: ModelConfig, pretrained: bool = True) -> EncoderNet:
     """A fresh encoder; the backbone starts from ImageNet unless `pretrained=False` (tests)."""
-    return Encoder(cfg, load_pretrained() if pretrained else EfficientNetLite0())
+    return EncoderNet(cfg, load_pretrained() if pretrained else EfficientNetLite0())

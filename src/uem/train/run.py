@@ -18,7 +18,7 @@ import torch
 from ..engine.atomic import replacing
 from ..engine.errors import UemError
 from .config import ConfigError, TrainConfig, write_json
-from .model import Encoder, build_encoder
+from .model import EncoderNet, build_encoder
 
 CONFIG = "config.json"
 ENCODER = "encoder.pt"
@@ -36,7 +36,7 @@ def save_torch_atomic(obj: object, path: Path) -> None:
         torch.save(obj, tmp)
 
 
-def save_encoder(run_dir: Path, encoder: Encoder, cfg: TrainConfig) -> None:
+def save_encoder(run_dir: Path, encoder: EncoderNet, cfg: TrainConfig) -> None:
     run_dir = Path(run_dir)
     write_json(run_dir / CONFIG, cfg.to_dict())
     state = {k: v.detach().cpu() for k, v in encoder.state_dict().items()}
@@ -57,7 +57,7 @@ def load_config(run_dir: Path) -> TrainConfig:
         raise RunError(f"{path}: {e}") from None
 
 
-def load_encoder(run_dir: Path) -> tuple[Encoder, TrainConfig]:
+def load_encoder(run_dir: Path) -> tuple[EncoderNet, TrainConfig]:
     """The trained encoder in eval mode, on the CPU."""
     cfg = load_config(run_dir)
     path = Path(run_dir) / ENCODER

@@ -1,5 +1,5 @@
 """The training stages as objects: each owns its loss for a batch, its optimiser, its per-epoch
-targets, its state for --resume and its log keys; `uem.train.trainer.train` is a loop over them.
+targets and its state for --resume; `uem.train.trainer.train` is a loop over them.
 
   IdseStage  (stage 1, docs/method.md IDSE) sum_d L_IPM^d + alpha mean_{e != d} L_SEL^{d|e}
   CdsmStage  (stage 2, docs/method.md CDSM) L_DAL + sum_d ( L_SPR^d + mean_{e != d} L_SN2M^{d->e} )
@@ -27,10 +27,10 @@ from typing import Callable
 import torch
 
 from . import distributed, losses
-from .cached import embed_cached
+from .cached_embed import embed_cached
 from .config import TrainConfig
 from .data import ImageSet
-from .model import Encoder
+from .model import EncoderNet
 from .pairs import MinedPairs, mine
 from .prototypes import EpochPrototypes, estimate_k
 
@@ -43,7 +43,7 @@ class Context:
     images' domain/slot, the memory banks (one per domain, rows = slots) and the process group."""
 
     cfg: TrainConfig
-    encoder: Encoder
+    encoder: EncoderNet
     feats: torch.Tensor            # float16 (views + 1, N, C, H, W), view 0 the clean image
     images: ImageSet
     device: torch.device
@@ -60,7 +60,7 @@ class Context:
                               n=len(self.images))
 
 
-def param_groups(encoder: Encoder, lr: float, backbone_lr_mult: float,
+def param_groups(encoder: EncoderNet, lr: float, backbone_lr_mult: float,
                  extra: list[torch.nn.Parameter] = ()) -> list[dict]:
     """Two learning rates: the projection head (and `extra`, the domain classifier) at lr, the
     trainable backbone blocks at lr * backbone_lr_mult; empty groups left out; each group keeps its
@@ -75,7 +75,7 @@ def param_groups(encoder: Encoder, lr: float, backbone_lr_mult: float,
     return groups
 
 
-def sgd(encoder: Encoder, cfg: TrainConfig, extra: list[torch.nn.Parameter] = ()) -> torch.optim.SGD:
+def sgd(encoder: EncoderNet, cfg: TrainConfig, extra: list[torch.nn.Parameter] = ()) -> torch.optim.SGD:
     """The UEM stages' optimiser: SGD with momentum at cfg.lr (param_groups)."""
     return torch.optim.SGD(param_groups(encoder, cfg.lr, cfg.backbone_lr_mult, extra), lr=cfg.lr,
                            momentum=cfg.momentum, weight_decay=cfg.weight_decay)
@@ -87,7 +87,6 @@ class Stage:
 
     name = ""
     number = 0
-    log_keys: tuple[str, ...] = ()
     updates_banks = False
 
     def __init__(self, epochs: int):
@@ -146,7 +145,6 @@ class IdseStage(Stage):
     """UEM's stage 1: instance and prototype contrast within each domain, SEL across domains."""
 
     name, number, updates_banks = "idse", 1, True
-    log_keys = ("ince", "pnce", "sel")
 
     def start(self, ctx: Context, resume: dict | None) -> None:
         self._start_optimizer(ctx, resume, sgd(ctx.encoder, ctx.cfg))
@@ -176,11 +174,8 @@ class IdseStage(Stage):
             if not rows.any():
                 continue
             f_d, slots_d = f[rows], slot[rows]
-            ince = losses.instance_nce(f_d, ctx.banks[d], slots_d, cfg.tau)
-            pnce = losses.proto_nce(f_d, protos.centroids[d], protos.assign[d][slots_d], cfg.tau)
-            total = total + ince + self.alpha * pnce
-            parts["ince"] += ince.item()
-            parts["pnce"] += pnce.item()
+            total = total + losses.ipm(f_d, ctx.banks[d], slots_d, protos.centroids[d], protos.assign[d][slots_d],
+                                       self.alpha, cfg.tau, terms=parts)
             if cfg.uses_sel:
                 sel = torch.stack([losses.sel(f_d, protos.own_unified[d, e], cfg.tau)
                                    for e in range(ctx.n_domains) if e != d]).mean()
@@ -197,7 +192,6 @@ class CdsmStage(IdseStage):
     classifier through gradient reversal, and SPR against the encoder as it entered the stage)."""
 
     name, number, updates_banks = "cdsm", 2, True
-    log_keys = ("dal", "spr", "sn2m", "trusted")
 
     def start(self, ctx: Context, resume: dict | None) -> None:
         cfg = ctx.cfg
@@ -267,7 +261,6 @@ class PairStage(Stage):
     labels outside training) is called after each epoch's mining."""
 
     name, number = "pairs", 3
-    log_keys = ("inst", "pair", "paired")
 
     def __init__(self, epochs: int, observer: Callable[[int, MinedPairs], None] | None = None):
         super().__init__(epochs)
@@ -329,7 +322,7 @@ class PairStage(Stage):
         return total, parts
 
 
-def train_mode(encoder: Encoder) -> None:
+def train_mode(encoder: EncoderNet) -> None:
     """Trainable part in train mode; the frozen trunk (and its BatchNorm statistics) stays in eval."""
     encoder.train()
     for m in encoder.frozen_modules():
@@ -338,7 +331,7 @@ def train_mode(encoder: Encoder) -> None:
 
 def build(cfg: TrainConfig, observer: Callable[[int, MinedPairs], None] | None = None) -> list[Stage]:
     """The run's stages in order, those with epochs > 0, each knowing its first global epoch."""
-    stages: list[Stage] = [IdseStage(cfg.epochs1), CdsmStage(cfg.epochs2), PairStage(cfg.epochs_pairs, observer)]
+    stages: list[Stage] = [IdseStage(cfg.epochs_idse), CdsmStage(cfg.epochs_cdsm), PairStage(cfg.epochs_pairs, observer)]
     out, first = [], 0
     for s in stages:
         if s.epochs > 0:

@@ -36,12 +36,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ..engine.atomic import replace_files, replacing
 from ..engine.prototypes import PrototypeGraph
-from . import cache as trunk_cache
+from . import trunk_cache
 from . import distributed
-from .cached import embed_cached, pooled_cached  # noqa: F401 - also the benchmarks' and tests' entry
+from .cached_embed import embed_cached, head_inputs_cached  # noqa: F401 - also the benchmarks' and tests' entry
 from .config import TrainConfig, write_json
 from .data import ImageSet, load_images
-from .model import Encoder, build_encoder, init_linear_head
+from .model import EncoderNet, build_encoder, init_linear_head
 from .pairs import MinedPairs
 from .prototypes import domain_prototypes, graph_from, match_domains
 from .run import save_encoder, save_torch_atomic
@@ -90,7 +90,7 @@ def set_lr(opt: torch.optim.Optimizer, progress: float) -> float:
     return opt.param_groups[-1]["lr"]
 
 
-def save_checkpoint(run_dir: Path, epoch: int, encoder: Encoder, stage: Stage, banks: list[torch.Tensor]) -> None:
+def save_checkpoint(run_dir: Path, epoch: int, encoder: EncoderNet, stage: Stage, banks: list[torch.Tensor]) -> None:
     """Tensors and plain types only (loaded with weights_only=True). epoch = epochs completed;
     `stage` = the stage that ran it (its optimiser and targets' state). RNG state needs no
     saving: every epoch reseeds from (seed, epoch)."""
@@ -264,7 +264,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress:
     #    UEM's stages) hold the clean images' embeddings
     ctx = Context(cfg=cfg, encoder=encoder, feats=feats, images=images, device=device, job=job)
     if state is None and cfg.model.head in ("linear", "grid"):
-        init_linear_head(encoder.head, pooled_cached(encoder, feats[0], device).cpu(), dom_all.repeat(encoder.views))
+        init_linear_head(encoder.head, head_inputs_cached(encoder, feats[0], device).cpu(), dom_all.repeat(encoder.views))
     if state is not None:
         ctx.banks = [b.to(device) for b in state["banks"]]
     elif any(s.updates_banks for s in stages):

@@ -15,7 +15,12 @@ from ..engine.errors import UemError
 
 # config.json layout; bump it (and extend `migrate`) when a field's meaning or default changes in a
 # way that would change what an older run's config.json means.
-CONFIG_VERSION = 3
+CONFIG_VERSION = 4
+
+# Fields that were renamed, old name -> new name (version 4 named the epochs after their stages).
+# `migrate` moves a stored value to its new name; TrainConfig.with_changes takes the old names too,
+# so recorded `--set epochs1=...` commands keep working.
+RENAMED_FIELDS = {"epochs1": "epochs_idse", "epochs2": "epochs_cdsm"}
 
 
 class ConfigError(UemError, ValueError):
@@ -45,6 +50,8 @@ def migrate(d: Mapping[str, Any]) -> dict[str, Any]:
         out = _from_version_1(out)
     if out["version"] < 3:
         out = _from_version_2(out)
+    if out["version"] < 4:
+        out = _from_version_3(out)
     return out
 
 
@@ -85,4 +92,13 @@ def _from_version_2(d: dict[str, Any]) -> dict[str, Any]:
     if isinstance(augment, dict):
         d["augment"] = {"place_p": 0.0, **augment}
     d["version"] = 3
+    return d
+
+
+def _from_version_3(d: dict[str, Any]) -> dict[str, Any]:
+    """Version 3: the stages' epochs were `epochs1` (IDSE) and `epochs2` (CDSM); same meaning."""
+    for old, new in RENAMED_FIELDS.items():
+        if old in d:
+            d.setdefault(new, d.pop(old))
+    d["version"] = 4
     return d

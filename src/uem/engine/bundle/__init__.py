@@ -12,7 +12,7 @@ An index kept outside the bundle (Milvus) reaches the writers through external.E
 no module here imports a backend.
 """
 
-from ..external import ExternalIndex
+from ..external_index import ExternalIndex
 from .manifest import (DOMAIN_NAME, ENCODER, ENCODER_FP32, FORMAT_NAME, FORMAT_VERSION, MANIFEST,
                        MAX_MANIFEST_BYTES, SUPPORTED_VERSIONS, DomainRecord, FileRecord, HnswParams,
                        Manifest, ModelRecord, PrototypesRecord, migrate, read_manifest, sha256_file)

@@ -311,7 +311,7 @@ class Manifest:
     files: dict[str, FileRecord]
     calibration: dict = field(default_factory=dict)
     alignment: dict | None = None    # align.Alignment.describe() + "file" + "csls_columns"
-    backend: dict | None = None      # an ExternalIndex's record (external.py), or None: hnswlib
+    backend: dict | None = None      # an ExternalIndex's record (external_index.py), or None: hnswlib
     generation: int = 0
     written_at: str | None = None
 

@@ -6,7 +6,7 @@ Each one is a single store.transaction (lock, new generation, write, commit, col
 module decides what goes into the generation and into the manifest (manifest.py). An index kept
 outside the bundle comes in as an `external.ExternalIndex`; when a writer needs the one a committed
 manifest names (an add to an externally indexed domain, dropping collections a rewrite replaced)
-and none was handed in, `external.connect` opens it — this module never imports a backend itself.
+and none was handed in, `external_index.connect` opens it — this module never imports a backend itself.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import numpy as np
 from ..align import ALIGNMENT_NPZ, IDENTITY, Alignment, csls_item_stats, exact_mean_top_k
 from ..atomic import durable_file, fsync_file
 from ..errors import BundleError, UemError
-from ..external import ExternalIndex, connect
+from ..external_index import ExternalIndex, connect
 from ..geometry import unit_rows
 from ..index import DomainIndex
 from ..preprocess import PreprocessSpec

@@ -1,4 +1,5 @@
-"""The contract between the bundle writers and an index kept outside the bundle (a vector database).
+"""The contract between the bundle writers and an index kept outside the bundle (a vector database):
+the write side. The read side, which backend answers a domain's searches, is backend.py.
 
 Why a module of its own: the bundle format (bundle/) must not depend on Milvus or on the engine's
 choice of backend (backend.py reads bundles, so the format importing it would be a cycle). Both

@@ -24,7 +24,7 @@ from ..eval.wild import VERSION as WILD_VERSION
 from .augment import VERSION as AUGMENT_VERSION
 from .augment import AugmentConfig, augment
 from .data import ImageSet
-from .model import Encoder
+from .model import EncoderNet
 from .run import save_torch_atomic
 
 CACHE = "trunk_cache.pt"
@@ -41,7 +41,7 @@ def view_pixels(images: ImageSet, idx: np.ndarray, view: int, aug: AugmentConfig
 
 
 @torch.no_grad()
-def compute(encoder: Encoder, images: ImageSet, views: int, aug: AugmentConfig, seed: int,
+def compute(encoder: EncoderNet, images: ImageSet, views: int, aug: AugmentConfig, seed: int,
             spec: PreprocessSpec, device: torch.device, batch: int | None = None, progress=None,
             shard: tuple[int, int] = (0, 1)) -> torch.Tensor:
     """Trunk outputs for view 0 (clean) and `views` augmented views of every image.
@@ -104,11 +104,11 @@ def save(run_dir: Path, key: str, features: torch.Tensor) -> None:
 
 
 @torch.no_grad()
-def advance(encoder: Encoder, feats: torch.Tensor, from_blocks: int, batch: int = 512) -> torch.Tensor:
+def advance(encoder: EncoderNet, feats: torch.Tensor, from_blocks: int, batch: int = 512) -> torch.Tensor:
     """A cache for a later freeze point from one for an earlier point: run the frozen blocks
     [from_blocks, encoder.cfg.freeze_blocks) (eval mode) over it. Float16 in, float16 out."""
     blocks = encoder.backbone._blocks[from_blocks: encoder.cfg.freeze_blocks].eval()
-    views = encoder.views  # views sit side by side in channels (Encoder.trunk)
+    views = encoder.views  # views sit side by side in channels (EncoderNet.trunk)
     flat = feats.reshape(-1, feats.shape[2] // views, *feats.shape[3:])
     out = torch.cat([blocks(flat[i:i + batch].float()).to(torch.float16) for i in range(0, len(flat), batch)])
     return out.reshape(*feats.shape[:2], views * out.shape[1], *out.shape[2:])

@@ -1,7 +1,9 @@
-"""Simple open-set rejection rules to plug into `evaluate(reject_fn=...)` (numpy only).
+"""What the evaluation tests share: a reject_fn that needs no prototypes.
 
-They give the open-set metrics a reference point that needs no prototypes: the engine's
-prototype-based rule (docs/method.md) should beat "the nearest item is not similar enough".
+The harness takes any `reject_fn(query_vectors, query_domain, target_domain, target_vectors) ->
+(accept, score)`; the product's rule is the engine's (uem.engine.openset). This one ("the nearest
+target item is not similar enough") is the simplest rule with that shape, so the harness and report
+tests can drive the open-set path with answers worked out by hand.
 """
 
 from __future__ import annotations
