@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,7 @@ from uem.export.parity import cross_domain_overlap, topk, topk_overlap
 from uem.export.config import ExportConfig
 from uem.export.pipeline import ExportError, export_run, parse_index_args
 from uem.export.quantize import calibration_sample
-from uem.train.config import ModelConfig, TrainConfig
+from uem.train.config import ConfigError, ModelConfig, TrainConfig
 from uem.train.model import build_encoder
 from uem.train.run import save_encoder
 
@@ -291,3 +292,79 @@ def test_topk_overlap_helpers():
     assert cross_domain_overlap({"x": a[:10], "y": a[10:]}, {"x": a[:10], "y": a[10:]}) == 1.0
     idx = topk(a[:1], a, 3)[0]
     assert idx[0] == 0 and math.isclose(float(a[0] @ a[idx[0]]), 1.0, rel_tol=1e-5)
+
+
+# -- a narrower bundle (--dim): the projection is part of the network -------------------------------
+
+def test_fit_directions_hand_computed():
+    """Two domains apart along axis 0; inside each, spread along axis 2 (std 3) and axis 3 (std 1):
+    the 2 directions kept are +e2 then +e3 (content, not the domain offset), all variance kept."""
+    from uem.export.reduce import fit_directions
+
+    i = np.arange(200)
+    x = np.zeros((200, 6))
+    # +-3 and +-1 patterns with zero mean and zero cross-product inside each domain
+    x[:, 2], x[:, 3] = 3.0 * np.where(i % 2, 1.0, -1.0), np.where(i % 4 < 2, 1.0, -1.0)
+    x[100:, 0] += 10.0
+    w, kept = fit_directions(x, ["a"] * 100 + ["b"] * 100, 2)
+    assert w.shape == (2, 6)
+    np.testing.assert_allclose(w, np.eye(6)[[2, 3]], atol=1e-6)
+    assert kept == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="span fewer"):
+        fit_directions(x[:, :4], ["a"] * 100 + ["b"] * 100, 3)  # only 2 directions vary within domains
+    with pytest.raises(ValueError, match="between 1 and"):
+        fit_directions(x, ["a"] * 200, 6)
+
+
+def test_projected_encoder_is_the_projection_renormalised(tiny):
+    from uem.export.reduce import Projected
+
+    rng = np.random.default_rng(1)
+    directions = np.linalg.qr(rng.standard_normal((32, 8)))[0].T.astype(np.float32)
+    x = torch.from_numpy(rng.standard_normal((3, 3, 64, 64)).astype(np.float32))
+    with torch.no_grad():
+        full = tiny["encoder"](x).numpy()
+        narrow = Projected(tiny["encoder"], directions)(x).numpy()
+    want = full @ directions.T
+    np.testing.assert_allclose(narrow, want / np.linalg.norm(want, axis=1, keepdims=True), atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def narrow(tiny):
+    out = tiny["root"] / "narrow.uem"
+    export_run(tiny["run"], out, ExportConfig(calib=16, keep_fp32=True, k_prototypes=3, dim=16), progress=False)
+    return out
+
+
+def _cross_domain_top(out: Path, k: int) -> np.ndarray:
+    with Engine.open(out) as eng:
+        paint = eng.embed(sorted((out.parent / "data" / "paint").rglob("*.png")))
+        line = eng.embed(sorted((out.parent / "data" / "line").rglob("*.png")))
+    return np.argsort(-(paint @ line.T), axis=1, kind="stable")[:, :k]
+
+
+def test_dim_bundle_round_trips_and_ranks_like_the_full_width(tiny, narrow, tmp_path):
+    m = _manifest(narrow)
+    assert m["model"]["embed_dim"] == 16 and m["hnsw"]["dim"] == 16
+    proj = m["model"]["extra"]["projection"]
+    assert proj["from_dim"] == 32 and proj["dim"] == 16 and proj["fit_images"] == 36
+    assert 0.5 < proj["variance_kept"] <= 1.0
+    with Engine.open(narrow) as eng:
+        assert eng.embed([tiny["data"] / "paint" / SHAPES[0] / "0.png"]).shape == (1, 16)
+        hit = eng.query(tiny["data"] / "paint" / SHAPES[0] / "0.png", "line", k=3, no_reject=True)
+        assert len(hit.hits) == 3
+    # the same pictures rank their cross-domain neighbours much as the full width does
+    full, small = _cross_domain_top(tiny["out"], 5), _cross_domain_top(narrow, 5)
+    overlap = np.mean([len(set(a) & set(b)) / 5 for a, b in zip(full, small)])
+    assert overlap >= 0.6, overlap
+    copy = tmp_path / "copy.uem"   # a --dim bundle is an ordinary bundle: it survives a copy
+    shutil.copytree(narrow, copy)
+    with Engine.open(copy) as eng:
+        assert eng.embed_dim == 16
+
+
+def test_dim_refusals(tiny, tmp_path):
+    with pytest.raises(ConfigError, match="dim must be"):
+        ExportConfig(dim=1)
+    with pytest.raises(ExportError, match="wider than"):
+        export_run(tiny["run"], tmp_path / "wide.uem", ExportConfig(calib=16, dim=64), progress=False)

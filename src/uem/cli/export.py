@@ -49,6 +49,8 @@ def export_cmd(
                               "(they lift category mAP; identity of new pictures measured lower with them)."),
     csls_k: int = typer.Option(AlignConfig.csls_k, "--csls-k", help="CSLS neighbours (0: rank by cosine)."),
     csls_candidates: int = typer.Option(AlignConfig.csls_candidates, "--csls-candidates", help="Index hits re-ranked by CSLS per query."),
+    dim: Optional[int] = typer.Option(None, "--dim", help="Embedding width of the bundle (e.g. 128, 256): a "
+                                      "projection fitted at export; default: the model's full width."),
     probes: int = typer.Option(ExportConfig.probes, "--probes", help="Wild copies per domain (moved, scaled, on "
                                "backdrops) the \"no match\" rule is calibrated with as well (0: none)."),
 ) -> None:
@@ -63,7 +65,7 @@ def export_cmd(
         raise ExportError("--framing is for --pretrained; a run's bundle frames as the run was trained")
     try:  # the options are ExportConfig's and AlignConfig's fields
         cfg = ExportConfig(index_dirs=parse_index_args(index or []) or None, calib=calib, keep_fp32=keep_fp32,
-                           seed=seed, to=to, merge_rule=merge_rule, probes=probes, open_set=open_set, open_set_alpha=open_set_alpha,
+                           seed=seed, to=to, merge_rule=merge_rule, probes=probes, dim=dim, open_set=open_set, open_set_alpha=open_set_alpha,
                            align=AlignConfig(kind=align, shrinkage=shrinkage, maps=maps, csls_k=csls_k,
                                              csls_candidates=max(csls_candidates, csls_k, 1)))
     except ValueError as e:  # AlignConfig's are plain ValueErrors

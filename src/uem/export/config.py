@@ -71,6 +71,10 @@ class ExportConfig:
     # threshold cannot tell a far user's picture from a missing concept (benchmarks/RESULTS.md,
     # "Wild queries"). 256 (export/probes.py PROBES_PER_DOMAIN) is the measured setting for who prefers acceptance.
     probes: int = 0
+    # embedding width of the bundle: None keeps the model's; a smaller one is a projection fitted
+    # at export (export/reduce.py) — fewer bytes per item and a faster search, for some quality
+    # (benchmarks/RESULTS.md, "Embedding width")
+    dim: int | None = None
     overwrite: bool = True            # replace an existing bundle at the output path (atomically)
 
     def __post_init__(self) -> None:
@@ -85,6 +89,8 @@ class ExportConfig:
                 object.__setattr__(self, "index_dirs", {k: Path(v) for k, v in self.index_dirs.items()})
         if not _whole(self.probes, 0):
             problems.append(f"probes must be a whole number >= 0, got {self.probes!r}")
+        if self.dim is not None and not _whole(self.dim, 2):
+            problems.append(f"dim must be a whole number >= 2 (or None: the model's width), got {self.dim!r}")
         if not _whole(self.calib, 1):
             problems.append(f"calib must be at least 1, got {self.calib!r}")
         if not _whole(self.seed, 0):

@@ -27,7 +27,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ..datasets.folders import list_images, scan
 from ..engine.bundle import MANIFEST, DOMAIN_NAME, DomainData, write_bundle
 from ..engine.encoder import Encoder as OnnxEncoder
-from ..engine.errors import DataError, ImageError, UemError
+from ..engine.errors import DataError, UemError
 from ..engine.preprocess import PreprocessSpec, preprocess_batch
 from ..train.run import load_encoder
 from .config import ExportConfig
@@ -35,6 +35,8 @@ from .onnx import export_onnx, torch_embed
 from .parity import ParityReport, parity_report
 from .quantize import calibration_sample, quantize_int8
 from .probes import wild_probes
+from .pixels import preprocess_tolerant as _preprocess_tolerant
+from .reduce import projected_encoder
 from .readout import fit_readout  # noqa: F401  (also imported from here by callers)
 
 EMBED_CHUNK = 128
@@ -150,22 +152,6 @@ def _progress(enabled: bool) -> Iterator[Progress]:
         yield p
 
 
-def _preprocess_tolerant(paths: Sequence[Path], spec: PreprocessSpec) -> tuple[np.ndarray, list[int], list[str]]:
-    """Preprocess a chunk; unreadable images are skipped (returned by path), not fatal."""
-    try:
-        return preprocess_batch(paths, spec), list(range(len(paths))), []
-    except ImageError:
-        keep, bad, arrays = [], [], []
-        for i, p in enumerate(paths):
-            try:
-                arrays.append(preprocess_batch([p], spec))
-                keep.append(i)
-            except ImageError:
-                bad.append(str(p))
-        x = np.concatenate(arrays) if arrays else np.zeros((0, 3, spec.size, spec.size), np.float32)
-        return x, keep, bad
-
-
 def _embed_domain(paths: Sequence[Path], spec: PreprocessSpec, encoders: Sequence[OnnxEncoder],
                   progress: Progress, label: str) -> tuple[list[np.ndarray], list[Path], list[str]]:
     """Embed `paths` with each encoder (same preprocessed pixels); returns vectors, kept paths, bad."""
@@ -275,6 +261,8 @@ def _export_encoder(encoder, train_cfg, run_dir: Path | None, out: Path, cfg: Ex
     for d in targets:
         if not DOMAIN_NAME.match(d):
             raise ExportError(f"domain folder name {d!r} cannot be a bundle domain name; rename it or use --index")
+    if cfg.dim is not None and cfg.dim > train_cfg.model.embed_dim:
+        raise ExportError(f"--dim {cfg.dim} is wider than the model's {train_cfg.model.embed_dim}-d embedding")
     if cfg.to is not None:
         _open_external(cfg.to).close()  # reachable? (a wrong address fails before the slow part)
     return _export(run_dir, out, encoder, train_cfg, train, targets, roots, cfg, progress, t0)
@@ -293,8 +281,13 @@ def _export(run_dir, out, encoder, train_cfg, train, targets, roots, cfg: Export
     seed, quant = cfg.seed, cfg.quant
     calib_paths = calibration_sample(train, cfg.calib, seed=seed)
     stage = _Stages()
+    embed_dim, projection = train_cfg.model.embed_dim, None
     with tempfile.TemporaryDirectory(prefix="uem-export-") as tmp, _progress(progress) as prog:
         work = Path(tmp)
+        if cfg.dim is not None and cfg.dim != embed_dim:
+            with stage(f"projection to {cfg.dim}-d", prog):
+                encoder, projection = projected_encoder(encoder, train, spec, cfg.dim, seed, error=ExportError)
+            embed_dim = cfg.dim
         with stage("ONNX export", prog):
             fp32_path = export_onnx(encoder, work / "encoder.fp32.onnx", spec.size)
         with stage("calibration images", prog, len(calib_paths)) as task:
@@ -350,7 +343,7 @@ def _export(run_dir, out, encoder, train_cfg, train, targets, roots, cfg: Export
                  "source_run": None if run_dir is None else str(run_dir.resolve()),
                  "pretrained": run_dir is None, "alignment": align_log, "train_config": train_cfg.to_dict(),
                  "skipped_images": {d: len(v) for d, v in skipped.items()},
-                 "export_seconds": stage.seconds, "versions": _versions()}
+                 "export_seconds": stage.seconds, "versions": _versions(), "projection": projection}
         with stage("bundle (HNSW indexes)" if cfg.to is None else "bundle + Milvus collections", prog):
             external = None
             if cfg.to is not None:
@@ -368,7 +361,7 @@ def _export(run_dir, out, encoder, train_cfg, train, targets, roots, cfg: Export
                        for d in targets]
             try:
                 write_bundle(out, encoder_onnx=int8_path, encoder_fp32_onnx=fp32_path if cfg.keep_fp32 else None,
-                             preprocess=spec, embed_dim=train_cfg.model.embed_dim, domains=domains,
+                             preprocess=spec, embed_dim=embed_dim, domains=domains,
                              prototypes=graph, hnsw=cfg.hnsw, calibration=calibration, extra=extra, external=external,
                              alignment=alignment)
             finally:
