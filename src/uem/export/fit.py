@@ -8,20 +8,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..engine.openset import ALPHA
+from ..engine.openset import ALPHA, FitInputs, fit_calibration
 from .align import AlignConfig, fit_alignment
-from .openset import anchored_calibration, contrast_calibration
 
 
-def fit_readout(vectors: dict[str, np.ndarray], align: AlignConfig, *, merge_rule: str, open_set: str,
-                merge: bool, k_prototypes: int | None, proto_seed: int, seed: int,
-                open_set_alpha: float = ALPHA, probes: dict[str, np.ndarray] | None = None,
-                probe_rows: dict[str, np.ndarray] | None = None):
+def fit_from_vectors(vectors: dict[str, np.ndarray], align: AlignConfig, *, merge_rule: str, open_set: str,
+                     merge: bool, k_prototypes: int | None, proto_seed: int, seed: int,
+                     open_set_alpha: float = ALPHA, probes: dict[str, np.ndarray] | None = None,
+                     probe_rows: dict[str, np.ndarray] | None = None):
     """Everything a bundle derives from its raw vectors without labels: the alignment (and its
-    log), the prototype graph and the open-set calibration, both on the aligned vectors (where the
-    engine compares a query with them). `probes`: raw embeddings of wild copies of some items and
-    their rows (export/probes.py), kept in the alignment and used by the anchored calibration.
-    Shared by export and `uemctl index realign`."""
+    log), the prototype graph and the open-set calibration (the rule named `open_set`, fitted by
+    its own `Rule.fit`), both on the aligned vectors (where the engine compares a query with them).
+    `probes`: raw embeddings of wild copies of some items and their rows (export/probes.py), kept
+    in the alignment and handed to the rule's fit. Shared by export and `uemctl index realign`."""
     from ..train.prototypes import build_prototype_graph
 
     alignment, align_log = fit_alignment(vectors, align, seed=seed, probes=probes, probe_rows=probe_rows)
@@ -29,11 +28,6 @@ def fit_readout(vectors: dict[str, np.ndarray], align: AlignConfig, *, merge_rul
     wild = {d: (alignment.probe_rows[d], alignment.align(p, d)) for d, p in alignment.probes.items()}
     # merge_rule: ExportConfig's (DEFAULT_MERGE_RULE, uem.train.config, says why), or what the bundle records
     graph = build_prototype_graph(aligned, k=k_prototypes, seed=proto_seed, rule=merge_rule, merge=merge)
-    calibration = {"rule": open_set}
-    if open_set == "anchored":
-        calibration["anchored"] = anchored_calibration(aligned, alpha=open_set_alpha, seed=seed,
-                                                       to_target=alignment.to_target,
-                                                       csls_k=max(align.csls_k, 1), probes=wild)
-    elif open_set == "contrast":
-        calibration["contrast"] = contrast_calibration(aligned, seed=seed, to_target=alignment.to_target)
+    calibration = fit_calibration(open_set, FitInputs(aligned, to_target=alignment.to_target, seed=seed,
+                                                      alpha=open_set_alpha, csls_k=align.csls_k, probes=wild))
     return alignment, align_log, graph, calibration

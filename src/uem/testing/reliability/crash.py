@@ -82,7 +82,7 @@ def write_and_check_cleanup(bundle: Path) -> list[str]:
 
     previous = referenced_generations(bundle)
     eng = Engine.open(bundle, threads=1)
-    eng.add_vectors(next(iter(eng.domains)), np.ones((1, eng.embed_dim), np.float32),
+    eng.add_vectors(next(iter(eng.domains)), np.ones((1, eng.snapshot().info.embed_dim), np.float32),
                     [{"path": f"/cleanup-probe-{time.monotonic_ns()}"}])
     return leftovers(bundle, previous)
 

@@ -54,7 +54,7 @@ def hammer(bundle: Path, *, queries: int, threads: int = 8, adds: int = 10, per_
                 if j % 4 == 0:
                     r = eng.query(qimgs[j % len(qimgs)], domain, k=final_k, no_reject=True)
                 else:
-                    r = eng.query_vector(qvecs[j % len(qvecs)], domain, k=final_k, no_reject=True)
+                    r = eng.query(vector=qvecs[j % len(qvecs)], domain=domain, k=final_k, no_reject=True)
                 ids = {h.id for h in r.hits}
                 n = len(r.hits)
                 if n not in valid or len(ids) != n or ids != set(order[:n]):
