@@ -25,7 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from alignment_grid import VARIANTS, bundle_vectors  # noqa: E402
 
-from uem.engine.align import csls_scores, exact_mean_top_k, mean_top_k  # noqa: E402
+from uem.engine.csls import csls_scores, exact_mean_top_k, mean_top_k  # noqa: E402
 from uem.eval.metrics import retrieval_metrics  # noqa: E402
 from uem.export.align import fit_alignment  # noqa: E402
 

@@ -33,8 +33,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .csls import (candidate_csls, csls_scores, exact_mean_top_k, mean_top_k,  # noqa: F401  (re-exported)
-                   mutual_csls_pairs)
+from .csls import candidate_csls, exact_mean_top_k, mutual_csls_pairs
 from .geometry import unit_rows
 
 KINDS = ("none", "mean", "whiten")

@@ -38,7 +38,7 @@ from .encoder import Encoder
 from .errors import BundleError, ImageError
 from .openset import OpenSetRule
 from .preprocess import ImageSource, PreprocessSpec, preprocess, preprocess_batch
-from .search import DomainState, Hit, QueryResult, Snapshot, domain_state  # noqa: F401  (Hit: re-exported)
+from .search import DomainState, QueryResult, Snapshot, domain_state
 
 _OPEN_RETRIES = 3
 
