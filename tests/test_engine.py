@@ -151,7 +151,7 @@ def test_add_can_skip_bad_images_and_reports_progress(fresh, tmp_path):
                     progress=lambda done, total: ticks.append((done, total)))
     assert added == 2 and [img for img, _ in seen] == [bad] and "empty file" in seen[0][1]
     assert ticks[-1] == (3, 3)
-    ids = {it["id"] for it in Engine.open(fresh)._snap.info.domains["sketch"].items}
+    ids = {it["id"] for it in Engine.open(fresh).snapshot().info.domains["sketch"].items}
     assert {"a", "c"} <= ids and "b" not in ids  # ids stay with their images
     assert eng.add("sketch", [bad], on_bad=lambda img, e: None) == 0  # nothing readable: nothing written
     assert Engine.open(fresh).count("sketch") == 14
@@ -243,7 +243,7 @@ def test_query_does_not_import_torch(base):
 
 
 def test_search_falls_back_to_exact_when_hnswlib_gives_up(eng):
-    state = eng._snap.states["sketch"]
+    state = eng.snapshot().states["sketch"]
     real = state.index._index
 
     class GivesUp:

@@ -42,7 +42,7 @@ def bundle_state(path: Path) -> BundleState:
     info = read_bundle(path)
     eng = Engine.open(path, threads=1)
     some = next(iter(info.domains))
-    eng.query_vector(np.ones(info.embed_dim, np.float32), some, k=3, no_reject=True)
+    eng.query(vector=np.ones(info.embed_dim, np.float32), domain=some, k=3, no_reject=True)
     eng.close()
     return BundleState(info.manifest["checksum"],
                        {d: tuple(it["id"] for it in di.items) for d, di in info.domains.items()},

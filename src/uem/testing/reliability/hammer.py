@@ -31,7 +31,7 @@ def hammer(bundle: Path, *, queries: int, threads: int = 8, adds: int = 10, per_
 
     eng = Engine.open(bundle, threads=1)
     rng = np.random.default_rng(seed)
-    base_ids = [it["id"] for it in eng._snap.info.domains[domain].items]
+    base_ids = [it["id"] for it in eng.snapshot().info.domains[domain].items]
     final_k = len(base_ids) + adds * per_add
     new_imgs = [png_bytes(draw("red" if i % 2 else "blue", domain, rng)) for i in range(adds * per_add)]
     new_ids = [f"hammer-{seed}-{i}" for i in range(adds * per_add)]
