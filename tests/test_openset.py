@@ -1,4 +1,5 @@
-"""The open-set decision on a hand-made 3-d case where every answer is known."""
+"""The open-set decision on a hand-made 3-d case where every answer is known, and the rule
+interface: a toy rule registered by name is fitted, stored in a bundle and decides its queries."""
 
 from __future__ import annotations
 
