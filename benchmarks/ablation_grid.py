@@ -95,7 +95,9 @@ def run_floor(protocol: str, seed: int, args) -> dict:
     from uem.engine.openset import OpenSetRule
     from uem.engine.prototypes import PrototypeGraph
     from uem.eval.harness import evaluate
-    from uem.export.openset import contrast_calibration, top_cosines
+    from uem.engine.openset.base import top_cosines
+    from uem.engine.openset.contrast import contrast_calibration
+    from uem.eval.engine_scores import rule_reject_fn
 
     data = protocol_data(args.data, args.work, protocol, seed)
     t0 = time.perf_counter()
@@ -107,7 +109,7 @@ def run_floor(protocol: str, seed: int, args) -> dict:
                            radius=[], domain_means=np.stack([vecs[d].mean(0) for d in domains]))
     rule = OpenSetRule(graph, {"contrast": contrast_calibration(vecs, seed=0)})
     res = evaluate(embed, data, pairs=PAIRS[protocol], seed=seed, n_examples=0, keep_scores=False,
-                   reject_fn=rule.reject_fn(lambda d, q, n: top_cosines(q, vecs[d], n)))
+                   reject_fn=rule_reject_fn(rule, lambda d, q, n: top_cosines(q, vecs[d], n)))
     return _summary("floor", protocol, seed, {"eval_s": round(time.perf_counter() - t0, 1)}, res,
                     open_set_rule="contrast")
 

@@ -6,7 +6,7 @@ Both bundles must hold the same encoder and items (e.g. PLAIN made from a copy o
 `uemctl index realign --align none --no-maps --csls-k 0`), so the only difference is what happens
 after the encoder. One onnxruntime thread, the same query images in alternating order (A, B, A,
 B, ...) so drift of the machine hits both alike; p50/p90 of wall time per query, and the ratio.
-Also the post-encoder part alone (query_vectors on the embedded queries), where the difference lives.
+Also the post-encoder part alone (query with vector= on the embedded queries), where the difference lives.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def main() -> None:
             eng.query(p, args.domain, k=args.k)
             wall[name].append(time.perf_counter() - t)
             t = time.perf_counter()
-            eng.query_vector(vecs[i], args.domain, k=args.k)
+            eng.query(vector=vecs[i], domain=args.domain, k=args.k)
             post[name].append(time.perf_counter() - t)
     res = {}
     for name in engines:

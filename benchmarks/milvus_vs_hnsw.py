@@ -6,7 +6,7 @@
     .venv/bin/python benchmarks/milvus_vs_hnsw.py scale --uri /tmp/x/bench.db --n 100000
 
 `parity`: every vector of every other domain queries every target domain through both engines
-(Engine.query_vectors, k=10, the source domain given): top-10 overlap, identical top-10 lists,
+(Engine.query_batch(vectors=...), k=10, the source domain given): top-10 overlap, identical top-10 lists,
 identical accept/reject decisions, max |score difference|. When both bundles hold byte-identical
 vectors (checked by sha256) the comparison isolates the index.
 
@@ -53,8 +53,8 @@ def parity(hnsw_bundle: Path, milvus_bundle: Path, k: int = 10) -> dict:
                     continue
                 q = mi.load_vectors(source, mmap=False)
                 exact = ids[exact_topk(tv, q, k)]
-                rh = h.query_vectors(q, target, k, source=source, no_reject=True)
-                rm = m.query_vectors(q, target, k, source=source, no_reject=True)
+                rh = h.query_batch(vectors=q, domain=target, k=k, source=source, no_reject=True)
+                rm = m.query_batch(vectors=q, domain=target, k=k, source=source, no_reject=True)
                 for a, b, ex in zip(rh, rm, exact):
                     ia, ib = [x.id for x in a.hits], [x.id for x in b.hits]
                     rec_h += len(set(ia) & set(ex)) / k
@@ -74,8 +74,8 @@ def parity(hnsw_bundle: Path, milvus_bundle: Path, k: int = 10) -> dict:
         target, source = list(hi.domains)[0], list(hi.domains)[-1]
         q = mi.load_vectors(source, mmap=False)
         i = iter(range(10 ** 9))
-        ms = interleaved({"hnswlib": lambda: h.query_vector(q[next(i) % len(q)], target, k, source=source),
-                          "milvus": lambda: m.query_vector(q[next(i) % len(q)], target, k, source=source)},
+        ms = interleaved({"hnswlib": lambda: h.query(vector=q[next(i) % len(q)], domain=target, k=k, source=source),
+                          "milvus": lambda: m.query(vector=q[next(i) % len(q)], domain=target, k=k, source=source)},
                          200)
         out["engine_query_vector"] = {"target": target, "source": source, "load": load_average(),
                                       **{b: summary(v) for b, v in ms.items()}}

@@ -8,10 +8,10 @@ the int8 encoder and the stored vectors are taken from one bundle exported on th
              the split `uemctl demo` and `benchmarks/ablation_grid.py` use); pairs: each other
              domain -> target. Seed 0 is `uemctl demo`'s split.
 The split's alignment, prototypes and open-set calibration are fitted on the kept vectors only
-(`uem.export.pipeline.fit_readout`, label-free, as export does) and written with `write_bundle`;
+(`uem.export.fit.fit_from_vectors`, label-free, as export does) and written with `write_bundle`;
 the bundle is then scored by `uem.eval.evaluate` with the engine's own `reject_fn` and
-`pair_scores` (what `uemctl eval` runs). Embedding: the stored int8 vectors of the same images
-(checked against `Engine.embed` on a sample, printed), so no image is embedded twice.
+`pair_scores` (`uem.eval.engine_scores`, what `uemctl eval` runs). Embedding: the stored int8
+vectors of the same images (checked against `Engine.embed` on a sample, printed), so no image is embedded twice.
 
     .venv/bin/python benchmarks/openset_splits.py BUNDLE DATA --target notomono --seeds 2024,2025,2026,0 \
         --work /tmp/os --out benchmarks/results/openset_splits_emoji3.json [--queries wild] [--rules anchored]
@@ -28,6 +28,7 @@ import json
 import shutil
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -35,11 +36,12 @@ import numpy as np
 from uem.demo import make_open_set_copy
 from uem.engine import Engine
 from uem.engine.bundle import DomainData, read_bundle, write_bundle
+from uem.eval.engine_scores import pair_scores, reject_fn
 from uem.eval.harness import evaluate
 from uem.eval.labels import load_labels
 from uem.export.config import ExportConfig
+from uem.export.fit import fit_from_vectors
 from uem.export.realign import recorded_config
-from uem.export.readout import fit_readout
 
 RULES = ("anchored", "contrast")
 
@@ -61,7 +63,7 @@ def split_bundle(info, stored: dict[str, np.ndarray], keep: dict[str, np.ndarray
         mine = keep[d][rows]
         if mine.any():
             probes[d], probe_rows[d] = info.alignment.probes[d][mine], new_row[rows[mine]]
-    alignment, align_log, graph, calibration = fit_readout(
+    alignment, align_log, graph, calibration = fit_from_vectors(
         vectors, recorded_config(info), merge_rule=cfg.merge_rule, open_set=rule, merge=True,
         k_prototypes=None, proto_seed=0, seed=0, probes=probes, probe_rows=probe_rows)
     extra = {**info.extra, "alignment": align_log, "open_set_rule": rule, "merge_rule": cfg.merge_rule}
@@ -151,14 +153,14 @@ def main() -> None:
             t0 = time.perf_counter()
             b = split_bundle(info, stored, keep, args.work / f"{name.replace('/', '_')}_{rule}.uem", rule)
             with Engine.open(b) as eng:
-                reject, decided = eng.reject_fn(), {}
+                reject, decided = reject_fn(eng), {}
 
                 def recorded(qv, qd, td, tv):  # the engine's decisions, kept for the per-category breakdown
                     accepted, score = reject(qv, qd, td, tv)
                     decided.setdefault((qd, td), []).append(accepted)  # clean first, then wild
                     return accepted, score
 
-                res = evaluate(embed, data, pairs=pairs, reject_fn=recorded, score_fn=eng.pair_scores,
+                res = evaluate(embed, data, pairs=pairs, reject_fn=recorded, score_fn=partial(pair_scores, eng),
                                n_examples=0, queries=args.queries, wild_dir=args.work / "wild")
                 seconds = round(time.perf_counter() - t0, 1)
                 views = [("clean", res["pairs"])] + [(v, b["pairs"]) for v, b in (res.get("wild") or {}).items()

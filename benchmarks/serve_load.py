@@ -182,7 +182,7 @@ class Consistency:
 
     def __init__(self, eng: Engine, domain: str, batches: list[list[bytes]]) -> None:
         self.domain = domain
-        self.count0, self.gen0 = eng.count(domain), eng.generation
+        self.count0, self.gen0 = eng.count(domain), eng.snapshot().generation
         self.base_ids = {it["id"] for it in eng.items(domain)}
         self.added = [hashlib.sha256(p).hexdigest() for b in batches for p in b]
         self.bounds = np.cumsum([0] + [len(b) for b in batches]).tolist()

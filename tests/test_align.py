@@ -4,8 +4,9 @@ bundle and engine paths that use them."""
 import numpy as np
 import pytest
 
-from uem.engine.align import (Alignment, CslsParams, csls_item_stats, csls_scores, fit_domains,
-                              fit_whitener, learn_map, mean_top_k, mutual_csls_pairs, pair_score_matrix)
+from uem.engine.align import (Alignment, CslsParams, csls_item_stats, fit_domains, fit_whitener, learn_map,
+                              mutual_csls_pairs, pair_score_matrix)
+from uem.engine.csls import csls_scores, mean_top_k
 from uem.engine.geometry import unit_rows
 from uem.export.align import AlignConfig, fit_alignment
 

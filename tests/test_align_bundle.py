@@ -1,6 +1,6 @@
 """Aligned bundles end to end: the indexes hold aligned vectors, `Engine.query` ranks exactly as
-`uemctl eval` scores (`Engine.pair_scores`), the source domain is inferred, and an add aligns new
-items with the stored transform and updates only the CSLS statistics it touches."""
+`uemctl eval` scores (`uem.eval.engine_scores.pair_scores`), the source domain is inferred, and an
+add aligns new items with the stored transform and updates only the CSLS statistics it touches."""
 
 import json
 
@@ -11,6 +11,7 @@ from uem.testing.bundles import draw, make_aligned_bundle
 from uem.engine import Engine
 from uem.engine.align import csls_item_stats
 from uem.engine.bundle import read_bundle
+from uem.eval.engine_scores import pair_scores
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,7 @@ def test_indexes_hold_aligned_vectors_and_vectors_npy_the_raw_ones(bundle):
             raw = info.load_vectors(d, mmap=False)
             aligned = info.alignment.align(raw, d)
             assert not np.allclose(raw, aligned, atol=1e-3)
-            lab, sims = eng._current().states[d].index.search(aligned, 1)
+            lab, sims = eng.snapshot().states[d].index.search(aligned, 1)
             assert np.array_equal(lab[:, 0], np.arange(len(raw))) and np.allclose(sims[:, 0], 1, atol=1e-5)
 
 
@@ -44,8 +45,8 @@ def test_engine_ranks_exactly_as_eval_scores(bundle, source, target):
     q, t = info.load_vectors(source, mmap=False), info.load_vectors(target, mmap=False)
     ids = [it["id"] for it in info.domains[target].items]
     with Engine.open(bundle) as eng:
-        scores = eng.pair_scores(q, source, target, t)
-        results = eng.query_vectors(q, target, k=5, source=source, no_reject=True)
+        scores = pair_scores(eng, q, source, target, t)
+        results = eng.query_batch(vectors=q, domain=target, k=5, source=source, no_reject=True)
     for row, res in zip(scores, results):
         want = np.argsort(-row, kind="stable")[:5]
         assert [h.id for h in res.hits] == [ids[j] for j in want]
@@ -57,7 +58,7 @@ def test_source_is_inferred_for_every_item(bundle):
     with Engine.open(bundle) as eng:
         for d in info.domains:
             other = next(x for x in info.domains if x != d)
-            got = [r.source for r in eng.query_vectors(info.load_vectors(d, mmap=False), other, k=1, no_reject=True)]
+            got = [r.source for r in eng.query_batch(vectors=info.load_vectors(d, mmap=False), domain=other, k=1, no_reject=True)]
             assert got == [d] * info.domains[d].count
 
 
@@ -69,11 +70,11 @@ def test_add_aligns_with_the_stored_transform_and_keeps_old_results(bundle, tmp_
     before = read_bundle(copy)
     sketch_q = before.load_vectors("sketch", mmap=False)
     with Engine.open(copy) as eng:
-        old = eng.query_vectors(sketch_q, "photo", k=5, source="sketch", no_reject=True)
+        old = eng.query_batch(vectors=sketch_q, domain="photo", k=5, source="sketch", no_reject=True)
         rng = np.random.default_rng(9)
         added = eng.add("photo", [draw("green", "photo", rng), draw("red", "photo", rng)], ids=["new1", "new2"])
         assert added == 2
-        new = eng.query_vectors(sketch_q, "photo", k=7, source="sketch", no_reject=True)
+        new = eng.query_batch(vectors=sketch_q, domain="photo", k=7, source="sketch", no_reject=True)
     after = read_bundle(copy)
     # the transform is not refitted by an add
     assert after.manifest["files"]["alignment.npz"] == before.manifest["files"]["alignment.npz"]
@@ -100,8 +101,8 @@ def test_a_bundle_without_alignment_opens_and_ranks_by_cosine(tmp_path):
     assert "alignment" not in info.manifest and not info.alignment.active
     q, t = info.load_vectors("photo", mmap=False), info.load_vectors("sketch", mmap=False)
     with Engine.open(b) as eng:
-        np.testing.assert_allclose(eng.pair_scores(q, "photo", "sketch", t), q @ t.T, atol=1e-6)
-        assert all(h.rank_score is None for h in eng.query_vectors(q, "sketch", no_reject=True)[0].hits)
+        np.testing.assert_allclose(pair_scores(eng, q, "photo", "sketch", t), q @ t.T, atol=1e-6)
+        assert all(h.rank_score is None for h in eng.query_batch(vectors=q, domain="sketch", no_reject=True)[0].hits)
 
 
 def test_uemctl_eval_scores_the_engine_ranking(bundle):
@@ -116,13 +117,13 @@ def test_uemctl_eval_scores_the_engine_ranking(bundle):
         vecs = {d: eng.embed(labels[d].paths) for d in labels}
         for p in res["pairs"]:
             q, t = labels[p["query"]], labels[p["target"]]
-            want = retrieval_metrics(eng.pair_scores(vecs[q.domain], q.domain, t.domain, vecs[t.domain]),
+            want = retrieval_metrics(pair_scores(eng, vecs[q.domain], q.domain, t.domain, vecs[t.domain]),
                                      q.categories, t.categories, q.identities, t.identities, (1,))
             assert p["map"] == pytest.approx(want["map"]) and p["top1_identity"] == pytest.approx(want["top1_identity"])
             # the report's example hits carry the engine's ranking scores (CSLS), not raw cosines
             ex = p["examples"][0]
             i = [str(x.resolve().relative_to(data.resolve())) for x in q.paths].index(ex["query"])
-            scores = eng.pair_scores(vecs[q.domain], q.domain, t.domain, vecs[t.domain])[i]
+            scores = pair_scores(eng, vecs[q.domain], q.domain, t.domain, vecs[t.domain])[i]
             assert ex["hits"][0]["score"] == pytest.approx(float(scores.max()), abs=1e-5)
             assert ex["hits"][0]["score"] != pytest.approx(float((vecs[q.domain][i] @ vecs[t.domain].T).max()), abs=1e-3)
 

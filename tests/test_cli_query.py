@@ -194,5 +194,5 @@ def test_non_utf8_and_long_file_names(base, fresh, tmp_path, capsys):
     assert "\ufffd" in doc["results"][0]["query"]
     code, out, err = run(capsys, "index", "add", fresh, odd, long, "--domain", "photo")
     assert code == 0 and "added 2 images" in out, err
-    ids = {it["id"] for it in Engine.open(fresh)._snap.info.domains["photo"].items}
+    ids = {it["id"] for it in Engine.open(fresh).snapshot().info.domains["photo"].items}
     assert str(odd.resolve()) in ids  # the real (undecodable) name round-trips through items.jsonl

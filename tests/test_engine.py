@@ -93,7 +93,7 @@ def test_batch_vector_and_embed_agree(eng):
     np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1, atol=1e-5)
     batch = eng.query_batch(imgs, "sketch", k=2)
     singles = [eng.query(i, "sketch", k=2) for i in imgs]
-    by_vec = [eng.query_vector(v * 3.0, "sketch", k=2) for v in vecs]
+    by_vec = [eng.query(vector=v * 3.0, domain="sketch", k=2) for v in vecs]
     # the same answers; scores equal up to float rounding (a batch of 2 and a batch of 1 take
     # different onnxruntime kernels on AVX-512 machines, which round differently)
     for a, b, c in zip(batch, singles, by_vec):
@@ -151,7 +151,7 @@ def test_add_can_skip_bad_images_and_reports_progress(fresh, tmp_path):
                     progress=lambda done, total: ticks.append((done, total)))
     assert added == 2 and [img for img, _ in seen] == [bad] and "empty file" in seen[0][1]
     assert ticks[-1] == (3, 3)
-    ids = {it["id"] for it in Engine.open(fresh)._snap.info.domains["sketch"].items}
+    ids = {it["id"] for it in Engine.open(fresh).snapshot().info.domains["sketch"].items}
     assert {"a", "c"} <= ids and "b" not in ids  # ids stay with their images
     assert eng.add("sketch", [bad], on_bad=lambda img, e: None) == 0  # nothing readable: nothing written
     assert Engine.open(fresh).count("sketch") == 14
@@ -196,7 +196,7 @@ def test_queries_in_parallel_with_an_add(fresh):
     def reader():
         try:
             while not stop.is_set():
-                r = eng.query_vector(q, "sketch", k=100, source="photo")
+                r = eng.query(vector=q, domain="sketch", k=100, source="photo")
                 n = len(r.hits)
                 assert n in (12, 14, 16) and len({h.id for h in r.hits}) == n
                 seen.add(n)
@@ -243,7 +243,7 @@ def test_query_does_not_import_torch(base):
 
 
 def test_search_falls_back_to_exact_when_hnswlib_gives_up(eng):
-    state = eng._snap.states["sketch"]
+    state = eng.snapshot().states["sketch"]
     real = state.index._index
 
     class GivesUp:
@@ -271,7 +271,7 @@ rng = np.random.default_rng(int(sys.argv[2]))
 print("ready", flush=True)
 i = 0
 while True:
-    eng.add_vectors("sketch", rng.normal(size=(50, eng.embed_dim)), [{"path": f"/c/{sys.argv[2]}-{i}-{j}"} for j in range(50)])
+    eng.add_vectors("sketch", rng.normal(size=(50, eng.snapshot().info.embed_dim)), [{"path": f"/c/{sys.argv[2]}-{i}-{j}"} for j in range(50)])
     i += 1
 """
 
@@ -308,7 +308,7 @@ def test_reload_sees_another_process_add_and_close(fresh):
     assert reader.reload() is False
     writer.add("photo", [png_bytes(pic("green", "photo", 50))], ids=["g50"])
     assert reader.count("photo") == 12 and reader.reload() is True
-    assert reader.count("photo") == 13 and reader.generation == writer.generation
+    assert reader.count("photo") == 13 and reader.snapshot().generation == writer.snapshot().generation
     reader.close()
     with pytest.raises(BundleError, match="closed"):
         reader.query(pic("red", "photo"), "sketch")
@@ -325,25 +325,26 @@ def test_fp32_encoder_option(tmp_path):
 
 def test_neighbourhood_contrast_rule_end_to_end(tmp_path):
     """A bundle calibrated the way export calibrates it (labels never read) rejects each domain's
-    private colour and accepts the shared one, in `query`, `decide_vectors` and `reject_fn` alike."""
-    from uem.export.openset import contrast_calibration
+    private colour and accepts the shared one, in `query`, `Snapshot.decisions` and eval's `reject_fn` alike."""
+    from uem.engine.openset.contrast import contrast_calibration
+    from uem.eval.engine_scores import reject_fn
 
     plain = make_bundle(tmp_path / "plain")
     with Engine.open(plain) as e:
-        vecs = {d: e.embed([it["path"] for it in e._current().states[d].items]) for d in e.domains}
+        vecs = {d: e.embed([it["path"] for it in e.items(d)]) for d in e.domains}
     cal = contrast_calibration(vecs, k=3)
     bundle = make_bundle(tmp_path / "calibrated", calibration={"contrast": cal})
     with Engine.open(bundle) as e:
         for src, tgt, shared in (("photo", "sketch", "red"), ("sketch", "photo", "red")):
-            items = e._current().states[src].items
+            items = e.items(src)
             paths = [it["path"] for it in items]
             results = e.query_batch(paths, tgt, k=2, source=src)
             assert [r.accepted for r in results] == [it["label"] == shared for it in items]
             assert all("neighbours are much closer" in r.reason for r in results if not r.accepted)
             v = e.embed(paths)
-            assert [d.accepted for d in e.decide_vectors(v, tgt, source=src)] == [r.accepted for r in results]
+            assert [d.accepted for d in e.snapshot().decisions(v, tgt, source=src)] == [r.accepted for r in results]
             # the source inferred from prototypes gives the same answers
-            assert [d.accepted for d in e.decide_vectors(v, tgt)] == [r.accepted for r in results]
-            accepted, score = e.reject_fn()(v, src, tgt, e.embed([it["path"] for it in e._current().states[tgt].items]))
+            assert [d.accepted for d in e.snapshot().decisions(v, tgt)] == [r.accepted for r in results]
+            accepted, score = reject_fn(e)(v, src, tgt, e.embed([it["path"] for it in e.items(tgt)]))
             assert accepted.tolist() == [r.accepted for r in results]
             assert np.allclose(score, [r.score for r in results], atol=1e-5)

@@ -39,7 +39,7 @@ def test_a_content_bundle_frames_its_queries_and_records_version_3(tmp_path):
     assert m["format_version"] == 3 and m["model"]["preprocess"]["framing"] == "content"
     assert m["alignment"]["probes"] == {"sketch": 3}
     with Engine.open(b) as eng:
-        assert eng.preprocess_spec.framing == "content"
+        assert eng.snapshot().info.preprocess.framing == "content"
         for colour in ("red", "blue"):     # a small square far off-centre finds its colour
             r = eng.query(_off_centre(colour), "sketch", k=1, source="sketch")
             assert r.hits[0].id.split("/")[1] == colour

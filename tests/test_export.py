@@ -21,6 +21,7 @@ from uem.cli.app import main as cli_main
 from uem.engine import Engine
 from uem.engine.encoder import Encoder as OnnxEncoder
 from uem.engine.preprocess import normalize, preprocess_batch
+from uem.eval.engine_scores import reject_fn
 from uem.export.biascorrect import fake_quant_weights
 from uem.export.onnx import compare, torch_embed
 from uem.export.parity import cross_domain_overlap, topk, topk_overlap
@@ -143,7 +144,7 @@ def test_query_and_eval_decide_alike(tiny):
     with Engine.open(tiny["out"]) as eng:
         results = eng.query_batch(paths, "line", k=2, source="paint")
         targets = eng.embed(sorted((tiny["data"] / "line").rglob("*.png")))
-        accepted, score = eng.reject_fn()(eng.embed(paths), "paint", "line", targets)
+        accepted, score = reject_fn(eng)(eng.embed(paths), "paint", "line", targets)
     assert [r.accepted for r in results] == accepted.tolist()
     assert np.allclose([r.score for r in results], score, atol=1e-5)
     assert all(len(r.hits) == (2 if r.accepted else 0) for r in results)

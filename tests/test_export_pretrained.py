@@ -13,6 +13,7 @@ from test_export import COLOURS, SHAPES, _draw
 from uem.cli.app import main
 from uem.engine import Engine
 from uem.engine.bundle import read_bundle
+from uem.eval.engine_scores import pair_scores
 
 
 def run(capsys, *argv):
@@ -82,7 +83,7 @@ def test_realign_refits_without_re_embedding(pretrained, tmp_path, capsys):
     assert "alignment    per-domain mean; maps: none; cosine ranking" in info_text
     with Engine.open(copy) as eng:
         raw = after.load_vectors("paint", mmap=False)
-        np.testing.assert_allclose(eng.pair_scores(raw, "paint", "line", after.load_vectors("line", mmap=False)),
+        np.testing.assert_allclose(pair_scores(eng, raw, "paint", "line", after.load_vectors("line", mmap=False)),
                                    after.alignment.align(raw, "paint") @ after.aligned_vectors("line").T, atol=1e-5)
 
 

@@ -309,7 +309,7 @@ def test_export_to_milvus_end_to_end(lite, store, tmp_path):
         ref = DomainIndex.build(info.load_vectors("sketch"), space="ip", M=info.hnsw.M,
                                 ef_construction=info.hnsw.ef_construction, ef_search=info.hnsw.ef_search)
         want, _ = ref.search(q, 5)
-        got = eng.query_vectors(q, "sketch", k=5, source="photo", no_reject=True)
+        got = eng.query_batch(vectors=q, domain="sketch", k=5, source="photo", no_reject=True)
         ids = [it["id"] for it in info.domains["sketch"].items]
         assert [[h.id for h in r.hits] for r in got] == [[ids[j] for j in row] for row in want]
     # a re-export to the same Milvus replaces the collections and drops the old ones

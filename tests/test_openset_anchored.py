@@ -12,9 +12,8 @@ import pytest
 
 from uem.engine.errors import BundleError
 from uem.engine.openset import OpenSetRule, rule_name
-from uem.engine.openset.anchored import grid_score, quantile_grid
+from uem.engine.openset.anchored import anchored_calibration, grid_score, quantile_grid
 from uem.engine.prototypes import PrototypeGraph
-from uem.export.openset import anchored_calibration
 
 EMPTY = PrototypeGraph(domains=[], centroids=np.zeros((0, 8), np.float32), owner=[], links=[], radius=[],
                        domain_means=np.zeros((0, 8)))
@@ -84,7 +83,7 @@ def test_reason_names_the_evidence():
     assert "closest: cos 0.05" in far.reason and far.score > 1.0
     near = rule.decide(vecs["photo"][0], "sketch", 0.999, "photo")
     assert near.accepted and near.reason.startswith("concept exists in sketch: its closest item (cos 1.00)")
-    grid = rule.anchored.grids["photo->sketch"]
+    grid = rule.rule.grids["photo->sketch"]
     weak_cos = 1.0 - float(np.interp(0.95, np.linspace(0, 1, len(grid)), grid))   # score 0.95: accepted, weak
     weak = rule.decide(vecs["photo"][0], "sketch", weak_cos, "photo")
     assert weak.accepted and weak.reason.startswith("weak match in sketch:") and "only 5%" in weak.reason
@@ -141,4 +140,4 @@ def test_alpha_sets_the_threshold():
     strict = OpenSetRule(EMPTY, {"rule": "anchored", "anchored": anchored_calibration(vecs, alpha=0.2, csls_k=5)})
     lenient = OpenSetRule(EMPTY, {"rule": "anchored", "anchored": anchored_calibration(vecs, alpha=0.01, csls_k=5)})
     # a larger alpha accepts only closer items: its cosine bar is higher
-    assert strict.anchored.threshold("photo->sketch") < lenient.anchored.threshold("photo->sketch")
+    assert strict.rule.threshold("photo->sketch") < lenient.rule.threshold("photo->sketch")

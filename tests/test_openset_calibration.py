@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from uem.engine.openset import neighbourhood_contrast
-from uem.export.openset import contrast_calibration, otsu_threshold, top_cosines
+from uem.engine.openset.base import top_cosines
+from uem.engine.openset.contrast import contrast_calibration, otsu_threshold
 
 
 def test_otsu_splits_two_groups_between_them():

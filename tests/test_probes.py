@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 
 from uem.engine.align import Alignment
-from uem.engine.openset.anchored import quantile_grid
-from uem.export.openset import anchored_calibration
+from uem.engine.openset.anchored import anchored_calibration, quantile_grid
 from uem.export.probes import probe_rows
 
 E = np.eye(6, dtype=np.float32)  # MIN_ANCHORS (5) confident matches are needed for a grid

@@ -54,9 +54,9 @@ def test_state_check_can_tell_a_mix(base, tmp_path):
     shutil.copytree(base, b)
     old = rk.bundle_state(b)
     eng = Engine.open(b, threads=1)
-    eng.add_vectors("sketch", np.ones((2, eng.embed_dim)), [{"path": "/a"}, {"path": "/b"}])
+    eng.add_vectors("sketch", np.ones((2, eng.snapshot().info.embed_dim)), [{"path": "/a"}, {"path": "/b"}])
     new = rk.bundle_state(b)
-    eng.add_vectors("photo", np.ones((1, eng.embed_dim)), [{"path": "/c"}])
+    eng.add_vectors("photo", np.ones((1, eng.snapshot().info.embed_dim)), [{"path": "/c"}])
     mixed = rk.bundle_state(b)
     assert mixed.checksum != old.checksum and not rk.same_content(mixed, new)
     assert rk.same_content(new, new) and new.checksum != old.checksum

@@ -101,7 +101,7 @@ def test_paths_near_and_beyond_path_max(base, tmp_path, capsys):
     code = main(["index", "add", str(b), str(near), "--domain", "photo"])
     out, err = capsys.readouterr()
     assert code == 0 and "added 1 images" in out, err
-    assert str(near) in {it["id"] for it in Engine.open(b)._snap.info.domains["photo"].items}
+    assert str(near) in {it["id"] for it in Engine.open(b).snapshot().info.domains["photo"].items}
     code = main(["index", "add", str(b), str(beyond), "--domain", "photo"])
     out, err = capsys.readouterr()
     assert code == 2 and len(err.splitlines()) == 1 and "File name too long" in err

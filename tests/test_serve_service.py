@@ -44,7 +44,7 @@ def test_an_answer_reports_the_state_that_answered(base, fresh, tmp_path):
     svc = service(fresh, tmp_path)
     other = Engine.open(fresh)
     pics = iter(sketches(4))
-    enc = svc.engine._current().encoder
+    enc = svc.engine.snapshot().encoder
     real_embed = enc.embed
 
     def embed_then_commit(x):
@@ -59,9 +59,9 @@ def test_an_answer_reports_the_state_that_answered(base, fresh, tmp_path):
     try:
         enc.embed = embed_then_commit
         for _ in range(2):
-            before = svc.engine.generation
+            before = svc.engine.snapshot().generation
             ans = svc.query(query, "sketch", 5, None, False)
-            assert svc.engine.generation == before + 1  # a commit landed during the query
+            assert svc.engine.snapshot().generation == before + 1  # a commit landed during the query
             assert (ans.generation, ans.count) == (before, 12 + before - 1)
     finally:
         enc.embed = real_embed
@@ -176,7 +176,7 @@ def test_engine_items_are_read_only(fresh):
         with pytest.raises(TypeError):
             items[0] = {}  # type: ignore[index]
         # a state whose items are a plain list: the caller gets copies in a tuple
-        snap = eng._current()
+        snap = eng.snapshot()
         snap.states["sketch"] = replace(snap.states["sketch"], items=list(items))
         got = eng.items("sketch")
         assert isinstance(got, tuple) and got == tuple(snap.states["sketch"].items)

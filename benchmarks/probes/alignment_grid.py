@@ -5,8 +5,8 @@
 For every variant (no alignment, mean, whitening at several shrinkages, each with/without the
 self-learned maps and CSLS), the alignment is fitted from the bundle's stored raw vectors
 (`uem.export.align.fit_alignment`, as export fits it, no labels) and every ordered pair is scored
-with `uem.engine.align.pair_score_matrix` (what `Engine.pair_scores` and so `uemctl eval` use) and
-`uem.eval.metrics.retrieval_metrics`. The vectors are the bundle's: the same int8 encoder output
+with `uem.engine.align.pair_score_matrix` (what `uem.eval.engine_scores.pair_scores` and so
+`uemctl eval` use) and `uem.eval.metrics.retrieval_metrics`. The vectors are the bundle's: the same int8 encoder output
 `uemctl eval` recomputes from DATA, so a variant's numbers are those of a bundle exported with it
 (checked for the exported default: RESULTS-archive.md "Aligned retrieval"). Labels are read by the metrics only.
 """

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from uem.engine.align import csls_scores, exact_mean_top_k, mean_top_k
+from uem.engine.csls import csls_scores, exact_mean_top_k, mean_top_k
 from uem.eval.metrics import retrieval_metrics
 from uem.export.align import fit_alignment
 from uem.export.alignscore import VARIANTS, bundle_vectors

@@ -15,6 +15,7 @@ import numpy as np
 from uem.datasets.folders import scan
 from uem.engine import Engine
 from uem.engine.openset import OpenSetRule
+from uem.eval.engine_scores import rule_reject_fn
 from uem.eval.harness import evaluate
 from uem.train.prototypes import build_prototype_graph
 
@@ -39,7 +40,7 @@ for rule in ("global", "local"):
     g = build_prototype_graph(vecs, seed=args.seed, rule=rule)
     r = OpenSetRule(g, {})
     res = evaluate(embed, args.data,
-                   pairs=args.pairs.split(","), reject_fn=r.reject_fn(), n_examples=0, keep_scores=False)
+                   pairs=args.pairs.split(","), reject_fn=rule_reject_fn(r), n_examples=0, keep_scores=False)
     for p in res["pairs"]:
         o = p["open_set"]
         print(f"| {rule} | {len(g.links)} | {p['pair']} | " + " | ".join(

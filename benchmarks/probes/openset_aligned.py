@@ -30,7 +30,7 @@ from uem.engine.bundle import read_bundle
 from uem.eval.metrics import auroc, h_score
 from uem.eval.protocols import random_half
 from uem.export.align import AlignConfig, fit_alignment
-from uem.export.openset import otsu_threshold
+from uem.engine.openset.contrast import otsu_threshold
 
 
 def load(bundle: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:

@@ -28,7 +28,9 @@ from uem.engine.geometry import unit_rows
 from uem.engine.openset import neighbourhood_contrast
 from uem.eval.labels import load_labels
 from uem.eval.metrics import open_set_metrics
-from uem.export.openset import otsu_threshold, top_cosines
+from uem.engine.openset.base import top_cosines
+from uem.engine.openset.contrast import otsu_threshold
+from uem.eval.engine_scores import rule_reject_fn
 
 ap = argparse.ArgumentParser()
 ap.add_argument("bundle", type=Path)
@@ -55,7 +57,7 @@ def cycle(s, t):
 
 
 def prototype(s, t):
-    accepted, score = eng.open_set_rule.reject_fn()(vecs[s], s, t, vecs[t])
+    accepted, score = rule_reject_fn(eng.snapshot().rule)(vecs[s], s, t, vecs[t])
     return score, accepted   # its own decision (radius test), not an Otsu split
 
 

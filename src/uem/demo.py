@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -111,6 +112,7 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict:
     from .datasets.emoji import build_emoji3
     from .engine import Engine
     from .engine.sheet import SheetRow, write_sheet
+    from .eval.engine_scores import pair_scores, reject_fn
     from .eval.harness import evaluate
     from .eval.wild import VARIANTS as WILD_VARIANTS
     from .export.config import ExportConfig
@@ -172,8 +174,8 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict:
     console.rule(f"5. open-set evaluation {cfg.query_domain} -> {cfg.target_domain}")
     res = evaluate(lambda paths: eng.embed(paths), work / "data",
                    pairs=[(cfg.query_domain, cfg.target_domain)], protocol="close",
-                   reject_fn=eng.reject_fn(), n_examples=0, keep_scores=False,
-                   score_fn=eng.pair_scores, queries="wild", wild_dir=work / "wild")
+                   reject_fn=reject_fn(eng), n_examples=0, keep_scores=False,
+                   score_fn=partial(pair_scores, eng), queries="wild", wild_dir=work / "wild")
     p = res["pairs"][0]
     o = p.get("open_set") or {}
     wild_rows = {v: res["wild"][v]["pairs"][0] for v in WILD_VARIANTS}

@@ -36,7 +36,7 @@ def add(
     Images already in the domain (same absolute path) are skipped, so re-running is harmless.
     """
     eng = Engine.open(bundle, **backend_options(None, uri))
-    eng.check_domains(domain)
+    eng.snapshot().check(domain)
     paths = list(iter_images(sources))
     if not paths:
         raise UemError("no images found in " + ", ".join(printable(p) for p in sources))

@@ -12,6 +12,8 @@ import typer
 
 from ..engine import Engine, QueryResult
 from ..engine.errors import ImageError, UemError
+from ..engine.preprocess import PreprocessSpec, preprocess
+from ..engine.search import Snapshot
 from .backend import backend_options
 from .inputs import BUNDLE_HELP, chosen_bundle, iter_images, printable
 from .progress import progress_bars
@@ -20,12 +22,12 @@ from .root import app, err, out
 BATCH = 32
 
 
-def _chunks(eng: Engine, images: Iterator[Path]) -> Iterator[list[tuple[Path, np.ndarray | None, str | None]]]:
+def _chunks(spec: PreprocessSpec, images: Iterator[Path]) -> Iterator[list[tuple[Path, np.ndarray | None, str | None]]]:
     """Preprocess in chunks of BATCH: (path, tensor or None, error or None)."""
     chunk = []
     for p in images:
         try:
-            chunk.append((p, eng.preprocess(p), None))
+            chunk.append((p, preprocess(p, spec), None))
         except ImageError as e:
             chunk.append((p, None, str(e)))
         if len(chunk) == BATCH:
@@ -35,12 +37,13 @@ def _chunks(eng: Engine, images: Iterator[Path]) -> Iterator[list[tuple[Path, np
         yield chunk
 
 
-def _results(eng: Engine, images: Iterator[Path], domain: str, k: int, source: str | None,
+def _results(snap: Snapshot, images: Iterator[Path], domain: str, k: int, source: str | None,
              no_reject: bool) -> Iterator[tuple[Path, QueryResult | None, str | None]]:
-    for chunk in _chunks(eng, images):
+    """Every image's answer from one engine state; a bad image gets its error, the others run."""
+    for chunk in _chunks(snap.info.preprocess, images):
         good = [x for _, x, _ in chunk if x is not None]
-        results = iter(eng.query_vectors(eng.embed_tensors(np.stack(good)), domain, k, source=source,
-                                         no_reject=no_reject) if good else [])
+        results = iter(snap.query_batch(vectors=snap.encoder.embed(np.stack(good)), domain=domain, k=k,
+                                        source=source, no_reject=no_reject) if good else [])
         for p, x, error in chunk:
             yield p, (next(results) if x is not None else None), error
 
@@ -88,16 +91,17 @@ def query(
     A bad image is reported on one line, the others still run, and the exit code is 2.
     """
     eng = Engine.open(chosen_bundle(bundle), threads=threads, **backend_options(backend, uri))
-    eng.check_domains(domain, source)
+    snap = eng.snapshot()
+    snap.check(domain, source)
     rows, failures, count = [], 0, 0
     from ..engine.sheet import MAX_ROWS, SheetRow, write_sheet
 
     if as_json:
-        sys.stdout.write(json.dumps({"bundle": printable(eng.path), "domain": domain, "k": k})[:-1]
+        sys.stdout.write(json.dumps({"bundle": printable(snap.path), "domain": domain, "k": k})[:-1]
                          + ', "results": [')
     with progress_bars() as progress:
         task = progress.add_task("querying", total=None)
-        for path, r, error in _results(eng, iter_images(images), domain, k, source, no_reject):
+        for path, r, error in _results(snap, iter_images(images), domain, k, source, no_reject):
             if as_json:
                 sys.stdout.write(("\n" if count == 0 else ",\n") + json.dumps(_result_json(path, r, error)))
             if r is None:

@@ -13,10 +13,10 @@ domain's own unlabeled vectors, lifts cross-domain identity retrieval more than 
 2. A self-learned orthogonal map per domain pair (`maps`): R_ab maps a's aligned space onto b's.
    Learned at export by orthogonal Procrustes on mutual nearest neighbours under CSLS, iterated
    (unsupervised bilingual-embedding mapping, Artetxe et al. 2018); R_ba = R_ab^T.
-3. CSLS ranking (Conneau et al. 2018): for a query q from source s, target item t scores
-   2 cos(q, t) - r_q - r_t, where r_q = mean cosine of q to its k nearest target items and r_t =
-   mean cosine of t to its k nearest source items (stored per item and source domain). It demotes
-   "hub" items that are near everything.
+3. CSLS ranking (Conneau et al. 2018; computed in csls.py for the engine and for eval alike): for
+   a query q from source s, target item t scores 2 cos(q, t) - r_q - r_t, where r_q = mean cosine
+   of q to its k nearest target items and r_t = mean cosine of t to its k nearest source items
+   (stored per item and source domain). It demotes "hub" items that are near everything.
 
 The query path: raw unit vector x of source s -> q_s = align(x, s) (own-domain searches) ->
 q = to_target(q_s, s, t) (target searches, CSLS). Indexes hold align(y, t) of their items; the
@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .csls import candidate_csls, exact_mean_top_k, mutual_csls_pairs
 from .geometry import unit_rows
 
 KINDS = ("none", "mean", "whiten")
@@ -42,37 +43,6 @@ ALIGNMENT_NPZ = "alignment.npz"
 def pair_map_key(a: str, b: str) -> tuple[str, str, bool]:
     """(first, second, transposed): maps are stored once per unordered pair, first < second."""
     return (a, b, False) if a < b else (b, a, True)
-
-
-def csls_scores(cos: np.ndarray, r_query: np.ndarray, r_items: np.ndarray) -> np.ndarray:
-    """CSLS = 2 cos - r_query - r_items; cos (Q, N) or per-query candidate rows, r_query (Q,),
-    r_items broadcastable to cos (N,) or (Q, N)."""
-    cos = np.asarray(cos, np.float64)
-    return 2.0 * cos - np.asarray(r_query, np.float64).reshape(-1, 1) - np.asarray(r_items, np.float64)
-
-
-def mean_top_k(sims: np.ndarray, k: int) -> np.ndarray:
-    """Per row, the mean of its k largest finite values (fewer if a row has fewer); 0 for none."""
-    sims = np.asarray(sims, np.float64)
-    if sims.ndim != 2:
-        raise ValueError(f"expected a (Q, N) matrix, got {sims.shape}")
-    if sims.shape[1] == 0 or k <= 0:
-        return np.zeros(len(sims))
-    s = np.where(np.isfinite(sims), sims, -np.inf)
-    n = min(int(k), s.shape[1])
-    top = np.partition(s, s.shape[1] - n, axis=1)[:, -n:]
-    ok = np.isfinite(top)
-    return np.where(ok, top, 0.0).sum(1) / np.maximum(ok.sum(1), 1)
-
-
-def exact_mean_top_k(q: np.ndarray, base: np.ndarray, k: int, chunk: int = 2048) -> np.ndarray:
-    """mean_top_k(q @ base.T, k) without holding the whole matrix."""
-    out = np.zeros(len(q))
-    if len(base) == 0:
-        return out
-    for i in range(0, len(q), chunk):
-        out[i:i + chunk] = mean_top_k(q[i:i + chunk] @ base.T, k)
-    return out
 
 
 @dataclass(frozen=True)
@@ -305,21 +275,6 @@ def fit_domains(vectors: dict[str, np.ndarray], kind: str, shrinkage: float = 0.
     return Alignment(kind=kind, means=means, whiteners=whiteners, shrinkage=float(shrinkage) if kind == "whiten" else 0.0)
 
 
-def mutual_csls_pairs(xa: np.ndarray, xb: np.ndarray, k: int, chunk: int = 2048) -> tuple[np.ndarray, np.ndarray]:
-    """Rows (i, j) that are each other's best match under CSLS (unit rows, same space)."""
-    ra = exact_mean_top_k(xa, xb, k)
-    rb = exact_mean_top_k(xb, xa, k)
-    best_b = np.empty(len(xa), np.int64)
-    for i in range(0, len(xa), chunk):
-        best_b[i:i + chunk] = np.argmax(csls_scores(xa[i:i + chunk] @ xb.T, ra[i:i + chunk], rb), axis=1)
-    best_a = np.empty(len(xb), np.int64)
-    for j in range(0, len(xb), chunk):
-        best_a[j:j + chunk] = np.argmax(csls_scores(xb[j:j + chunk] @ xa.T, rb[j:j + chunk], ra), axis=1)
-    i = np.arange(len(xa))
-    keep = best_a[best_b] == i
-    return i[keep], best_b[keep]
-
-
 def procrustes(xa: np.ndarray, xb: np.ndarray) -> np.ndarray:
     """The orthogonal R minimising ||xa R - xb||_F (rows paired)."""
     u, _, vt = np.linalg.svd(np.asarray(xa, np.float64).T @ np.asarray(xb, np.float64))
@@ -375,10 +330,8 @@ def pair_score_matrix(alignment: Alignment, query_raw: np.ndarray, query_domain:
     r_items = exact_mean_top_k(alignment.to_target(t, target_domain, query_domain), own_q, k)
     top = np.argpartition(-cos, m - 1, axis=1)[:, :m]
     rows = np.arange(len(cos))[:, None]
-    cand = np.take_along_axis(cos, top, axis=1)
     out = cos.astype(np.float64) - 10.0
-    # r(q) from the candidates, as the engine has it (its k best cosines are among them)
-    out[rows, top] = csls_scores(cand, mean_top_k(cand, k), r_items[top])
+    out[rows, top] = candidate_csls(np.take_along_axis(cos, top, axis=1), r_items[top], k)
     return out.astype(np.float32)
 
 

@@ -9,10 +9,15 @@ reading — commits it to disk atomically, and only then publishes a new snapsho
 parallel, adds never run concurrently with queries on the same hnswlib object, and what the engine
 serves is always a state that is on disk.
 
-Aligned retrieval (align.py; the per-query path is search.py): a query's raw embedding is aligned with its SOURCE domain's transform
-(given, or inferred from the domains' Gaussians), mapped into the target's space where the bundle
-learned a map, searched there, and the top candidates re-ranked by CSLS when the bundle stores its
-statistics. `pair_scores` and `reject_fn` give `uemctl eval` exactly this scoring over whole sets.
+Aligned retrieval (align.py; the per-query path is search.py): a query's raw embedding is aligned
+with its SOURCE domain's transform (given, or inferred from the domains' Gaussians), mapped into the
+target's space where the bundle learned a map, searched there, and the top candidates re-ranked by
+CSLS when the bundle stores its statistics. `uem.eval.engine_scores` gives `uemctl eval` exactly
+this scoring over whole sets, from `snapshot()`.
+
+The public surface is small on purpose: open / close / reload (and `with`), facts (domains, info,
+count, items, snapshot), embed, one query path (query = query_batch of one; images or precomputed
+vectors), and add / add_vectors.
 """
 
 from __future__ import annotations
@@ -25,17 +30,15 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from .align import pair_score_matrix
 from .backend import Backends
 from .bundle.reader import BundleInfo, read_bundle
 from .bundle.store import DEFAULT_LOCK_TIMEOUT_S, current_generation
 from .bundle.writers import append_to_domain
 from .encoder import Encoder
-from .errors import BundleError, ImageError, UnknownDomainError
-from .openset import Decision, OpenSetRule
+from .errors import BundleError, ImageError
+from .openset import OpenSetRule
 from .preprocess import ImageSource, PreprocessSpec, preprocess, preprocess_batch
-from .search import (DomainState, Hit, QueryResult, Snapshot, by_source, check_source, csls_on,  # noqa: F401
-                     decide, own_domain_search, query_rows, search_snapshot, domain_state)
+from .search import DomainState, QueryResult, Snapshot, domain_state
 
 _OPEN_RETRIES = 3
 
@@ -136,66 +139,19 @@ class Engine:
         return snap
 
     # -- facts -------------------------------------------------------------------------------
-    @property
-    def path(self) -> Path:
-        return self._current().info.root
+    def snapshot(self) -> Snapshot:
+        """The current state, read-only and consistent: everything read from it (generation,
+        counts, items, answers) belongs to one committed bundle state, whatever adds or reloads
+        happen meanwhile. For callers that must report which state answered (the server) or
+        score whole sets as a query would (`uem.eval.engine_scores`). BundleError once closed."""
+        return self._current()
 
     @property
     def domains(self) -> list[str]:
         return list(self._current().states)
 
-    @property
-    def embed_dim(self) -> int:
-        return self._current().info.embed_dim
-
-    @property
-    def preprocess_spec(self) -> PreprocessSpec:
-        return self._current().info.preprocess
-
-    @property
-    def open_set_rule(self) -> OpenSetRule:
-        """The rejection rule of the current state (evaluation passes it to uem.eval as reject_fn)."""
-        return self._current().rule
-
-    def reject_fn(self):
-        """The open-set rule as `uem.eval`'s reject_fn, with own-domain neighbours from this
-        engine's indexes, exactly as `query` decides (what `uemctl eval` scores)."""
-        snap = self._current()
-
-        def own_search(domain: str, vecs: np.ndarray, n: int) -> np.ndarray:
-            if domain not in snap.states:
-                return np.full((len(vecs), n), np.nan)
-            return own_domain_search(snap, domain, np.asarray(vecs, np.float32), n)
-
-        rule_reject = snap.rule.reject_fn(own_search)
-        al = snap.info.alignment
-
-        def reject(query_vectors, query_domain, target_domain, target_vectors):
-            own_q = al.align(query_rows(query_vectors, snap.info.embed_dim), query_domain)
-            q = al.to_target(own_q, query_domain, target_domain)
-            t = al.align(np.asarray(target_vectors, np.float32), target_domain)
-            return rule_reject(q, query_domain, target_domain, t, own_q)
-
-        return reject
-
-    def pair_scores(self, query_vectors: np.ndarray, query_domain: str, target_domain: str,
-                    target_vectors: np.ndarray) -> np.ndarray:
-        """The ranking scores of every query against every target item (N_q, N_t), exactly as
-        `query` ranks its candidates: aligned cosine, or CSLS where the bundle uses it. CSLS
-        statistics come from the two given sets themselves, as an index holding exactly these
-        items stores them (what `uemctl eval` scores)."""
-        snap = self._current()
-        return pair_score_matrix(snap.info.alignment, query_rows(query_vectors, snap.info.embed_dim), query_domain,
-                                 target_domain, np.asarray(target_vectors, np.float32),
-                                 csls=csls_on(snap, query_domain, target_domain))
-
-    @property
-    def generation(self) -> int:
-        """The bundle generation this engine serves (grows with every committed write)."""
-        return self._current().info.generation
-
     def count(self, domain: str) -> int:
-        return domain_state(self._current(), domain).count
+        return self._current().count(domain)
 
     def items(self, domain: str) -> Sequence[dict]:
         """The current state's items of `domain`: rows with "id", "path" and metadata, in index
@@ -214,64 +170,27 @@ class Engine:
         """Everything `uemctl info` shows: domains, counts, model facts, parity, calibration."""
         return self._current().info.summary()
 
-    def check_domains(self, domain: str, source: str | None = None) -> None:
-        """Raise UnknownDomainError now for a bad target or source (before any image is read)."""
-        snap = self._current()
-        domain_state(snap, domain)
-        check_source(snap, source)
-
-    # -- embedding ---------------------------------------------------------------------------
-    def preprocess(self, image: ImageSource) -> np.ndarray:
-        """One image -> float32 (3, S, S) as the encoder expects. Raises ImageError."""
-        return preprocess(image, self._current().info.preprocess)
-
-    def embed_tensors(self, x: np.ndarray) -> np.ndarray:
-        """Preprocessed float32 (N, 3, S, S) -> unit float32 (N, D)."""
-        return self._current().encoder.embed(x)
-
+    # -- embedding and querying --------------------------------------------------------------
     def embed(self, images: Iterable[ImageSource]) -> np.ndarray:
         """Images -> unit float32 (N, D). Raises ImageError on the first bad image."""
-        snap = self._current()
-        return snap.encoder.embed(preprocess_batch(images, snap.info.preprocess))
+        return self._current().embed(images)
 
-    # -- querying ----------------------------------------------------------------------------
-    def query(self, image: ImageSource, domain: str, k: int = 10, source: str | None = None,
-              no_reject: bool = False) -> QueryResult:
-        """Find `image`'s matches in `domain`, or reject when its concept does not exist there."""
-        return self.query_batch([image], domain, k, source=source, no_reject=no_reject)[0]
+    def query(self, image: ImageSource | None = None, domain: str | None = None, k: int = 10,
+              source: str | None = None, no_reject: bool = False, *,
+              vector: np.ndarray | None = None) -> QueryResult:
+        """Find `image`'s matches in `domain`, or reject when its concept does not exist there;
+        `vector=`: an embedding already computed (any length; normalised here) instead."""
+        vectors = None if vector is None else np.asarray(vector, np.float32).reshape(1, -1)
+        return self.query_batch(None if image is None else [image], domain, k, source, no_reject,
+                                vectors=vectors)[0]
 
-    def query_batch(self, images: Sequence[ImageSource], domain: str, k: int = 10,
-                    source: str | None = None, no_reject: bool = False) -> list[QueryResult]:
-        """`query` for many images (one encoder batch). Raises ImageError on the first bad image."""
-        snap = self._current()
-        domain_state(snap, domain)
-        check_source(snap, source)
-        vecs = snap.encoder.embed(preprocess_batch(images, snap.info.preprocess))
-        return search_snapshot(snap, vecs, domain, k, source, no_reject)
-
-    def query_vector(self, vec: np.ndarray, domain: str, k: int = 10, source: str | None = None,
-                     no_reject: bool = False) -> QueryResult:
-        """`query` for an embedding already computed (any length; normalised here)."""
-        return self.query_vectors(np.asarray(vec, np.float32).reshape(1, -1), domain, k,
-                                  source=source, no_reject=no_reject)[0]
-
-    def query_vectors(self, vecs: np.ndarray, domain: str, k: int = 10, source: str | None = None,
-                      no_reject: bool = False) -> list[QueryResult]:
-        """`query` for embeddings (N, D). k larger than the domain is clamped."""
-        return search_snapshot(self._current(), vecs, domain, k, source, no_reject)
-
-    def decide_vectors(self, vecs: np.ndarray, domain: str, source: str | None = None) -> list[Decision]:
-        """Only the open-set decision for embeddings (N, D): does each one's concept exist in `domain`?"""
-        snap = self._current()
-        domain_state(snap, domain)
-        check_source(snap, source)
-        vecs = query_rows(vecs, snap.info.embed_dim)
-        out: list[Decision | None] = [None] * len(vecs)
-        for src, rows, own_q, q in by_source(snap, vecs, source, domain):
-            labels, sims = domain_state(snap, domain).index.search(q, max(1, snap.rule.contrast_k))
-            for i, d in zip(rows, decide(snap, own_q, domain, labels, sims, src)):
-                out[i] = d
-        return out  # type: ignore[return-value]
+    def query_batch(self, images: Sequence[ImageSource] | None = None, domain: str | None = None,
+                    k: int = 10, source: str | None = None, no_reject: bool = False, *,
+                    vectors: np.ndarray | None = None) -> list[QueryResult]:
+        """`query` for many images (one encoder batch), or for embeddings (`vectors=`, (N, D)).
+        k larger than the domain is clamped. The target and source are checked before any image
+        is read (UnknownDomainError); then ImageError on the first bad image."""
+        return self._current().query_batch(images, domain, k, source, no_reject, vectors=vectors)
 
     # -- extending ---------------------------------------------------------------------------
     def add(self, domain: str, images: Sequence[ImageSource], *, ids: Sequence[str] | None = None,

@@ -5,21 +5,28 @@ this one is the pure function of a snapshot that every query runs — infer or t
 align the query in its source's space, map it into the target's, search the target's index, re-rank
 the candidates by CSLS where the bundle stores its statistics, and ask the bundle's open-set rule
 (uem.engine.openset) for the decision with the evidence that rule needs. Nothing here mutates.
+
+`Snapshot` is also the engine's public read-only view (`Engine.snapshot()`): a caller that must
+report which state answered (the server: generation and count) or score whole sets exactly as a
+query would (`uem.eval`) takes one snapshot and uses only it.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
 
 import numpy as np
 
-from .align import csls_scores, mean_top_k
 from .backend import Backends, DomainBackend
 from .bundle.reader import BundleInfo
+from .csls import candidate_csls
 from .encoder import Encoder
 from .errors import UnknownDomainError
 from .geometry import unit_rows
 from .openset import Decision, OpenSetRule
+from .preprocess import ImageSource, preprocess_batch
 
 
 @dataclass(frozen=True)
@@ -59,13 +66,59 @@ class DomainState:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """One consistent engine state; replaced as a whole, never mutated."""
+    """One consistent engine state; replaced as a whole, never mutated. Read it, never change it."""
 
-    info: BundleInfo
+    info: BundleInfo           # the verified manifest: generation, preprocess spec, alignment, ...
     encoder: Encoder
     rule: OpenSetRule
     states: dict[str, DomainState]
     backends: Backends
+
+    @property
+    def path(self) -> Path:
+        return self.info.root
+
+    @property
+    def generation(self) -> int:
+        """The bundle generation this state is (grows with every committed write)."""
+        return self.info.generation
+
+    def count(self, domain: str) -> int:
+        return domain_state(self, domain).count
+
+    def check(self, domain: str, source: str | None = None) -> None:
+        """Raise UnknownDomainError now for a bad target or source (before any image is read)."""
+        domain_state(self, domain)
+        check_source(self, source)
+
+    def embed(self, images: Iterable[ImageSource]) -> np.ndarray:
+        """Images -> unit float32 (N, D). Raises ImageError on the first bad image."""
+        return self.encoder.embed(preprocess_batch(images, self.info.preprocess))
+
+    def query_batch(self, images: Sequence[ImageSource] | None = None, domain: str | None = None,
+                    k: int = 10, source: str | None = None, no_reject: bool = False, *,
+                    vectors: np.ndarray | None = None) -> list[QueryResult]:
+        """`Engine.query_batch` on this state alone."""
+        if domain is None:
+            raise TypeError("query_batch needs the target domain")
+        if (images is None) == (vectors is None):
+            raise TypeError("query_batch takes images or vectors, exactly one of them")
+        if images is not None:
+            self.check(domain, source)
+            vectors = self.embed(images)
+        return search_snapshot(self, vectors, domain, k, source, no_reject)
+
+    def decisions(self, vectors: np.ndarray, domain: str, source: str | None = None) -> list[Decision]:
+        """Only the open-set decision for embeddings (N, D): does each one's concept exist in
+        `domain`? (What a query decides, without building hits; the query benchmark times it.)"""
+        self.check(domain, source)
+        vecs = query_rows(vectors, self.info.embed_dim)
+        out: list[Decision | None] = [None] * len(vecs)
+        for src, rows, own_q, q in by_source(self, vecs, source, domain):
+            labels, sims = domain_state(self, domain).index.search(q, max(1, self.rule.target_k))
+            for i, d in zip(rows, decide(self, own_q, domain, labels, sims, src)):
+                out[i] = d
+        return out  # type: ignore[return-value]
 
 
 
@@ -124,9 +177,7 @@ def _rank(snap: Snapshot, source: str | None, target: str, labels: np.ndarray,
     col = snap.info.csls_order.index(source)
     stats = snap.info.domains[target].csls
     valid = labels >= 0
-    r_q = mean_top_k(np.where(valid, sims, np.nan), snap.info.alignment.csls.k)
-    r_t = np.where(valid, stats[np.clip(labels, 0, None), col], 0.0)
-    score = np.where(valid, csls_scores(sims, r_q, r_t), -np.inf)
+    score = candidate_csls(sims, stats[np.clip(labels, 0, None), col], snap.info.alignment.csls.k, valid)
     order = np.argsort(-score, axis=1, kind="stable")
     pick = lambda a: np.take_along_axis(a, order, axis=1)  # noqa: E731
     return pick(labels), pick(sims), pick(score)
@@ -143,7 +194,7 @@ def search_snapshot(snap: Snapshot, vecs: np.ndarray, domain: str, k: int, sourc
     out: list[QueryResult | None] = [None] * len(vecs)
     for src, rows, own_q, q in by_source(snap, vecs, source, domain):
         # CSLS re-ranks `candidates` hits, but only where it applies to this (source, target)
-        n = max(int(k), snap.rule.contrast_k,
+        n = max(int(k), snap.rule.target_k,
                 snap.info.alignment.csls.candidates if csls_on(snap, src, domain) else 1)
         labels, sims = state.index.search(q, n)
         decisions = decide(snap, own_q, domain, labels, sims, src)
@@ -163,7 +214,7 @@ def search_snapshot(snap: Snapshot, vecs: np.ndarray, domain: str, k: int, sourc
 def decide(snap: Snapshot, own_q: np.ndarray, target: str, labels: np.ndarray, sims: np.ndarray,
             source: str | None) -> list[Decision]:
     """The open-set decision for queries of one source, from their target hits (best cosine
-    first) and, where the pair is decided by neighbourhood contrast, their own-domain neighbours.
+    first) and, where the pair's rule asks for them (`own_k`), their own-domain neighbours.
     `own_q`: the queries aligned in their source's space (where its prototypes and index live)."""
     rule = snap.rule
     own = _own_neighbours(snap, own_q, source, target)
@@ -171,7 +222,7 @@ def decide(snap: Snapshot, own_q: np.ndarray, target: str, labels: np.ndarray, s
     for i, (q, lab, sim) in enumerate(zip(own_q, labels, sims)):
         found = lab >= 0
         out.append(rule.decide(q, target, float(sim[0]) if len(sim) and lab[0] >= 0 else None, source,
-                               target_sims=sim[found] if own is not None else None,
+                               target_sims=sim[found],
                                own_sims=None if own is None else own[i]))
     return out
 
@@ -187,7 +238,7 @@ def own_domain_search(snap: Snapshot, domain: str, vecs: np.ndarray, n: int) -> 
 
 def _own_neighbours(snap: Snapshot, own_q: np.ndarray, source: str | None,
                     target: str) -> np.ndarray | None:
-    """The queries' own-domain neighbour cosines when their pair is decided by neighbourhood contrast."""
+    """The queries' own-domain neighbour cosines when their pair's rule needs them (None: not)."""
     n = snap.rule.own_k(source, target)
     if source is None or source not in snap.states or not n:
         return None

@@ -8,6 +8,7 @@ open-set rejection is the engine's own rule, so the numbers describe what a user
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -23,11 +24,12 @@ def evaluate_bundle(bundle: str | Path, data: str | Path, *, protocol: str = "cl
     """Results of `bundle` on `data` under `protocol`; with `out`, also report.md + PNG plots there.
     `queries="wild"` scores every pair again with re-framed queries (their copies kept in out/wild)."""
     from ..engine import Engine
+    from .engine_scores import pair_scores, reject_fn
 
     eng = Engine.open(bundle, threads=threads)
     results = evaluate(lambda paths: eng.embed(paths), data, pairs=pairs, protocol=protocol, seed=seed,
-                       reject_fn=eng.reject_fn(), labels_csv=labels_csv, log=log,
-                       score_fn=eng.pair_scores, queries=queries,
+                       reject_fn=reject_fn(eng), labels_csv=labels_csv, log=log,
+                       score_fn=partial(pair_scores, eng), queries=queries,
                        wild_dir=None if out is None else Path(out) / "wild")
     results["bundle"] = str(Path(bundle).resolve())
     if out is not None:

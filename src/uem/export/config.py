@@ -22,8 +22,9 @@ if TYPE_CHECKING:
     from .quantize import QuantConfig
 
 # "anchored" (default): the closest target item against confident matches, "contrast": the
-# neighbourhood-contrast rule, both calibrated at export (uem.export.openset); "prototype":
-# docs/method.md's rule on the prototype graph alone. The rules themselves: uem.engine.openset.
+# neighbourhood-contrast rule, both fitted at export by their own `Rule.fit`; "prototype":
+# docs/method.md's rule on the prototype graph alone. The rules and their registry (a name ->
+# class dict, so a rule registered there is a valid choice here): uem.engine.openset.
 OPEN_SET_RULES = RULES
 
 # hnswlib for unit vectors, 1k to ~1M items per domain. M=32 (2*M links at level 0, ~256 B per

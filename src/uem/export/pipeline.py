@@ -37,7 +37,7 @@ from .quantize import calibration_sample, quantize_int8
 from .probes import wild_probes
 from .pixels import preprocess_tolerant as _preprocess_tolerant
 from .reduce import projected_encoder
-from .readout import fit_readout  # noqa: F401  (also imported from here by callers)
+from .fit import fit_from_vectors
 
 EMBED_CHUNK = 128
 
@@ -329,11 +329,11 @@ def _export(run_dir, out, encoder, train_cfg, train, targets, roots, cfg: Export
                 probes, probe_rows = wild_probes(kept, spec, enc8.embed, seed=seed, n=cfg.probes,
                                                  advance=lambda n: prog.advance(task, n))
         with stage("alignment, prototypes, open-set calibration", prog):
-            readout = fit_readout(vectors, cfg.align, merge_rule=cfg.merge_rule, open_set=cfg.open_set,
-                                  merge=train_cfg.merges, k_prototypes=cfg.k_prototypes,
-                                  proto_seed=train_cfg.seed, seed=seed, open_set_alpha=cfg.open_set_alpha,
-                                  probes=probes, probe_rows=probe_rows)
-        alignment, align_log, graph, calibration = readout
+            fitted = fit_from_vectors(vectors, cfg.align, merge_rule=cfg.merge_rule, open_set=cfg.open_set,
+                                      merge=train_cfg.merges, k_prototypes=cfg.k_prototypes,
+                                      proto_seed=train_cfg.seed, seed=seed, open_set_alpha=cfg.open_set_alpha,
+                                      probes=probes, probe_rows=probe_rows)
+        alignment, align_log, graph, calibration = fitted
 
         quant_info = {**quant.to_dict(), "label": quant.label(), "calibration_images": int(len(calib_x)),
                       "calibration_seed": seed}

@@ -10,8 +10,8 @@ placed copy (train/placement.py: the synthetic backdrops, scales and positions t
 never the benchmark's photographs) of up to PROBES_PER_DOMAIN items, through the bundle's own
 preprocessing and int8 encoder, and stores them in the alignment file with the row of the item
 each one copies. Off by default (ExportConfig.probes says why: one threshold then stops finding
-missing concepts). The calibration (export/openset.py) counts the copy of a confident match as a
-confident match too; `uemctl index realign` refits from the stored probes without any image.
+missing concepts). The anchored rule's fit (`anchored_calibration`) counts the copy of a
+confident match as a confident match too; `uemctl index realign` refits from the stored probes without any image.
 """
 
 from __future__ import annotations

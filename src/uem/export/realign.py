@@ -3,7 +3,7 @@
 Why it exists: `index add` aligns new items with the transform fitted at export and never refits
 it, so a domain that grew a lot (or changed what it shows) drifts from its mean and covariance;
 and choosing another alignment (`--align`, `--shrinkage`, maps, CSLS) should not cost an export.
-Realigning refits everything `fit_readout` derives from the raw vectors — alignment, prototypes,
+Realigning refits everything `fit_from_vectors` derives from the raw vectors — alignment, prototypes,
 open-set thresholds — rebuilds the indexes over the newly aligned vectors and commits it all as one
 new generation (atomic, like any write). The encoder and the raw vectors are kept byte for byte.
 """
@@ -18,7 +18,7 @@ from ..engine.errors import BundleError
 from ..engine.openset import ALPHA, rule_name
 from ..train.config import ConfigError, TrainConfig
 from .align import NO_ALIGNMENT, AlignConfig
-from .readout import fit_readout
+from .fit import fit_from_vectors
 
 # What export did before the manifest recorded its rules: bundles without "merge_rule" were linked
 # with docs/method.md's global bar. The open-set rule is read from the calibration, as the engine reads
@@ -65,10 +65,11 @@ def realign_bundle(path: str | Path, align: AlignConfig | None = None, *, change
         raise BundleError(f"{info.root}: served from {info.backend.get('kind')}; move it back with "
                           "`uemctl index move --to hnswlib`, realign, then move it again")
     vectors = {d: info.load_vectors(d, mmap=False) for d in info.domains}
-    alignment, align_log, graph, calibration = fit_readout(
+    record = info.calibration.get(open_set)  # a rule that has an alpha keeps the one it was fitted with
+    alpha = float(record.get("alpha", ALPHA)) if isinstance(record, dict) else ALPHA
+    alignment, align_log, graph, calibration = fit_from_vectors(
         vectors, align, merge_rule=merge_rule, open_set=open_set, merge=merge, k_prototypes=k_prototypes,
-        proto_seed=proto_seed, seed=seed,
-        open_set_alpha=float((info.calibration.get("anchored") or {}).get("alpha", ALPHA)),
+        proto_seed=proto_seed, seed=seed, open_set_alpha=alpha,
         probes=info.alignment.probes, probe_rows=info.alignment.probe_rows)
     extra["alignment"] = align_log
     extra["realigned_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -37,8 +37,8 @@ eng = Engine.open(sys.argv[1], threads=1)
 t2, c2 = time.perf_counter(), time.process_time()
 r2 = rss()
 import numpy as np
-v = np.random.default_rng(0).standard_normal(eng.embed_dim).astype(np.float32)
-eng.query_vector(v, sys.argv[2], k=10)
+v = np.random.default_rng(0).standard_normal(eng.snapshot().info.embed_dim).astype(np.float32)
+eng.query(vector=v, domain=sys.argv[2], k=10)
 t3 = time.perf_counter()
 print(json.dumps({"import_s": t1 - t0, "open_s": t2 - t1, "first_query_s": t3 - t2,
                   "import_cpu_s": c1 - c0, "open_cpu_s": c2 - c1,

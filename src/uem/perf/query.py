@@ -30,8 +30,8 @@ STAGE_NOTES = {
     "resize": "letter-box to the input size (fit_square)",
     "normalise": "uint8 -> float32 CHW, mean/std",
     "encode": "onnxruntime int8, batch 1",
-    "search + reject": "Engine.query_vectors: HNSW top-k + open-set decision + hits (always built)",
-    "reject only": "Engine.decide_vectors: the open-set decision alone, with its own neighbour searches "
+    "search + reject": "Engine.query_batch(vectors=): HNSW top-k + open-set decision + hits (always built)",
+    "reject only": "Snapshot.decisions: the open-set decision alone, with its own neighbour searches "
                    "(part of the line above)",
 }
 
@@ -55,7 +55,8 @@ def bench_query(bundle: Path, info: BundleInfo, *, rounds: int = 300, distinct: 
         return {"note": "skipped: the bundle's source images were not found"}
     note(f"query: {rounds} rounds, {len(images)} {src} images searched in {target}, one thread")
     eng = Engine.open(bundle, threads=1)
-    spec = eng.preprocess_spec
+    snap = eng.snapshot()  # nothing writes the bundle while it is timed
+    spec = snap.info.preprocess
     e2e, e2e_cpu = np.empty(rounds), np.empty(rounds)
     st = {s: np.empty(rounds) for s in STAGES}
     st_cpu = {s: np.empty(rounds) for s in STAGES}
@@ -80,11 +81,11 @@ def bench_query(bundle: Path, info: BundleInfo, *, rounds: int = 300, distinct: 
         mark()
         x = normalize(pix[None], spec)
         mark()
-        v = eng.embed_tensors(x)
+        v = snap.encoder.embed(x)
         mark()
-        eng.query_vectors(v, target, k, no_reject=True)
+        eng.query_batch(vectors=v, domain=target, k=k, no_reject=True)
         mark()
-        eng.decide_vectors(v, target)
+        snap.decisions(v, target)
         mark()
         if i < 0:
             continue

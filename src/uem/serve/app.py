@@ -112,8 +112,8 @@ def create_app(bundle: str | os.PathLike | Engine, config: ServeConfig | None = 
 
     @app.get("/healthz", response_model=HealthOut, summary="Liveness: the engine answers")
     async def healthz() -> dict:
-        eng = service.engine
-        return {"status": "ok", "generation": eng.generation, "domains": len(eng.domains),
+        snap = service.engine.snapshot()
+        return {"status": "ok", "generation": snap.generation, "domains": len(snap.states),
                 "process": os.getpid()}
 
     @app.get("/metrics", include_in_schema=False)

@@ -4,7 +4,7 @@ No FastAPI here: the routes (api.py) parse and answer, this module does the work
 testable and readable without HTTP.
 
 Concurrency: the engine is opened once. Queries run in a thread pool and need no lock: each takes
-the engine's current immutable snapshot once (`_snapshot`) and answers, generation and count
+the engine's current immutable snapshot once (`Engine.snapshot()`) and answers, generation and count
 included, from it alone. Adds run one at a time on their own single thread, under `write_lock`,
 which the reload poller and `close` take too; `Engine.add` commits the bundle atomically and only
 then publishes the new snapshot, so a query sees the state before an add or after it, never a mix.
@@ -28,8 +28,7 @@ from PIL import Image
 from ..engine import Engine, QueryResult
 from ..engine.bundle.store import current_generation
 from ..engine.errors import BundleError, ImageError, UemError
-from ..engine.preprocess import IMAGE_EXTENSIONS, preprocess_batch
-from ..engine.search import Snapshot, check_source, domain_state, search_snapshot
+from ..engine.preprocess import IMAGE_EXTENSIONS, preprocess
 from .config import ServeConfig
 from .media import STORABLE_FORMATS, MediaStore, extension
 from .metrics import Metrics
@@ -42,13 +41,6 @@ POLLER_JOIN_S = 5.0  # how long close() waits for the reload poller before it ta
 _INFO_KEYS = ("format_version", "generation", "written_at", "domains", "hnsw", "prototypes",
               "calibration", "alignment")
 _MODEL_KEYS = ("embed_dim", "preprocess", "opset", "encoder", "encoder_fp32")
-
-
-def _snapshot(engine: Engine) -> Snapshot:
-    """The engine's current immutable state: one query reads it from start to end, so what it
-    reports (generation, count) is what answered. (Engine keeps it private; serve is its one
-    in-package user that needs the state's identity with the answer.)"""
-    return engine._current()  # noqa: SLF001
 
 
 def one_line(text: str, limit: int = 500) -> str:
@@ -94,7 +86,8 @@ class Service:
             self.engine, self._owns_engine = bundle, False
         else:
             self.engine, self._owns_engine = Engine.open(bundle, threads=config.onnx_threads), True
-        self.media = MediaStore(config.media_dir(self.engine.path))
+        root = self.engine.snapshot().path
+        self.media = MediaStore(config.media_dir(root))
         self.metrics = Metrics()
         self.write_lock = threading.Lock()
         self.queries = ThreadPoolExecutor(config.pool_size, thread_name_prefix="uem-query")
@@ -103,7 +96,6 @@ class Service:
         self._ids_lock = threading.Lock()
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
-        root = self.engine.path
         self._root, self._root_name = str(root), root.name
 
     def redact(self, message: str) -> str:
@@ -139,7 +131,8 @@ class Service:
                 log.warning("uem serve: not reloading the bundle: %s", one_line(what))
 
     def reload_if_changed(self) -> bool:
-        if current_generation(self.engine.path) in (None, self.engine.generation):
+        snap = self.engine.snapshot()
+        if current_generation(snap.path) in (None, snap.generation):
             return False
         with self.write_lock:
             return self._reload_locked()
@@ -148,30 +141,29 @@ class Service:
         """Reload when another process committed (the caller holds write_lock)."""
         if self._stop.is_set():
             return False
-        gen = current_generation(self.engine.path)
-        if gen is None or gen == self.engine.generation:
+        snap = self.engine.snapshot()
+        gen = current_generation(snap.path)
+        if gen is None or gen == snap.generation:
             return False
         return self.engine.reload()
 
     # -- reading -----------------------------------------------------------------------------
     def check(self, domain: str, source: str | None = None) -> None:
         """UnknownDomainError for a bad target or source, before any picture is read."""
-        self.engine.check_domains(domain, source)
+        self.engine.snapshot().check(domain, source)
 
     def query(self, data: bytes, domain: str, k: int, source: str | None, no_reject: bool) -> Answer:
         """`Engine.query` on the uploaded bytes, on one snapshot taken once, so the generation and
         count reported are those of the state that answered."""
         t0 = time.perf_counter()
-        snap = _snapshot(self.engine)
-        state = domain_state(snap, domain)
-        check_source(snap, source)
+        snap = self.engine.snapshot()
+        snap.check(domain, source)
         try:
-            vecs = snap.encoder.embed(preprocess_batch([data], snap.info.preprocess))
+            result = snap.query_batch([data], domain, k, source, no_reject)[0]
         except ImageError as e:
             raise named_image_error(e, "the uploaded picture") from None
-        result = search_snapshot(snap, vecs, domain, k, source, no_reject)[0]
         self.metrics.observe_query(domain, result.accepted)
-        return Answer(result, snap.info.generation, state.count, time.perf_counter() - t0)
+        return Answer(result, snap.generation, snap.count(domain), time.perf_counter() - t0)
 
     def item_path(self, domain: str, item_id: str) -> Path | None:
         """The picture file the bundle records for `item_id` in `domain`, or None (unknown id, or
@@ -211,9 +203,10 @@ class Service:
         media folder, then add them to `domain` in one atomic commit. Runs on the add thread."""
         self.check(domain)
         checked = []
+        spec = self.engine.snapshot().info.preprocess
         for up in uploads:
             try:
-                self.engine.preprocess(up.data)  # the engine's decoder and its decompression guard
+                preprocess(up.data, spec)  # the engine's decoder and its decompression guard
                 with Image.open(io.BytesIO(up.data)) as im:
                     fmt = im.format
             except ImageError as e:
@@ -243,7 +236,7 @@ class Service:
             # lock), where the rows this add appended are the last `added` ones: those are new,
             # even if another process committed some of `todo` in between.
             items = self.engine.items(domain)
-            gen, count = self.engine.generation, len(items)
+            gen, count = self.engine.snapshot().generation, len(items)
             new = {it["id"] for it in items[count - added:]} if added else set()
         self.metrics.observe_add(domain, added)
         return {"domain": domain, "added": added, "present": len(stored) - added,
@@ -272,12 +265,12 @@ class Service:
 
     def gauges(self) -> dict:
         try:
-            eng = self.engine
+            snap = self.engine.snapshot()
             return {
                 "uem_bundle_generation": ("The bundle generation this process serves.",
-                                          {(): float(eng.generation)}),
+                                          {(): float(snap.generation)}),
                 "uem_domain_items": ("Items per domain in the state this process serves.",
-                                     {(("domain", d),): float(eng.count(d)) for d in eng.domains}),
+                                     {(("domain", d),): float(snap.count(d)) for d in snap.states}),
             }
         except BundleError:
             return {}

@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..align import mutual_csls_pairs
 from ..errors import BundleError
+from .base import ALPHA, Decision, Evidence, FitInputs, Rule, pair_key, sample_rows, target_rows, top_cosines
 from .record import parse_record
 
-ALPHA = 0.01        # share of confident matches the rule may refuse
 GRID = 101          # quantiles stored per pair: 0.00, 0.01, ..., 1.00
 WEAK = 0.9          # accepted, but farther than 90% of confident matches: the answer says "weak match"
 MIN_ANCHORS = 5     # fewer confident matches than this: the pair is left to the prototype rule
@@ -60,10 +61,13 @@ def grid_score(distance: np.ndarray, grid: np.ndarray) -> np.ndarray:
     return score_in(distance, grid_table(grid))
 
 
-class AnchoredRule:
+class AnchoredRule(Rule):
     """Per-pair quantile grids of confident-match distances (the manifest's calibration["anchored"])."""
 
-    def __init__(self, record: dict | None) -> None:
+    name = "anchored"
+
+    def __init__(self, record: dict | None = None) -> None:
+        super().__init__(record)
         self.alpha, self.grids, self.anchors = parse_record(record, "anchored", lambda r: (
             float(r.get("alpha", ALPHA)),
             {str(p): np.asarray(g, np.float64) for p, g in (r.get("grids") or {}).items()},
@@ -78,8 +82,23 @@ class AnchoredRule:
         self._thresholds = {p: float(np.interp(1.0 - self.alpha, np.linspace(0.0, 1.0, len(g)), g))
                             for p, g in self.grids.items()}
 
+    @classmethod
+    def fit(cls, inputs: FitInputs) -> dict:
+        return anchored_calibration(inputs.vectors, alpha=inputs.alpha, seed=inputs.seed,
+                                    to_target=inputs.to_target, csls_k=max(inputs.csls_k, 1),
+                                    probes=inputs.probes)
+
     def covers(self, pair: str) -> bool:
         return pair in self.grids
+
+    def decide(self, evidence: Evidence) -> Decision | None:
+        """The closest target item's distance against the pair's grid (None: the target is empty)."""
+        if evidence.nearest_cos is None:
+            return None
+        score = float(self.score(evidence.pair, evidence.nearest_cos))
+        accepted = not self.rejects(score)
+        return Decision(accepted, self.reason(evidence.source, evidence.target, accepted, score,
+                                              evidence.nearest_cos), score, evidence.source)
 
     def threshold(self, pair: str) -> float:
         """The largest distance (1 - cosine) still accepted: the (1 - alpha) quantile."""
@@ -104,8 +123,58 @@ class AnchoredRule:
         return (f"concept exists in {target}: its closest item (cos {nearest_cos:.2f}) is closer than "
                 f"{100 * closer:.0f}% of confident {source}->{target} matches")
 
-    def describe(self) -> str:
+    def describe(self) -> str | None:
+        if not self.grids:
+            return None
         pairs = ", ".join(f"{p} cos >= {1 - self.threshold(p):.3f} ({self.anchors.get(p, '?')} anchors)"
                           for p in sorted(self.grids))
         return f"closest item vs confident matches, alpha {self.alpha:g}: {pairs}"
 
+
+
+def anchored_calibration(vectors: dict[str, np.ndarray], alpha: float = ALPHA, csls_k: int = 10,
+                         max_queries: int = 5000, seed: int = 0, to_target=None,
+                         probes: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> dict:
+    """{"alpha", "grids": {"source->target": quantiles}, "anchors": {...}, "queries": {...},
+    "wild_anchors": {...}}: this rule's record, fitted at export without labels.
+
+    `vectors`: unit rows per domain, as indexed (aligned); `to_target(rows, source, target)`: the
+    bundle's map of a source's rows into a target's space (the engine's query path; default
+    identity). Every source item (a seeded sample of at most `max_queries`) that is a mutual CSLS
+    nearest neighbour of a target item is a confident match; the distances (1 - cosine) to their
+    closest target item make the pair's grid. Nothing assumes that a concept is missing: when every
+    concept exists, a query is as close as the confident matches and is accepted. `probes`: per
+    source domain (item rows, aligned unit rows of wild copies of those items; export/probes.py):
+    the copy of a confident match is a confident match too, as far as a user's picture of it is,
+    so the grid holds both. A pair with fewer than MIN_ANCHORS confident matches is left out (its
+    queries fall back to the prototype rule)."""
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    rng = np.random.default_rng(seed)
+    grids, anchors, queries, wild_anchors = {}, {}, {}, {}
+    probes = probes or {}
+    for src, v in vectors.items():
+        v = np.asarray(v, np.float32)
+        if len(v) == 0:
+            continue
+        rows = sample_rows(rng, len(v), max_queries)
+        for tgt, q, t in target_rows(vectors, src, v[rows], to_target):
+            mine, _ = mutual_csls_pairs(q, t, min(csls_k, len(t), len(q)))
+            key = pair_key(src, tgt)
+            queries[key], anchors[key] = int(len(rows)), int(len(mine))
+            if len(mine) < MIN_ANCHORS:
+                continue
+            nearest = top_cosines(q[mine], t, 1)[:, 0]
+            if src in probes:
+                p_rows, p_vecs = probes[src]
+                copies = np.flatnonzero(np.isin(p_rows, rows[mine]))
+                wild_anchors[key] = int(len(copies))
+                if len(copies):
+                    pq = p_vecs[copies] if to_target is None else to_target(p_vecs[copies], src, tgt)
+                    nearest = np.concatenate([nearest, top_cosines(np.asarray(pq, np.float32), t, 1)[:, 0]])
+            grids[key] = quantile_grid(1.0 - nearest)
+    out = {"alpha": float(alpha), "csls_k": int(csls_k), "grids": grids, "anchors": anchors,
+           "queries": queries, "method": "mutual-csls-quantiles"}
+    if probes:
+        out["wild_anchors"] = wild_anchors
+    return out

@@ -1,5 +1,5 @@
 """UEM's prototype rule (docs/method.md, "Open-set rejection"): `--open-set prototype`, and the
-fallback for pairs that no calibrated rule covers.
+fallback for pairs that no calibrated rule covers (so it covers every pair and always decides).
 
 Take the query's nearest prototype in its source domain. If that prototype was never merged with a
 prototype of the target domain, the concept is private to the source -> reject. Otherwise compare
@@ -7,6 +7,9 @@ D(q, nearest target item), D(u, v) = (1 - cos) * ||u - v||, with the merge's rad
 between the two clusters' members, times an optional calibrated per-target factor) -> reject when
 farther. The continuous score D / R (> 1 rejects; UNLINKED_SCORE + D for private concepts) ranks
 queries for AUROC.
+
+Its record is not fitted: the optional per-target radius factors sit at the top of the manifest's
+calibration (`"radius_scale"`), where bundles have always kept them.
 """
 
 from __future__ import annotations
@@ -15,8 +18,11 @@ import math
 
 import numpy as np
 
+from ..errors import BundleError
 from ..geometry import uem_distance_from_cos
 from ..prototypes import PrototypeGraph
+from .base import Decision, Evidence, Rule
+from .record import parse_record
 
 UNLINKED_SCORE = 1000.0   # above any D/R of a linked concept; + D keeps the ranking informative
 _MIN_RADIUS = 1e-6
@@ -43,3 +49,36 @@ def prototype_decision(graph: PrototypeGraph, radius_scale: dict[str, float], q:
     if score > 1.0:
         return False, f"nearest {target} item is farther than this concept's radius", float(score)
     return True, f"concept exists in {target}", float(score)
+
+
+class PrototypeRule(Rule):
+    """The prototype rule over one bundle's graph and optional radius factors."""
+
+    name = "prototype"
+
+    def __init__(self, graph: PrototypeGraph, record: dict | None = None) -> None:
+        super().__init__(record)
+        scales = parse_record(record, self.name, lambda r: {
+            str(k): float(v) for k, v in (r.get("radius_scale", {}) or {}).items()})
+        if not all(math.isfinite(v) for v in scales.values()):
+            raise BundleError("invalid open-set calibration (non-finite radius scale)")
+        self.graph, self.radius_scale = graph, scales
+
+    @classmethod
+    def record_in(cls, calibration: dict) -> dict:
+        return {"radius_scale": calibration.get("radius_scale", {})}
+
+    @classmethod
+    def from_record(cls, record: object, graph: PrototypeGraph) -> "PrototypeRule":
+        return cls(graph, record)  # type: ignore[arg-type]
+
+    def covers(self, pair: str) -> bool:
+        return True
+
+    def decide(self, evidence: Evidence) -> Decision:
+        accepted, reason, score = prototype_decision(self.graph, self.radius_scale, evidence.query,
+                                                     evidence.source, evidence.target, evidence.nearest_cos)
+        return Decision(accepted, reason, score, evidence.source)
+
+    def describe(self) -> str:
+        return "prototype rule (docs/method.md)"

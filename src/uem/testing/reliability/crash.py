@@ -42,7 +42,7 @@ def bundle_state(path: Path) -> BundleState:
     info = read_bundle(path)
     eng = Engine.open(path, threads=1)
     some = next(iter(info.domains))
-    eng.query_vector(np.ones(info.embed_dim, np.float32), some, k=3, no_reject=True)
+    eng.query(vector=np.ones(info.embed_dim, np.float32), domain=some, k=3, no_reject=True)
     eng.close()
     return BundleState(info.manifest["checksum"],
                        {d: tuple(it["id"] for it in di.items) for d, di in info.domains.items()},
@@ -82,7 +82,7 @@ def write_and_check_cleanup(bundle: Path) -> list[str]:
 
     previous = referenced_generations(bundle)
     eng = Engine.open(bundle, threads=1)
-    eng.add_vectors(next(iter(eng.domains)), np.ones((1, eng.embed_dim), np.float32),
+    eng.add_vectors(next(iter(eng.domains)), np.ones((1, eng.snapshot().info.embed_dim), np.float32),
                     [{"path": f"/cleanup-probe-{time.monotonic_ns()}"}])
     return leftovers(bundle, previous)
 

@@ -38,7 +38,7 @@ def alarm(*_):
 
 signal.signal(signal.SIGALRM, alarm)
 eng = Engine.open(sys.argv[1], threads=1)
-ids = {{it["id"]: it.get("label") for it in eng._snap.info.domains[{domain!r}].items}}
+ids = {{it["id"]: it.get("label") for it in eng.snapshot().info.domains[{domain!r}].items}}
 names = sorted(os.listdir(sys.argv[2]))
 with open(sys.argv[3], "w") as out:
     for name in names:

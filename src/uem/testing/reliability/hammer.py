@@ -31,7 +31,7 @@ def hammer(bundle: Path, *, queries: int, threads: int = 8, adds: int = 10, per_
 
     eng = Engine.open(bundle, threads=1)
     rng = np.random.default_rng(seed)
-    base_ids = [it["id"] for it in eng._snap.info.domains[domain].items]
+    base_ids = [it["id"] for it in eng.snapshot().info.domains[domain].items]
     final_k = len(base_ids) + adds * per_add
     new_imgs = [png_bytes(draw("red" if i % 2 else "blue", domain, rng)) for i in range(adds * per_add)]
     new_ids = [f"hammer-{seed}-{i}" for i in range(adds * per_add)]
@@ -54,7 +54,7 @@ def hammer(bundle: Path, *, queries: int, threads: int = 8, adds: int = 10, per_
                 if j % 4 == 0:
                     r = eng.query(qimgs[j % len(qimgs)], domain, k=final_k, no_reject=True)
                 else:
-                    r = eng.query_vector(qvecs[j % len(qvecs)], domain, k=final_k, no_reject=True)
+                    r = eng.query(vector=qvecs[j % len(qvecs)], domain=domain, k=final_k, no_reject=True)
                 ids = {h.id for h in r.hits}
                 n = len(r.hits)
                 if n not in valid or len(ids) != n or ids != set(order[:n]):
