@@ -361,7 +361,7 @@ def test_dim_bundle_round_trips_and_ranks_like_the_full_width(tiny, narrow, tmp_
     copy = tmp_path / "copy.uem"   # a --dim bundle is an ordinary bundle: it survives a copy
     shutil.copytree(narrow, copy)
     with Engine.open(copy) as eng:
-        assert eng.embed_dim == 16
+        assert eng.snapshot().info.embed_dim == 16
 
 
 def test_dim_refusals(tiny, tmp_path):
