@@ -76,6 +76,12 @@ def test_quick_json_is_well_formed(base, capsys):
     assert sum(shares) == pytest.approx(1.0) and all(0 <= s <= 1 for s in shares)
     assert _positive(q["end_to_end"]["p50_ms"]) and 0 <= q["accepted_fraction"] <= 1
     assert q["end_to_end_cpu"]["n"] == q["rounds"] and all("cpu" in s for s in q["stages"].values())
+    vs = q["versus"]   # the query next to its encoder alone and the plain network, same rounds
+    assert vs["encoder_alone_p50_ms"] == q["stages"]["encode"]["p50_ms"]
+    assert vs["end_to_end_vs_encoder"] == pytest.approx(q["end_to_end"]["p50_ms"] / vs["encoder_alone_p50_ms"])
+    assert _positive(vs["reference_p50_ms"]) and "Lite0" in vs["reference"]
+    assert vs["end_to_end_vs_reference"] == pytest.approx(q["end_to_end"]["p50_ms"] / vs["reference_p50_ms"])
+    assert r["reference"]["input_size"] == json.loads((base / "manifest.json").read_text())["model"]["preprocess"]["size"]
 
     fp = r["footprint"]
     assert fp["as_is"]["items"] == 12 and fp["grown"]["items"] == 40
@@ -83,9 +89,14 @@ def test_quick_json_is_well_formed(base, capsys):
         assert _positive(p["open_s"]) and _positive(p["import_s"])
         assert p["rss_after_query_mb"] >= p["rss_after_import_mb"] > 0
     assert set(fp["grown"]["file_bytes"]) == {"index.bin", "vectors.npy", "items.jsonl"}
+    # 4 x dim of float32, a count + 2M ids of level-0 links, an 8-byte label (M 8 in the tiny bundle)
+    m = json.loads((base / "manifest.json").read_text())
+    assert fp["vectors_and_links_bytes"] == 4 * m["model"]["embed_dim"] + 4 + 8 * m["hnsw"]["M"] + 8
+    assert fp["rss_per_item_vs_vectors_and_links"] == pytest.approx(
+        fp["rss_per_added_item_bytes"] / fp["vectors_and_links_bytes"])
 
     names = [t["name"] for t in r["targets"]]
-    assert len(names) == 7
+    assert len(names) == 10 and len(set(names)) == 10
     for t in r["targets"]:  # every verdict is its value against the stated target; None: unmeasured,
         # or measured below the scale the target is stated at (the note says so)
         below_scale = "the target is at" in t["note"]
@@ -96,14 +107,19 @@ def test_quick_json_is_well_formed(base, capsys):
     assert by["engine RSS after open + query"]["met"] is None
     assert "100000" in by["Engine.open time"]["note"]
     assert by["int8 speed-up vs torch eager (batch 1"]["met"] is None
+    assert by["RSS per added item / (4 x dim + HNSW links)"]["met"] is None
+    assert by["end-to-end query p50 / the plain fp32 network's (same rounds)"]["value"] == vs["end_to_end_vs_reference"]
     assert r["machine"]["logical_cpus"] >= 1
 
 
 def test_quick_table_and_missing_fp32(int8_only, tmp_path, capsys):
-    code, out, err = run(capsys, "bench", int8_only, "--quick", "--out", tmp_path / "r.json")
+    code, out, err = run(capsys, "bench", int8_only, "--quick", "--no-reference", "--out", tmp_path / "r.json")
     assert code == 0, err
     saved = json.loads((tmp_path / "r.json").read_text())
     assert saved["encoder"]["columns"]["onnxruntime fp32"]["available"] is False
+    assert "reference_p50_ms" not in saved["query"]["versus"] and "--no-reference" in saved["reference"]["note"]
+    by = {t["name"]: t for t in saved["targets"]}
+    assert by["end-to-end query p50 / the plain fp32 network's (same rounds)"]["met"] is None
     assert "Encoder" in out and "End-to-end Engine.query" in out and "Edge-deployment targets" in out
     assert "--keep-fp32" in out  # the fp32 column says why it is empty
     assert "Traceback" not in err

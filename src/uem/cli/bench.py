@@ -24,10 +24,13 @@ def bench(
                                         "domain to this many items for the footprint (default 100000; "
                                         "0 with --quick)."),
     save: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the JSON report here."),
+    no_reference: bool = typer.Option(False, "--no-reference", help="Do not time the plain fp32 network "
+                                      "(the query's yardstick; building it needs torch)."),
 ) -> None:
-    """Measure the bundle's encoder (int8 vs fp32 vs torch), Engine.query stage by stage, and the
-    engine's open time and memory; judge them against the edge targets (int8 speed-up, int8
-    parity, query latency, open time and memory)."""
+    """Measure the bundle's encoder (int8 vs fp32 vs torch), Engine.query stage by stage next to
+    the plain fp32 network it started from, and the engine's open time and memory; judge them
+    against the edge targets (int8 speed-up and parity, query latency against the encoder alone
+    and the plain network, open time, memory and bytes per item)."""
     from ..perf.suite import run_bench
     from ..perf.table import render
     from ..engine.atomic import replace_atomic
@@ -37,7 +40,7 @@ def bench(
     if run is not None and not (run / "encoder.pt").is_file():
         raise UemError(f"{run}: not a training run (no encoder.pt)")
     with err.status("benchmarking") as status:
-        report = run_bench(path, quick=quick, run_dir=run, items=items,
+        report = run_bench(path, quick=quick, run_dir=run, items=items, reference=not no_reference,
                            note=lambda m: status.update(m))
     text = json.dumps(report, indent=1)
     if save is not None:

@@ -48,6 +48,13 @@ print(json.dumps({"import_s": t1 - t0, "open_s": t2 - t1, "first_query_s": t3 - 
 """
 
 
+def vectors_and_links(dim: int, m: int) -> int:
+    """What an item must cost in hnswlib: its float32 vector, its level-0 links (a count and 2M
+    neighbour ids, 4 bytes each) and its 8-byte label; upper levels, the item's record and
+    allocator slack come on top."""
+    return 4 * dim + 4 + 8 * m + 8
+
+
 def probe(bundle: Path, domain: str, repeats: int = 3) -> dict:
     """Medians of `repeats` fresh-interpreter probes of opening `bundle` (times) and its RSS."""
     runs = []
@@ -101,4 +108,7 @@ def bench_footprint(bundle: Path, info: BundleInfo, *, items: int = 100_000, rep
             if added > 0:
                 res["rss_per_added_item_bytes"] = (res["grown"]["rss_after_query_mb"]
                                                    - base["rss_after_query_mb"]) * 2**20 / added
+                res["vectors_and_links_bytes"] = vectors_and_links(info.embed_dim, info.hnsw.M)
+                res["rss_per_item_vs_vectors_and_links"] = (res["rss_per_added_item_bytes"]
+                                                            / res["vectors_and_links_bytes"])
     return res

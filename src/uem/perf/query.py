@@ -18,11 +18,14 @@ import numpy as np
 
 from ..engine import Engine
 from ..engine.bundle import BundleInfo
+from ..engine.encoder import open_session
 from ..engine.framing import frame_content
 from ..engine.preprocess import fit_square, load_image, normalize
 from .images import sample_items
 from .measure import summary
 
+REFERENCE_NOTE = ("the plain ImageNet EfficientNet-Lite0, whole network, fp32 onnxruntime, one thread, "
+                  "the bundle's input size (uem.export.reference)")
 STAGES = ("decode", "frame", "resize", "normalise", "encode", "search + reject", "reject only")
 STAGE_NOTES = {
     "decode": "open + decode + EXIF + RGB on white (load_image)",
@@ -48,8 +51,11 @@ def _pick(info: BundleInfo, n: int, seed: int) -> tuple[str, str, list[Path]]:
 
 
 def bench_query(bundle: Path, info: BundleInfo, *, rounds: int = 300, distinct: int = 100, k: int = 10,
-                seed: int = 0, note: Callable[[str], None] = lambda _m: None) -> dict:
-    """The end-to-end section of the bench report (JSON-ready)."""
+                seed: int = 0, reference: Path | None = None,
+                note: Callable[[str], None] = lambda _m: None) -> dict:
+    """The end-to-end section of the bench report (JSON-ready). `reference`: an ONNX model (the
+    plain network, uem.export.reference) run on the same pixels in every round, one thread, so
+    the query's cost is compared with it side by side."""
     src, target, images = _pick(info, distinct, seed)
     if not images:
         return {"note": "skipped: the bundle's source images were not found"}
@@ -60,6 +66,8 @@ def bench_query(bundle: Path, info: BundleInfo, *, rounds: int = 300, distinct: 
     e2e, e2e_cpu = np.empty(rounds), np.empty(rounds)
     st = {s: np.empty(rounds) for s in STAGES}
     st_cpu = {s: np.empty(rounds) for s in STAGES}
+    ref = open_session(reference, 1) if reference is not None else None
+    ref_ms = np.empty(rounds)
     accepted = 0
     clock = time.perf_counter_ns
     for i in range(-3, rounds):  # three warm-up rounds
@@ -73,7 +81,7 @@ def bench_query(bundle: Path, info: BundleInfo, *, rounds: int = 300, distinct: 
         r = eng.query(img, domain=target, k=k)
         mark()
         framed = spec.framing == "content"
-        im = load_image(img, draft_size=spec.size, keep_alpha=framed)
+        im = load_image(img, draft_size=4 * spec.size if framed else spec.size, keep_alpha=framed)
         mark()
         im = frame_content(im, spec.size) if framed else im
         mark()
@@ -87,6 +95,11 @@ def bench_query(bundle: Path, info: BundleInfo, *, rounds: int = 300, distinct: 
         mark()
         snap.decisions(v, target)
         mark()
+        if ref is not None:
+            t0 = clock()
+            ref.run(None, {ref.get_inputs()[0].name: x})
+            if i >= 0:
+                ref_ms[i] = (clock() - t0) / 1e6
         if i < 0:
             continue
         e2e[i], e2e_cpu[i] = (w[1] - w[0]) / 1e6, (c[1] - c[0]) / 1e6
@@ -99,7 +112,14 @@ def bench_query(bundle: Path, info: BundleInfo, *, rounds: int = 300, distinct: 
     stages = {s: {**summary(st[s]), "cpu": summary(st_cpu[s]),
                   "share_of_stage_sum": (p50[s] / total if total else 0.0),
                   "what": STAGE_NOTES[s]} for s in STAGES}
+    e2e_p50, enc_p50 = float(np.median(e2e)), p50["encode"]
+    versus = {"encoder_alone_p50_ms": enc_p50, "end_to_end_vs_encoder": e2e_p50 / enc_p50 if enc_p50 else None}
+    if ref is not None:
+        versus.update({"reference": REFERENCE_NOTE, "reference_p50_ms": float(np.median(ref_ms)),
+                       "end_to_end_vs_reference": e2e_p50 / float(np.median(ref_ms)),
+                       "encoder_vs_reference": enc_p50 / float(np.median(ref_ms))})
     return {"source": src, "target": target, "k": k, "rounds": rounds, "distinct_images": len(images),
+            "versus": versus,
             "threads": 1, "end_to_end": summary(e2e), "end_to_end_cpu": summary(e2e_cpu),
             "stages": stages, "stage_p50_sum_ms": total, "accepted_fraction": accepted / rounds,
             "decode_and_preprocess_share": (p50["decode"] + p50["frame"] + p50["resize"] + p50["normalise"]) / total

@@ -4,6 +4,7 @@ growing a 100k-item copy) so it finishes in seconds; its numbers are indicative 
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -36,7 +37,7 @@ QUICK = Plan(encoder_iters=30, encoder_batch_iters=3, parity_images=32, query_ro
 
 
 def run_bench(bundle: Path, *, quick: bool = False, run_dir: Path | None = None,
-              items: int | None = None, seed: int = 0,
+              items: int | None = None, seed: int = 0, reference: bool = True,
               note: Callable[[str], None] = lambda _m: None) -> dict:
     """Every measurement of `uemctl bench` as one JSON-ready dict (see `targets` for the verdicts)."""
     plan = QUICK if quick else FULL
@@ -47,13 +48,27 @@ def run_bench(bundle: Path, *, quick: bool = False, run_dir: Path | None = None,
     report["encoder"] = bench_encoder(info, run_dir=run_dir, iters=plan.encoder_iters,
                                       batch_iters=plan.encoder_batch_iters,
                                       parity_images=plan.parity_images, seed=seed, note=note)
-    report["query"] = bench_query(bundle, info, rounds=plan.query_rounds,
-                                  distinct=plan.query_images, seed=seed, note=note)
+    with tempfile.TemporaryDirectory(prefix="uem-bench-ref-") as tmp:
+        ref, report["reference"] = (_reference(Path(tmp), info.preprocess.size, note) if reference else
+                                    (None, {"note": "skipped: --no-reference"}))
+        report["query"] = bench_query(bundle, info, rounds=plan.query_rounds, distinct=plan.query_images,
+                                      seed=seed, reference=ref, note=note)
     report["footprint"] = bench_footprint(bundle, info, items=plan.footprint_items,
                                           repeats=plan.footprint_repeats, seed=seed, note=note)
     report["load_average_end"] = load_average()
     report["targets"] = targets(report)
     return report
+
+
+def _reference(tmp: Path, size: int, note: Callable[[str], None]) -> tuple[Path | None, dict]:
+    """The plain network's ONNX file for the query's yardstick, or None (and why) without torch."""
+    try:
+        from ..export.reference import plain_network_onnx
+    except ImportError as e:  # the runtime alone (no train extra): nothing to build it with
+        return None, {"note": f"skipped: building the plain network needs torch ({e.name})"}
+    note("query: exporting the plain network (the yardstick) to ONNX")
+    return plain_network_onnx(tmp / "plain.onnx", size), {"model": "EfficientNet-Lite0 ImageNet, whole, fp32",
+                                                          "input_size": size}
 
 
 def _target(name: str, value: float | None, op: str, limit: float, unit: str = "", note: str = "",
@@ -81,6 +96,12 @@ def targets(r: dict) -> list[dict]:
     e2e = q.get("end_to_end", {}).get("p50_ms")
     out.append(_target("end-to-end query p50 (1 thread)", e2e, "<=", 6.0, " ms", q.get("note", ""),
                        q.get("end_to_end_cpu", {}).get("p50_ms")))
+    vs = q.get("versus", {})
+    out.append(_target("end-to-end query p50 / the plain fp32 network's (same rounds)",
+                       vs.get("end_to_end_vs_reference"), "<=", 1.0, "x",
+                       "" if "end_to_end_vs_reference" in vs else r.get("reference", {}).get("note", q.get("note", ""))))
+    out.append(_target("end-to-end query p50 / the int8 encoder's alone (same rounds)",
+                       vs.get("end_to_end_vs_encoder"), "<=", 1.3, "x", q.get("note", "")))
     out.append(_target("decode + preprocess share of the query", q.get("decode_and_preprocess_share"),
                        "<=", 0.5, "", "'must not dominate'"))
     grown = fp.get("grown")
@@ -91,7 +112,10 @@ def targets(r: dict) -> list[dict]:
                   "<=", 150.0, " MB", why)
     opened = _target(f"Engine.open time, {at['items']} items", at.get("open_s"), "<=", 0.5, " s",
                      why or f"import uem.engine adds {at.get('import_s', 0):.2f} s", at.get("open_cpu_s"))
-    for t in (rss, opened):
+    per_item = _target("RSS per added item / (4 x dim + HNSW links)", fp.get("rss_per_item_vs_vectors_and_links"),
+                       "<=", 1.2, "x", why or f"{fp.get('rss_per_added_item_bytes', 0):.0f} B per item, "
+                       f"{fp.get('vectors_and_links_bytes', 0):.0f} B of vector and level-0 links")
+    for t in (rss, opened, per_item):
         if not full:
             t["met"] = None
         out.append(t)

@@ -84,6 +84,14 @@ def _query(q: dict, console: Console) -> None:
     console.print(f"stage p50s sum to {q['stage_p50_sum_ms']:.2f} ms; decode + preprocess "
                   f"{100 * q['decode_and_preprocess_share']:.0f} %; accepted "
                   f"{100 * q['accepted_fraction']:.0f} % of queries", markup=False)
+    vs = q.get("versus", {})
+    if vs.get("end_to_end_vs_encoder") is not None:
+        line = (f"end to end = {vs['end_to_end_vs_encoder']:.2f}x the int8 encoder alone "
+                f"({vs['encoder_alone_p50_ms']:.2f} ms)")
+        if "reference_p50_ms" in vs:
+            line += (f"; {vs['end_to_end_vs_reference']:.2f}x the plain fp32 network "
+                     f"({vs['reference_p50_ms']:.2f} ms; the encoder alone {vs['encoder_vs_reference']:.2f}x)")
+        console.print(line, markup=False)
 
 
 def _footprint(f: dict, console: Console) -> None:
@@ -102,6 +110,8 @@ def _footprint(f: dict, console: Console) -> None:
                   _f(p.get("peak_rss_mb"), ".0f"))
     console.print(t)
     if "rss_per_added_item_bytes" in f:
-        console.print(f"RSS per added item: {f['rss_per_added_item_bytes']:.0f} B; files of the grown "
+        console.print(f"RSS per added item: {f['rss_per_added_item_bytes']:.0f} B "
+                      f"({f['rss_per_item_vs_vectors_and_links']:.2f}x its vector + level-0 links, "
+                      f"{f['vectors_and_links_bytes']} B); files of the grown "
                       f"domain: " + ", ".join(f"{k} {v / 1e6:.1f} MB" for k, v in
                                               f["grown"]["file_bytes"].items()), markup=False)
