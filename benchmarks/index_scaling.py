@@ -1,16 +1,23 @@
 """Index scaling: hnswlib vs numpy brute force at 10k / 100k / 1M synthetic embedding-like vectors
 (benchmarks/RESULTS-archive.md, "Performance").
 
-    .venv/bin/python benchmarks/index_scaling.py run --data clustered --sizes 10000 100000
-    .venv/bin/python benchmarks/index_scaling.py run --data clustered --sizes 1000000
-    .venv/bin/python benchmarks/index_scaling.py run --data uniform --sizes 100000
-    .venv/bin/python benchmarks/index_scaling.py plot
+    .venv/bin/python benchmarks/index_scaling.py run --like out/perf/e512.uem --sizes 100000 \
+        --json benchmarks/results/index_scaling_grid.json
+    .venv/bin/python benchmarks/index_scaling.py run --data uniform --dim 512 --sizes 100000 \
+        --json benchmarks/results/index_scaling_grid.json
+    .venv/bin/python benchmarks/index_scaling.py plot --json benchmarks/results/index_scaling_grid.json \
+        --png benchmarks/results/index_scaling_grid.png
+
+`--like BUNDLE` draws clustered vectors at the bundle's width whose shape (effective dimension,
+neighbour and random-pair cosines) is fitted to the bundle's largest domain
+(uem.perf.synthetic.fit_spec); without it, `--data clustered` is the mixture fitted to the earlier
+128-d model (index_scaling.json holds those rows).
 
 `run` measures each size (uem.perf.scaling.measure: build time, RSS of the index loaded in a fresh process, recall@10
 against exact numpy search over 1000 held-out queries, an ef_search sweep, single-query p50 of HNSW
 and brute force interleaved on one thread) with the bundle's HNSW parameters (the exporter's
-DEFAULT_HNSW unless overridden), merges the rows into benchmarks/results/index_scaling.json (keyed
-by data kind and N, so sizes can be run one per process: RSS deltas stay clean) and prints a table.
+DEFAULT_HNSW unless overridden), merges the rows into the --json file (keyed by data, N, width and
+HNSW parameters, so sizes can be run one per process: RSS deltas stay clean) and prints a table.
 `plot` draws benchmarks/results/index_scaling.png from that file.
 """
 
@@ -65,26 +72,50 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _key(r: dict) -> tuple:
+    return r["data"], r["n"], r.get("dim"), r["hnsw"]["M"], r["hnsw"]["ef_construction"]
+
+
+def _like(bundle: Path):
+    """(ClusterSpec fitted to the bundle's largest domain, data label, width, real vs synthetic shape)."""
+    import numpy as np
+
+    from uem.engine.bundle import read_bundle
+    from uem.perf.synthetic import fit_spec
+
+    info = read_bundle(bundle)
+    domain = max(info.domains, key=lambda d: info.domains[d].count)
+    real = np.asarray(info.load_vectors(domain), np.float32)
+    spec, want, got = fit_spec(real)
+    shape = {"bundle": str(bundle), "domain": domain, "real": want, "synthetic": got}
+    return spec, f"like-{info.embed_dim}d", info.embed_dim, shape
+
+
 def cmd_run(args) -> None:
     h = _default_hnsw()
     M = args.M or h.M
     efc = args.ef_construction or h.ef_construction
     ef = args.ef_search or h.ef_search
     doc = _load(args.json)
+    spec, label, dim, shape = None, args.data, args.dim, None
+    if args.like is not None:   # vectors shaped like a bundle's, at its width
+        spec, label, dim, shape = _like(args.like)
+        err.print(f"shaped like {args.like}: {spec} (real vs synthetic: {shape})")
     for n in args.sizes:
         with Progress(TextColumn(f"{args.data} N={n:,} build"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), console=err) as bar:
             task = bar.add_task("build", total=n)
-            row = measure(args.data, n, dim=args.dim, M=M, ef_construction=efc, ef_search=ef,
+            row = measure(args.data, n, dim=dim, M=M, ef_construction=efc, ef_search=ef, spec=spec, label=label,
                           queries=args.queries, timed=args.timed, threads=args.threads, seed=args.seed,
                           progress=lambda done, total: bar.update(task, completed=done),
                           note=lambda m: bar.console.print(m))
         row["machine"] = machine()
+        row["shape"] = shape
         row["command"] = " ".join([".venv/bin/python", "benchmarks/index_scaling.py", *sys.argv[1:]])
-        doc["rows"] = [r for r in doc["rows"] if (r["data"], r["n"]) != (args.data, n)] + [row]
+        doc["rows"] = [r for r in doc["rows"] if _key(r) != _key(row)] + [row]
         args.json.parent.mkdir(parents=True, exist_ok=True)
         replace_atomic(args.json, json.dumps(doc, indent=1).encode())
-        err.print(f"{args.data} N={n:,}: recall@10 {row['recall_at_10']:.4f}, HNSW p50 "
+        err.print(f"{label} N={n:,}: recall@10 {row['recall_at_10']:.4f}, HNSW p50 "
                   f"{row['hnsw_query']['p50_ms']:.3f} ms vs brute force {row['brute_force_query']['p50_ms']:.2f} ms "
                   f"({row['speedup_vs_brute_force']:.0f}x), build {row['build_s']:.1f} s, index RSS "
                   f"+{row['index_rss_mb']:.0f} MB -> {args.json}")
@@ -101,7 +132,8 @@ def cmd_plot(args) -> None:
     if not rows:
         sys.exit(f"{args.json}: no rows yet (run `index_scaling.py run` first)")
     fig, ax = plt.subplots(1, 4, figsize=(19, 4.6))
-    for kind, marker in (("clustered", "o"), ("uniform", "s")):
+    kinds = sorted({r["data"] for r in rows})
+    for kind, marker in zip(kinds, "os^vD<>"):
         rs = sorted((r for r in rows if r["data"] == kind), key=lambda r: r["n"])
         if not rs:
             continue
@@ -145,6 +177,8 @@ def main() -> None:
     r.add_argument("--data", choices=("clustered", "uniform"), default="clustered")
     r.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     r.add_argument("--dim", type=int, default=128)
+    r.add_argument("--like", type=Path, default=None, help="BUNDLE: clustered vectors at the bundle's width, "
+                   "the mixture fitted to its largest domain's stored vectors (uem.perf.synthetic.fit_spec)")
     r.add_argument("--queries", type=int, default=1000)
     r.add_argument("--timed", type=int, default=200)
     r.add_argument("--threads", type=int, default=2)

@@ -156,3 +156,26 @@ def test_synthetic_vectors_are_unit_and_clustered():
         np.fill_diagonal(s, -2)
         return s.max(1).mean()
     assert nn1(x) > nn1(u) + 0.2
+
+
+def test_shape_stats_hand_computed():
+    """6 copies of e0 and 6 of e1: every nearest neighbour is a copy (cos 1), the 10th is from
+    the other group (cos 0), a random pair is a copy 5 times in 11, and all variance lies along
+    e0 - e1 (participation ratio 1)."""
+    from uem.perf.synthetic import shape_stats
+
+    x = np.repeat(np.eye(4, dtype=np.float32)[:2], 6, axis=0)
+    s = shape_stats(x, sample=12)
+    assert s["nn1_cos"] == pytest.approx(1.0) and s["nn10_cos"] == pytest.approx(0.0)
+    assert s["random_pair_cos"] == pytest.approx(5 / 11)
+    assert s["participation_ratio"] == pytest.approx(1.0)
+
+
+def test_fit_spec_comes_closer_than_the_default():
+    from uem.perf.synthetic import _mismatch, fit_spec, shape_stats
+
+    real = clustered(300, 32, seed=3, spec=ClusterSpec(shared=0.75, spread=0.6, noise=0.4, centre_dim=64))
+    spec, want, got = fit_spec(real)
+    default = shape_stats(clustered(300, 32, seed=0), sample=300)
+    assert want == shape_stats(real, sample=300)
+    assert _mismatch(got, want) < _mismatch(default, want)

@@ -204,11 +204,14 @@ def search_snapshot(snap: Snapshot, vecs: np.ndarray, domain: str, k: int, sourc
             if d.accepted or no_reject:  # label -1: a backend answered with fewer than k hits
                 lab, sim = ranked_labels[r, :k].tolist(), ranked_sims[r, :k].tolist()
                 rs = [None] * len(lab) if ranked is None else ranked[r, :k].tolist()
-                hits = [Hit(state.items[j]["id"], state.items[j]["path"], float(c),
-                            None if z is None else float(z))
-                        for j, c, z in zip(lab, sim, rs) if j >= 0]
+                hits = [_hit(state.items[j], c, z) for j, c, z in zip(lab, sim, rs) if j >= 0]
             out[i] = QueryResult(d.accepted, d.reason, float(d.score), hits, d.source, domain)
     return out  # type: ignore[return-value]
+
+
+def _hit(row: dict, cos: float, rank_score: float | None) -> Hit:
+    """One hit from its item row (read once: an ItemList parses the row at every read)."""
+    return Hit(row["id"], row["path"], float(cos), None if rank_score is None else float(rank_score))
 
 
 def decide(snap: Snapshot, own_q: np.ndarray, target: str, labels: np.ndarray, sims: np.ndarray,

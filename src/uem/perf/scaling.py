@@ -24,9 +24,11 @@ from .synthetic import ClusterSpec, brute_force_query, clustered, exact_topk, re
 Progress = Callable[[int, int], None]
 
 
-def make_data(kind: str, n: int, dim: int, seed: int) -> np.ndarray:
+def make_data(kind: str, n: int, dim: int, seed: int, spec: ClusterSpec | None = None) -> np.ndarray:
+    """n + queries vectors of `kind`: "clustered" (the mixture `spec`, default ClusterSpec()) or
+    "uniform"."""
     if kind == "clustered":
-        return clustered(n, dim, seed=seed)
+        return clustered(n, dim, seed=seed, spec=spec or ClusterSpec())
     if kind == "uniform":
         return uniform(n, dim, seed=seed)
     raise ValueError(f"unknown data kind {kind!r} (clustered or uniform)")
@@ -88,11 +90,12 @@ def _single_thread_blas():
 def measure(kind: str, n: int, *, dim: int = 128, M: int = 32, ef_construction: int = 200,
             ef_search: int = 128, ef_sweep: tuple[int, ...] = (32, 64, 128, 256, 512),
             queries: int = 1000, timed: int = 200, threads: int = 2, seed: int = 0,
+            spec: ClusterSpec | None = None, label: str | None = None,
             progress: Progress | None = None, note: Callable[[str], None] = lambda _m: None) -> dict:
     """Everything measured for one (data kind, N): JSON-ready."""
     load_start = load_average()
     t = time.perf_counter()
-    allv = make_data(kind, n + queries, dim, seed)
+    allv = make_data(kind, n + queries, dim, seed, spec)
     data, qs = np.ascontiguousarray(allv[:n]), np.ascontiguousarray(allv[n:])
     del allv
     gen_s = time.perf_counter() - t
@@ -139,8 +142,8 @@ def measure(kind: str, n: int, *, dim: int = 128, M: int = 32, ef_construction: 
     hnsw, brute = summary(h_ms), summary(b_ms)
     level0 = n * (4 + 4 * 2 * M + 4 * dim + 8)
     return {
-        "data": kind, "n": n, "dim": dim, "queries": queries, "timed_queries": timed,
-        "cluster_spec": ClusterSpec().to_dict() if kind == "clustered" else None,
+        "data": label or kind, "n": n, "dim": dim, "queries": queries, "timed_queries": timed,
+        "cluster_spec": (spec or ClusterSpec()).to_dict() if kind == "clustered" else None,
         "hnsw": {"M": M, "ef_construction": ef_construction, "ef_search": ef_search,
                  "build_threads": threads},
         "generate_s": gen_s, "exact_ground_truth_s": truth_s,

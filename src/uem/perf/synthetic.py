@@ -28,7 +28,8 @@ class ClusterSpec:
     `points_per_cluster` sets the number of clusters (n / points_per_cluster), the emoji3 bundle's
     (~26 items per prototype). The defaults were fitted to the emoji3 bundle's twemoji/openmoji
     vectors at their size (1914): participation ratio 16.5 vs 14, nn-1 cos 0.90 vs 0.92, nn-10 cos
-    0.85 vs 0.83, random pair cos 0.15 vs 0.16.
+    0.85 vs 0.83, random pair cos 0.15 vs 0.16 (`shape_stats`); `fit_spec` fits one to any
+    bundle's vectors.
     """
 
     points_per_cluster: int = 26
@@ -95,3 +96,47 @@ def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
     k = truth.shape[1]
     hits = [len(np.intersect1d(f[:k], t, assume_unique=True)) for f, t in zip(found, truth)]
     return float(np.mean(hits) / k)
+
+
+def shape_stats(x: np.ndarray, sample: int = 2000, seed: int = 0) -> dict:
+    """What `fit_spec` matches between synthetic and real embeddings: participation ratio of the
+    covariance (effective dimension), mean cosine to the 1st and 10th nearest neighbour, mean
+    cosine of a random pair."""
+    rng = np.random.default_rng(seed)
+    s = np.asarray(x)[rng.choice(len(x), size=min(sample, len(x)), replace=False)].astype(np.float64)
+    c = s - s.mean(0)
+    ev = np.linalg.eigvalsh(c.T @ c / len(c))
+    sims = s @ s.T
+    np.fill_diagonal(sims, -2.0)
+    nn = -np.sort(-sims, axis=1)
+    return {"participation_ratio": float(ev.sum() ** 2 / (ev ** 2).sum()),
+            "nn1_cos": float(nn[:, 0].mean()), "nn10_cos": float(nn[:, 9].mean()),
+            "random_pair_cos": float(sims[sims > -2].mean())}
+
+
+def _mismatch(a: dict, b: dict) -> float:
+    """Relative error of the participation ratio plus cosine errors in units of 0.05."""
+    pr = (a["participation_ratio"] - b["participation_ratio"]) / b["participation_ratio"]
+    return pr ** 2 + sum(((a[k] - b[k]) / 0.05) ** 2 for k in ("nn1_cos", "nn10_cos", "random_pair_cos"))
+
+
+def fit_spec(real: np.ndarray, seed: int = 0) -> tuple[ClusterSpec, dict, dict]:
+    """The ClusterSpec (over a small grid of shared / spread / noise / centre_dim) whose vectors at
+    the real set's size and width look most like `real` by `shape_stats`: (spec, real stats,
+    synthetic stats). How index benchmarks get data shaped like a given bundle's embeddings at
+    sizes the bundle does not have."""
+    real = np.asarray(real, np.float32)
+    n, dim = real.shape
+    want = shape_stats(real, sample=n, seed=seed)
+    best: tuple[float, ClusterSpec, dict] | None = None
+    for centre_dim in (32, 64):
+        for shared in (0.3, 0.45, 0.6, 0.75):
+            for spread in (0.4, 0.5, 0.6, 0.7):
+                for noise in (0.2, 0.3, 0.4, 0.5):
+                    spec = ClusterSpec(centre_dim=centre_dim, shared=shared, spread=spread, noise=noise)
+                    got = shape_stats(clustered(n, dim, seed=seed, spec=spec), sample=n, seed=seed)
+                    err = _mismatch(got, want)
+                    if best is None or err < best[0]:
+                        best = (err, spec, got)
+    assert best is not None
+    return best[1], want, best[2]
