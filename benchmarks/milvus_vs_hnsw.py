@@ -136,6 +136,20 @@ def scale(uri: str, n: int, dim: int, queries: int, iters: int, seed: int) -> di
     return out
 
 
+def _server_version(where) -> str | None:
+    """The Milvus the answers came from (a server's version string; None for Milvus Lite files)."""
+    uri = str(read_bundle(where).backend.get("uri", "")) if isinstance(where, Path) else str(where)
+    if not uri.startswith(("milvus://", "http://", "https://")):
+        return None
+    from pymilvus import MilvusClient
+
+    client = MilvusClient(uri="http://" + uri.split("://", 1)[1])
+    try:
+        return client.get_server_version()
+    finally:
+        client.close()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="mode", required=True)
@@ -149,11 +163,15 @@ def main() -> None:
     s.add_argument("--queries", type=int, default=200)
     s.add_argument("--iters", type=int, default=100)
     s.add_argument("--seed", type=int, default=0)
+    for sp in (p, s):
+        sp.add_argument("--out", type=Path, default=None, help="result file (default "
+                        "benchmarks/results/milvus_vs_hnsw_<mode>.json)")
     a = ap.parse_args()
     res = parity(a.hnsw_bundle, a.milvus_bundle) if a.mode == "parity" else \
         scale(a.uri, a.n, a.dim, a.queries, a.iters, a.seed)
     RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"milvus_vs_hnsw_{a.mode}.json"
+    path = a.out or RESULTS / f"milvus_vs_hnsw_{a.mode}.json"
+    res["server_version"] = _server_version(a.milvus_bundle if a.mode == "parity" else a.uri)
     path.write_text(json.dumps(res, indent=1) + "\n")
     print(json.dumps({k: v for k, v in res.items() if k != "targets"}, indent=1))
     print(f"wrote {path}")
