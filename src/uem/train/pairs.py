@@ -3,9 +3,11 @@ in the space the bundle is searched in (each domain centred and whitened on its 
 
 Why these pairs: a picture and its counterpart in another style are most often each other's best
 match once the domains' own biases are removed (whitening) and hubs are discounted (CSLS); keeping
-only MUTUAL best matches trades coverage for precision. On emoji3's untrained grid read-out about
-half the items of each pair are mined, 64-76 % of them the same emoji (benchmarks/RESULTS-archive.md,
-"Training that learns"); the mining reruns every epoch, on the embedding the training improves.
+only MUTUAL best matches trades coverage for precision. On emoji3, over the default run's 4 epochs
+(the first on the untrained grid read-out), about half the items of each pair are mined, a share of
+0.647-0.774 of them the same emoji (benchmarks/RESULTS-archive.md, "Training that learns
+(2026-12-02): details", mined pairs per epoch); the mining reruns every epoch, on the embedding the
+training improves.
 Nothing here reads a label. numpy only: the math is the engine's (uem.engine.align).
 """
 
