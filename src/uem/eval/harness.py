@@ -10,8 +10,8 @@ is reported). Vectors passed to it are the normalised ones, query rows in the or
 queries. Without a reject_fn the open-set numbers are left out (the retrieval numbers are still there).
 
 Ranking plugs in as `score_fn(query_vectors, query_domain, target_domain, target_vectors) -> scores
-[n_q, n_t]` (higher ranks first); default cosine. A bundle passes its engine's `pair_scores`, so its
-alignment and CSLS ranking are what is scored.
+[n_q, n_t]` (higher ranks first); default cosine. A bundle passes `uem.eval.engine_scores.pair_scores`
+on its engine, so its alignment and CSLS ranking are what is scored.
 """
 
 from __future__ import annotations

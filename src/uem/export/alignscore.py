@@ -2,8 +2,8 @@
 with it (the benchmarks' and probes' shared measure; benchmarks/probes/alignment_grid.py).
 
 The alignment is fitted from the given raw vectors (`fit_alignment`, as export fits it, no labels)
-and every ordered pair is scored with `uem.engine.align.pair_score_matrix` (what `Engine.pair_scores`
-and so `uemctl eval` use) and `uem.eval.metrics.retrieval_metrics`; labels are read by the metrics
+and every ordered pair is scored with `uem.engine.align.pair_score_matrix` (what
+`uem.eval.engine_scores.pair_scores` and so `uemctl eval` use) and `uem.eval.metrics.retrieval_metrics`; labels are read by the metrics
 only. `VARIANTS` names the read-outs benchmarks/RESULTS.md and RESULTS-archive.md compare.
 """
 

@@ -8,7 +8,7 @@ and the engine serves. This package is split by job; this file only re-exports t
     store.py      the generation store: the one transaction (lock, generation, atomic commit, cleanup)
     writers.py    write_bundle, append_to_domain, reindex_bundle
 
-An index kept outside the bundle (Milvus) reaches the writers through external.ExternalIndex;
+An index kept outside the bundle (Milvus) reaches the writers through external_index.ExternalIndex;
 no module here imports a backend.
 """
 

@@ -4,7 +4,7 @@ writers they share.
 
 Each one is a single store.transaction (lock, new generation, write, commit, collect garbage); this
 module decides what goes into the generation and into the manifest (manifest.py). An index kept
-outside the bundle comes in as an `external.ExternalIndex`; when a writer needs the one a committed
+outside the bundle comes in as an `external_index.ExternalIndex`; when a writer needs the one a committed
 manifest names (an add to an externally indexed domain, dropping collections a rewrite replaced)
 and none was handed in, `external_index.connect` opens it — this module never imports a backend itself.
 """
