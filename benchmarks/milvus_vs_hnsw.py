@@ -82,16 +82,24 @@ def parity(hnsw_bundle: Path, milvus_bundle: Path, k: int = 10) -> dict:
     return out
 
 
-def scale(uri: str, n: int, dim: int, queries: int, iters: int, seed: int) -> dict:
+def scale(uri: str, n: int, dim: int, queries: int, iters: int, seed: int, like: Path | None = None) -> dict:
     from uem.engine.index import DomainIndex
     from uem.engine.milvus import MilvusDomain, MilvusIndex, index_record
     from uem.export.config import DEFAULT_HNSW as H
+    from uem.perf.synthetic import ClusterSpec, fit_spec
 
-    both = clustered(n + queries, dim, seed=seed)   # queries: fresh draws from the same mixture
+    spec = ClusterSpec()
+    if like is not None:   # shaped like this bundle's largest domain, at its width
+        info = read_bundle(like)
+        dim = info.embed_dim
+        spec = fit_spec(np.asarray(info.load_vectors(max(info.domains, key=lambda d: info.domains[d].count)),
+                                   np.float32))[0]
+    both = clustered(n + queries, dim, seed=seed, spec=spec)   # queries: fresh draws from the same mixture
     data, qs = np.ascontiguousarray(both[:n]), np.ascontiguousarray(both[n:])
     t = time.perf_counter()
     truth = exact_topk(data, qs, 10)
     out = {"n": n, "dim": dim, "queries": queries, "iters": iters, "seed": seed, "hnsw": H.to_dict(),
+           "cluster_spec": spec.to_dict(), "like": None if like is None else str(like),
            "load_before": load_average(), "exact_topk_s": time.perf_counter() - t}
 
     t = time.perf_counter()
@@ -163,12 +171,14 @@ def main() -> None:
     s.add_argument("--queries", type=int, default=200)
     s.add_argument("--iters", type=int, default=100)
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--like", type=Path, default=None, help="BUNDLE: vectors at its width, shaped like its "
+                   "largest domain (uem.perf.synthetic.fit_spec)")
     for sp in (p, s):
         sp.add_argument("--out", type=Path, default=None, help="result file (default "
                         "benchmarks/results/milvus_vs_hnsw_<mode>.json)")
     a = ap.parse_args()
     res = parity(a.hnsw_bundle, a.milvus_bundle) if a.mode == "parity" else \
-        scale(a.uri, a.n, a.dim, a.queries, a.iters, a.seed)
+        scale(a.uri, a.n, a.dim, a.queries, a.iters, a.seed, a.like)
     RESULTS.mkdir(exist_ok=True)
     path = a.out or RESULTS / f"milvus_vs_hnsw_{a.mode}.json"
     res["server_version"] = _server_version(a.milvus_bundle if a.mode == "parity" else a.uri)
