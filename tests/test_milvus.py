@@ -351,3 +351,25 @@ def test_open_refuses_a_collection_that_lost_rows(base, lite, store, tmp_path):
     store._client.delete(coll, filter="id == 3")
     with pytest.raises(BackendError, match="holds 15 of the bundle's 16 rows"):
         Engine.open(bundle)
+
+
+def test_first_search_of_a_snapshot_is_strong_then_bounded():
+    """A Strong search waits for the server's time tick (200 ms on a server) so that rows committed
+    before the snapshot are found; once one returned, the snapshot's searches need no wait."""
+    from uem.engine.milvus import MilvusDomain
+
+    class Recorder:
+        def __init__(self):
+            self.levels = []
+
+        def search(self, collection, queries, k, count, ef, consistency="Strong"):
+            self.levels.append(consistency)
+            return np.zeros((len(queries), k), np.int64), np.zeros((len(queries), k), np.float32)
+
+    rec = Recorder()
+    q = np.ones((1, 4), np.float32)
+    first = MilvusDomain(rec, "c", 10, 4, 16)
+    first.search(q, 3)
+    first.search(q, 3)
+    MilvusDomain(rec, "c", 11, 4, 16).search(q, 3)   # the snapshot after an add: Strong again
+    assert rec.levels == ["Strong", "Bounded", "Strong"]

@@ -22,9 +22,10 @@ import contextlib
 import logging
 import os
 import re
+import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -211,9 +212,10 @@ class MilvusStore:
                                f"{count} rows")
 
     def search(self, collection: str, queries: np.ndarray, k: int, count: int,
-               ef: int) -> tuple[np.ndarray, np.ndarray]:
+               ef: int, consistency: str = "Strong") -> tuple[np.ndarray, np.ndarray]:
         """(rows int64 [Q, k], inner products float32 [Q, k]) best first; -1 / -inf pads a query
-        that got fewer than k hits. Only rows < count are searched."""
+        that got fewer than k hits. Only rows < count are searched. `consistency`: Milvus'
+        consistency level for this search (MilvusDomain says which one and why)."""
         q = np.ascontiguousarray(queries, dtype=np.float32)
         rows = np.full((len(q), k), -1, np.int64)
         sims = np.full((len(q), k), -np.inf, np.float32)
@@ -222,7 +224,7 @@ class MilvusStore:
             part = q[start:start + SEARCH_BATCH]
             res = self._call("search", self._client.search, collection, data=list(part), limit=k,
                              filter=f"id < {int(count)}", output_fields=["id"], search_params=params,
-                             anns_field=VECTOR_FIELD)
+                             anns_field=VECTOR_FIELD, consistency_level=consistency)
             for i, hits in enumerate(res):
                 for j, h in enumerate(list(hits)[:k]):
                     rows[start + i, j] = int(h["id"])
@@ -263,15 +265,29 @@ class MilvusDomain:
     count: int
     dim: int
     ef_search: int
+    # set once a Strong search of this snapshot returned: its rows are then known to be visible
+    _seen: threading.Event = field(default_factory=threading.Event, compare=False, repr=False)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Same contract as the hnswlib DomainIndex: (rows [Q, k'], cosine [Q, k']) with
-        k' = min(k, count), best first; a row of -1 (score -inf) pads a short answer."""
+        k' = min(k, count), best first; a row of -1 (score -inf) pads a short answer.
+
+        Why two consistency levels: a Strong search waits for the server's next time tick (200 ms
+        on a default Milvus server: benchmarks/RESULTS.md, "Scale-out: Milvus backend"), which is
+        what guarantees that rows committed just before this snapshot are searched. Once one
+        Strong search of the snapshot has returned, the server has applied everything up to then,
+        rows below `count` included, and a Bounded search (no wait) finds them too; the filter
+        `id < count` hides anything newer."""
         queries = np.atleast_2d(np.asarray(queries, np.float32))
         k = min(int(k), self.count, MAX_TOPK)
         if k <= 0 or not len(queries):
             return np.zeros((len(queries), 0), np.int64), np.zeros((len(queries), 0), np.float32)
-        return self.store.search(self.collection, queries, k, self.count, self.ef_search)
+        seen = self._seen.is_set()
+        out = self.store.search(self.collection, queries, k, self.count, self.ef_search,
+                                "Bounded" if seen else "Strong")
+        if not seen:
+            self._seen.set()
+        return out
 
     def add(self, vectors: np.ndarray, first_row: int, items: Sequence[dict] | None = None) -> None:
         if items is None:

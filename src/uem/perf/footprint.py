@@ -92,7 +92,7 @@ def bench_footprint(bundle: Path, info: BundleInfo, *, items: int = 100_000, rep
     domain = max(info.domains, key=lambda d: info.domains[d].count)
     note(f"footprint: {repeats} fresh-process probes of the bundle as it is")
     base = probe(bundle, domain, repeats)
-    res = {"domain": domain, "as_is": base}
+    res = {"domain": domain, "embed_dim": info.embed_dim, "hnsw_M": info.hnsw.M, "as_is": base}
     if items > info.domains[domain].count:
         with tempfile.TemporaryDirectory(prefix="uem-bench-") as tmp:
             note(f"footprint: growing a copy's {domain} to {items} items (synthetic vectors, "
