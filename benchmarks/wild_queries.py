@@ -49,6 +49,7 @@ VARIANTS = {
     "default/no-probes": ("default", ["--probes", "0"]),
     "default/probes-256": ("default", ["--probes", "256"]),
     "default/align-mean": ("default", ["--align", "mean"]),
+    "default/dim-full": ("default", ["--dim", "0"]),   # the model's 512-d (the default before 256)
     "default/dim-256": ("default", ["--dim", "256"]),
     "default/dim-128": ("default", ["--dim", "128"]),
 }

@@ -364,8 +364,13 @@ def test_dim_bundle_round_trips_and_ranks_like_the_full_width(tiny, narrow, tmp_
         assert eng.snapshot().info.embed_dim == 16
 
 
-def test_dim_refusals(tiny, tmp_path):
+def test_dim_refusals_and_default(tiny, tmp_path):
+    from uem.export.config import DEFAULT_DIM, bundle_dim
+
     with pytest.raises(ConfigError, match="dim must be"):
         ExportConfig(dim=1)
+    assert bundle_dim(None, 512) == DEFAULT_DIM == 256 and bundle_dim(None, 32) == 32  # at most the default
+    assert bundle_dim(0, 512) == 512 and bundle_dim(128, 512) == 128
+    assert _manifest(tiny["out"])["model"]["embed_dim"] == 32   # the default keeps a narrower model's width
     with pytest.raises(ExportError, match="wider than"):
         export_run(tiny["run"], tmp_path / "wide.uem", ExportConfig(calib=16, dim=64), progress=False)

@@ -9,7 +9,7 @@ from typing import List, Optional
 import typer
 
 from ..export.align import AlignConfig
-from ..export.config import ExportConfig
+from ..export.config import DEFAULT_DIM, ExportConfig
 from .root import app, err, out
 
 
@@ -49,8 +49,9 @@ def export_cmd(
                               "(they lift category mAP; identity of new pictures measured lower with them)."),
     csls_k: int = typer.Option(AlignConfig.csls_k, "--csls-k", help="CSLS neighbours (0: rank by cosine)."),
     csls_candidates: int = typer.Option(AlignConfig.csls_candidates, "--csls-candidates", help="Index hits re-ranked by CSLS per query."),
-    dim: Optional[int] = typer.Option(None, "--dim", help="Embedding width of the bundle (e.g. 128, 256): a "
-                                      "projection fitted at export; default: the model's full width."),
+    dim: Optional[int] = typer.Option(None, "--dim", help="Embedding width of the bundle, a projection fitted at "
+                                      f"export (e.g. 128, 512); 0: the model's full width. Default: {DEFAULT_DIM}, "
+                                      "or the model's width if narrower.", show_default=False),
     probes: int = typer.Option(ExportConfig.probes, "--probes", help="Wild copies per domain (moved, scaled, on "
                                "backdrops) the \"no match\" rule is calibrated with as well (0: none)."),
 ) -> None:

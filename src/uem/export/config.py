@@ -34,6 +34,12 @@ OPEN_SET_RULES = RULES
 # quality/time point; ef_search=128 is a starting point that the 1M index benchmark should confirm
 # on embedding-like data (the engine may raise it per query).
 DEFAULT_HNSW = HnswParams(M=32, ef_construction=200, ef_search=128, space="ip")
+# The bundle's default embedding width. The grid model trains 512-d; projected to 256-d at export
+# its bundles answer as well (emoji3 top-1 0.450 vs 0.456 seed 0, category mAP 0.245 vs 0.229;
+# photo3 P@1 0.522 vs 0.524), accept more wild queries of existing concepts, and hold an item in
+# 1.5 KB instead of 2.5 KB of RAM (open 0.50 s instead of 0.72 s at 100k items): benchmarks/RESULTS.md,
+# "Performance", "Embedding width".
+DEFAULT_DIM = 256
 PARITY_PER_DOMAIN = 200   # held-out images per domain compared with torch (torch is the slow one)
 
 
@@ -72,9 +78,9 @@ class ExportConfig:
     # threshold cannot tell a far user's picture from a missing concept (benchmarks/RESULTS.md,
     # "Wild queries"). 256 (export/probes.py PROBES_PER_DOMAIN) is the measured setting for who prefers acceptance.
     probes: int = 0
-    # embedding width of the bundle: None keeps the model's; a smaller one is a projection fitted
-    # at export (export/reduce.py) — fewer bytes per item and a faster search, for some quality
-    # (benchmarks/RESULTS.md, "Embedding width")
+    # embedding width of the bundle, a projection fitted at export (export/reduce.py): None = the
+    # default, DEFAULT_DIM or the model's width if that is narrower; 0 = the model's full width;
+    # N = exactly N (refused if wider than the model)
     dim: int | None = None
     overwrite: bool = True            # replace an existing bundle at the output path (atomically)
 
@@ -90,8 +96,8 @@ class ExportConfig:
                 object.__setattr__(self, "index_dirs", {k: Path(v) for k, v in self.index_dirs.items()})
         if not _whole(self.probes, 0):
             problems.append(f"probes must be a whole number >= 0, got {self.probes!r}")
-        if self.dim is not None and not _whole(self.dim, 2):
-            problems.append(f"dim must be a whole number >= 2 (or None: the model's width), got {self.dim!r}")
+        if self.dim is not None and not (_whole(self.dim, 2) or self.dim == 0):
+            problems.append(f"dim must be 0 (the model's width) or a whole number >= 2, got {self.dim!r}")
         if not _whole(self.calib, 1):
             problems.append(f"calib must be at least 1, got {self.calib!r}")
         if not _whole(self.seed, 0):
@@ -126,3 +132,15 @@ class ExportConfig:
 
 def _whole(value: Any, lo: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= lo
+
+
+def bundle_dim(dim: int | None, model_dim: int) -> int:
+    """The width a bundle of a `model_dim`-d model gets for ExportConfig.dim `dim`; ValueError for
+    an explicit width wider than the model."""
+    if dim is None:
+        return min(DEFAULT_DIM, model_dim)
+    if dim == 0:
+        return model_dim
+    if dim > model_dim:
+        raise ValueError(f"--dim {dim} is wider than the model's {model_dim}-d embedding")
+    return dim

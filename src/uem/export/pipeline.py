@@ -30,7 +30,7 @@ from ..engine.encoder import Encoder as OnnxEncoder
 from ..engine.errors import DataError, UemError
 from ..engine.preprocess import PreprocessSpec, preprocess_batch
 from ..train.run import load_encoder
-from .config import ExportConfig
+from .config import ExportConfig, bundle_dim
 from .onnx import export_onnx, torch_embed
 from .parity import ParityReport, parity_report
 from .quantize import calibration_sample, quantize_int8
@@ -261,8 +261,10 @@ def _export_encoder(encoder, train_cfg, run_dir: Path | None, out: Path, cfg: Ex
     for d in targets:
         if not DOMAIN_NAME.match(d):
             raise ExportError(f"domain folder name {d!r} cannot be a bundle domain name; rename it or use --index")
-    if cfg.dim is not None and cfg.dim > train_cfg.model.embed_dim:
-        raise ExportError(f"--dim {cfg.dim} is wider than the model's {train_cfg.model.embed_dim}-d embedding")
+    try:
+        bundle_dim(cfg.dim, train_cfg.model.embed_dim)
+    except ValueError as e:
+        raise ExportError(str(e)) from None
     if cfg.to is not None:
         _open_external(cfg.to).close()  # reachable? (a wrong address fails before the slow part)
     return _export(run_dir, out, encoder, train_cfg, train, targets, roots, cfg, progress, t0)
@@ -284,10 +286,11 @@ def _export(run_dir, out, encoder, train_cfg, train, targets, roots, cfg: Export
     embed_dim, projection = train_cfg.model.embed_dim, None
     with tempfile.TemporaryDirectory(prefix="uem-export-") as tmp, _progress(progress) as prog:
         work = Path(tmp)
-        if cfg.dim is not None and cfg.dim != embed_dim:
-            with stage(f"projection to {cfg.dim}-d", prog):
-                encoder, projection = projected_encoder(encoder, train, spec, cfg.dim, seed, error=ExportError)
-            embed_dim = cfg.dim
+        if bundle_dim(cfg.dim, embed_dim) != embed_dim:
+            dim = bundle_dim(cfg.dim, embed_dim)
+            with stage(f"projection to {dim}-d", prog):
+                encoder, projection = projected_encoder(encoder, train, spec, dim, seed, error=ExportError)
+            embed_dim = dim
         with stage("ONNX export", prog):
             fp32_path = export_onnx(encoder, work / "encoder.fp32.onnx", spec.size)
         with stage("calibration images", prog, len(calib_paths)) as task:
