@@ -371,6 +371,25 @@ def test_dim_refusals_and_default(tiny, tmp_path):
         ExportConfig(dim=1)
     assert bundle_dim(None, 512) == DEFAULT_DIM == 256 and bundle_dim(None, 32) == 32  # at most the default
     assert bundle_dim(0, 512) == 512 and bundle_dim(128, 512) == 128
+    assert bundle_dim(None, 384, default=None) == 384   # --pretrained keeps its read-out's width
     assert _manifest(tiny["out"])["model"]["embed_dim"] == 32   # the default keeps a narrower model's width
     with pytest.raises(ExportError, match="wider than"):
         export_run(tiny["run"], tmp_path / "wide.uem", ExportConfig(calib=16, dim=64), progress=False)
+
+
+def test_default_width_falls_back_when_too_few_images(tiny, tmp_path, monkeypatch, capsys):
+    """The default projection needs as many independent sample images as directions; a small
+    collection keeps the model's width (with a note), while an explicit --dim is refused."""
+    import uem.export.pipeline as pipeline
+    import uem.export.reduce as reduce
+
+    monkeypatch.setattr(pipeline, "DEFAULT_DIM", 16)
+    monkeypatch.setattr(reduce, "sample_size", lambda dim: 6)   # 6 images span at most 4 directions
+    out = tmp_path / "small.uem"
+    export_run(tiny["run"], out, ExportConfig(calib=16, k_prototypes=3), progress=False)
+    assert _manifest(out)["model"]["embed_dim"] == 32
+    assert _manifest(out)["model"]["extra"]["projection"] is None
+    with pytest.raises(ExportError, match="span fewer than 16"):
+        export_run(tiny["run"], tmp_path / "asked.uem", ExportConfig(calib=16, k_prototypes=3, dim=16),
+                   progress=False)
+

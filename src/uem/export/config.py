@@ -79,8 +79,9 @@ class ExportConfig:
     # "Wild queries"). 256 (export/probes.py PROBES_PER_DOMAIN) is the measured setting for who prefers acceptance.
     probes: int = 0
     # embedding width of the bundle, a projection fitted at export (export/reduce.py): None = the
-    # default, DEFAULT_DIM or the model's width if that is narrower; 0 = the model's full width;
-    # N = exactly N (refused if wider than the model)
+    # default: DEFAULT_DIM for a trained run (the model's width if narrower, or if too few images
+    # to fit it), the untrained read-out's own width for --pretrained; 0 = the model's full width;
+    # N = exactly N (refused if wider than the model or not enough images to fit it)
     dim: int | None = None
     overwrite: bool = True            # replace an existing bundle at the output path (atomically)
 
@@ -134,11 +135,12 @@ def _whole(value: Any, lo: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= lo
 
 
-def bundle_dim(dim: int | None, model_dim: int) -> int:
-    """The width a bundle of a `model_dim`-d model gets for ExportConfig.dim `dim`; ValueError for
-    an explicit width wider than the model."""
+def bundle_dim(dim: int | None, model_dim: int, default: int | None = DEFAULT_DIM) -> int:
+    """The width a bundle of a `model_dim`-d model gets for ExportConfig.dim `dim` (None: `default`,
+    or the model's width when that is narrower or there is no default); ValueError for an explicit
+    width wider than the model."""
     if dim is None:
-        return min(DEFAULT_DIM, model_dim)
+        return model_dim if default is None else min(default, model_dim)
     if dim == 0:
         return model_dim
     if dim > model_dim:

@@ -30,7 +30,7 @@ from ..engine.encoder import Encoder as OnnxEncoder
 from ..engine.errors import DataError, UemError
 from ..engine.preprocess import PreprocessSpec, preprocess_batch
 from ..train.run import load_encoder
-from .config import ExportConfig, bundle_dim
+from .config import DEFAULT_DIM, ExportConfig, bundle_dim
 from .onnx import export_onnx, torch_embed
 from .parity import ParityReport, parity_report
 from .quantize import calibration_sample, quantize_int8
@@ -267,7 +267,7 @@ def _export_encoder(encoder, train_cfg, run_dir: Path | None, out: Path, cfg: Ex
         raise ExportError(str(e)) from None
     if cfg.to is not None:
         _open_external(cfg.to).close()  # reachable? (a wrong address fails before the slow part)
-    return _export(run_dir, out, encoder, train_cfg, train, targets, roots, cfg, progress, t0)
+    return _export(run_dir, out, encoder, train_cfg, train, targets, roots, cfg, progress, t0, log)
 
 
 def _open_external(to: str, progress=None):
@@ -278,7 +278,7 @@ def _open_external(to: str, progress=None):
 
 
 def _export(run_dir, out, encoder, train_cfg, train, targets, roots, cfg: ExportConfig, progress: bool,
-            t0: float) -> ExportSummary:
+            t0: float, log: Console) -> ExportSummary:
     spec = train_cfg.model.preprocess()
     seed, quant = cfg.seed, cfg.quant
     calib_paths = calibration_sample(train, cfg.calib, seed=seed)
@@ -286,11 +286,16 @@ def _export(run_dir, out, encoder, train_cfg, train, targets, roots, cfg: Export
     embed_dim, projection = train_cfg.model.embed_dim, None
     with tempfile.TemporaryDirectory(prefix="uem-export-") as tmp, _progress(progress) as prog:
         work = Path(tmp)
-        if bundle_dim(cfg.dim, embed_dim) != embed_dim:
-            dim = bundle_dim(cfg.dim, embed_dim)
+        dim = bundle_dim(cfg.dim, embed_dim, DEFAULT_DIM if run_dir is not None else None)
+        if dim != embed_dim:
             with stage(f"projection to {dim}-d", prog):
-                encoder, projection = projected_encoder(encoder, train, spec, dim, seed, error=ExportError)
-            embed_dim = dim
+                try:
+                    encoder, projection = projected_encoder(encoder, train, spec, dim, seed, error=ExportError)
+                    embed_dim = dim
+                except ExportError as e:
+                    if cfg.dim is not None:  # asked for: refuse; the default: keep the model's width
+                        raise
+                    log.print(f"note: keeping the model's {embed_dim}-d embedding ({e})")
         with stage("ONNX export", prog):
             fp32_path = export_onnx(encoder, work / "encoder.fp32.onnx", spec.size)
         with stage("calibration images", prog, len(calib_paths)) as task:
