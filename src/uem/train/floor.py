@@ -69,7 +69,7 @@ def cached_embed_fn(embed_fn, cache_dir):
     stats = {"from_cache": 0, "embedded": 0}
 
     def embed(paths):
-        known = dict(np.load(store)) if store.exists() else {}
+        known = dict(np.load(store, allow_pickle=False)) if store.exists() else {}
         keys = [hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in paths]
         todo = sorted({k: p for k, p in zip(keys, paths) if k not in known}.items())
         for i in range(0, len(todo), 512):  # saved chunk by chunk: an interrupted run loses little
