@@ -132,9 +132,12 @@ def cmd_plot(args) -> None:
     if not rows:
         sys.exit(f"{args.json}: no rows yet (run `index_scaling.py run` first)")
     fig, ax = plt.subplots(1, 4, figsize=(19, 4.6))
-    kinds = sorted({r["data"] for r in rows})
+    def series(r: dict) -> str:
+        return f"{r['data']} M{r['hnsw']['M']}"
+
+    kinds = sorted({series(r) for r in rows})
     for kind, marker in zip(kinds, "os^vD<>"):
-        rs = sorted((r for r in rows if r["data"] == kind), key=lambda r: r["n"])
+        rs = sorted((r for r in rows if series(r) == kind), key=lambda r: r["n"])
         if not rs:
             continue
         n = [r["n"] for r in rs]
@@ -162,8 +165,9 @@ def cmd_plot(args) -> None:
         a.grid(True, which="both", alpha=0.3)
         a.legend(fontsize=7)
     h = rows[0]["hnsw"]
-    fig.suptitle(f"hnswlib (M {h['M']}, ef_construction {h['ef_construction']}, {h['build_threads']} build "
-                 f"threads) vs numpy brute force, {rows[0]['dim']}-d unit vectors; shared 2-core VM", fontsize=10)
+    dims = "/".join(str(d) for d in sorted({r["dim"] for r in rows}, reverse=True))
+    fig.suptitle(f"hnswlib (ef_construction {h['ef_construction']}, {h['build_threads']} build threads) vs numpy "
+                 f"brute force, {dims}-d unit vectors; 2-core VM", fontsize=10)
     fig.tight_layout()
     with replacing(args.png, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=110)
