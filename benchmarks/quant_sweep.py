@@ -48,6 +48,8 @@ RECIPES = {
     "qop-bc": Q(bias_correction=True),
     "qop-stem-fp32-bc": Q(fp32_convs=1, bias_correction=True),
     "qop-3conv-fp32-bc": Q(fp32_convs=3, bias_correction=True),
+    "qop-3conv-fp32-bc-per-tensor": Q(fp32_convs=3, bias_correction=True, per_channel=False),
+    "qop-3conv-fp32-bc-u8u8": Q(fp32_convs=3, bias_correction=True, weight="u8"),
     "qdq-3conv-fp32-bc": Q(format="qdq", fp32_convs=3, bias_correction=True),
     "qop-3conv-fp32-bc-pct": Q(fp32_convs=3, bias_correction=True, method="percentile"),
     "qop-6conv-fp32-bc": Q(fp32_convs=6, bias_correction=True),
