@@ -235,12 +235,15 @@ def test_refusals(tiny, tmp_path, capsys):
         ["export", str(tiny["run"]), "-o", str(tmp_path / "e.uem"), "--calib", "0"],
         ["export", str(tiny["run"]), "-o", str(tmp_path / "f.uem"), "--open-set", "bogus"],
         ["export", str(tiny["run"]), "-o", str(tmp_path / "g.uem"), "--merge-rule", "bogus"],
+        ["export", str(tiny["run"]), "-o", str(tmp_path / "h.uem"), "--dim", "1"],
+        ["export", str(tiny["run"]), "-o", str(tmp_path / "i.uem"), "--dim", "64"],      # wider than 32
     ]
     for argv in cases:
         assert cli_main(argv) == 2, argv
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("uemctl: error:"), (argv, err)
     assert not (tmp_path / "a.uem").exists() and not (tmp_path / "c.uem").exists()
+    assert not (tmp_path / "i.uem").exists()
 
 
 def test_parse_index_args():
