@@ -56,20 +56,14 @@ def fit_directions(embeddings: np.ndarray, domains: Sequence[str], dim: int) -> 
     x = np.asarray(embeddings, np.float64)
     if not 1 <= dim < x.shape[1]:
         raise ValueError(f"--dim must be between 1 and the model's {x.shape[1] - 1}, got {dim}")
-    w, var = principal_directions(x, np.asarray(domains), dim)
+    # every direction at once: the SVD computes them anyway, and their variances sum to the total
+    w, var = principal_directions(x, np.asarray(domains), x.shape[1])
+    w = w[:dim]
     if not np.all(np.linalg.norm(w, axis=1) > 0.5):
         raise ValueError(f"the {len(x)} sample images span fewer than {dim} directions; "
                          "choose a smaller --dim or index more images")
-    total = float(np.var(x - _domain_means(x, domains), axis=0, ddof=1).sum())
-    return w.astype(np.float32), float(var.sum() / total) if total > 0 else 1.0
-
-
-def _domain_means(x: np.ndarray, domains: Sequence[str]) -> np.ndarray:
-    groups = np.asarray(domains)
-    means = np.zeros_like(x)
-    for g in np.unique(groups):
-        means[groups == g] = x[groups == g].mean(0)
-    return means
+    total = float(var.sum())
+    return w.astype(np.float32), float(var[:dim].sum() / total) if total > 0 else 1.0
 
 
 def project_encoder(encoder: nn.Module, pixels: np.ndarray, domains: Sequence[str],
