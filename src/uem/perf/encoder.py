@@ -29,7 +29,7 @@ OVERLAP_DEFINITION = ("per sampled image: exact top-10 over the stored vectors o
 Note = Callable[[str], None]
 
 
-class _OnnxModel:
+class OnnxModel:
     """One onnxruntime session through uem's one session setup, plus how to feed it."""
 
     def __init__(self, path: Path, threads: int | None) -> None:
@@ -112,7 +112,7 @@ def bench_encoder(info: BundleInfo, *, run_dir: Path | None = None, iters: int =
 
     # Batch 1, one thread, interleaved.
     note(f"encoder: batch 1, one thread, {iters} interleaved rounds")
-    one = {n: _OnnxModel(files[n], 1) for n in (INT8, FP32) if files[n]}
+    one = {n: OnnxModel(files[n], 1) for n in (INT8, FP32) if files[n]}
     fns: dict[str, Callable[[], object]] = {n: (lambda m=m: m.run(x1)) for n, m in one.items()
                                             if m.fixed_batch in (None, 1)}
     if torch_fn is not None:
@@ -125,7 +125,7 @@ def bench_encoder(info: BundleInfo, *, run_dir: Path | None = None, iters: int =
 
     # Batch N, all threads.
     note(f"encoder: batch {batch}, all threads, {batch_iters} interleaved rounds")
-    many = {n: _OnnxModel(files[n], None) for n in (INT8, FP32) if files[n]}
+    many = {n: OnnxModel(files[n], None) for n in (INT8, FP32) if files[n]}
     fns = {n: (lambda m=m: m.run(xb)) for n, m in many.items() if m.fixed_batch in (None, batch)}
     if torch_fn is not None:
         _torch_threads(None)
