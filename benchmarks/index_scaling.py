@@ -33,7 +33,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from uem.engine.atomic import replace_atomic, replacing
 from uem.perf.measure import machine
-from uem.perf.scaling import measure
+from uem.perf.scaling import measure, spec_like
 
 RESULTS = Path(__file__).parent / "results"
 JSON = RESULTS / "index_scaling.json"
@@ -76,21 +76,6 @@ def _key(r: dict) -> tuple:
     return r["data"], r["n"], r.get("dim"), r["hnsw"]["M"], r["hnsw"]["ef_construction"]
 
 
-def _like(bundle: Path):
-    """(ClusterSpec fitted to the bundle's largest domain, data label, width, real vs synthetic shape)."""
-    import numpy as np
-
-    from uem.engine.bundle import read_bundle
-    from uem.perf.synthetic import fit_spec
-
-    info = read_bundle(bundle)
-    domain = max(info.domains, key=lambda d: info.domains[d].count)
-    real = np.asarray(info.load_vectors(domain), np.float32)
-    spec, want, got = fit_spec(real)
-    shape = {"bundle": str(bundle), "domain": domain, "real": want, "synthetic": got}
-    return spec, f"like-{info.embed_dim}d", info.embed_dim, shape
-
-
 def cmd_run(args) -> None:
     h = _default_hnsw()
     M = args.M or h.M
@@ -99,7 +84,8 @@ def cmd_run(args) -> None:
     doc = _load(args.json)
     spec, label, dim, shape = None, args.data, args.dim, None
     if args.like is not None:   # vectors shaped like a bundle's, at its width
-        spec, label, dim, shape = _like(args.like)
+        spec, dim, shape = spec_like(args.like)
+        label = f"like-{dim}d"
         err.print(f"shaped like {args.like}: {spec} (real vs synthetic: {shape})")
     for n in args.sizes:
         with Progress(TextColumn(f"{args.data} N={n:,} build"), BarColumn(), MofNCompleteColumn(),

@@ -86,14 +86,12 @@ def scale(uri: str, n: int, dim: int, queries: int, iters: int, seed: int, like:
     from uem.engine.index import DomainIndex
     from uem.engine.milvus import MilvusDomain, MilvusIndex, index_record
     from uem.export.config import DEFAULT_HNSW as H
-    from uem.perf.synthetic import ClusterSpec, fit_spec
+    from uem.perf.scaling import spec_like
+    from uem.perf.synthetic import ClusterSpec
 
     spec = ClusterSpec()
     if like is not None:   # shaped like this bundle's largest domain, at its width
-        info = read_bundle(like)
-        dim = info.embed_dim
-        spec = fit_spec(np.asarray(info.load_vectors(max(info.domains, key=lambda d: info.domains[d].count)),
-                                   np.float32))[0]
+        spec, dim, _ = spec_like(like)
     both = clustered(n + queries, dim, seed=seed, spec=spec)   # queries: fresh draws from the same mixture
     data, qs = np.ascontiguousarray(both[:n]), np.ascontiguousarray(both[n:])
     t = time.perf_counter()

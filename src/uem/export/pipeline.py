@@ -35,7 +35,7 @@ from .onnx import export_onnx, torch_embed
 from .parity import ParityReport, parity_report
 from .quantize import calibration_sample, quantize_int8
 from .probes import wild_probes
-from .pixels import preprocess_tolerant as _preprocess_tolerant
+from .pixels import preprocess_tolerant
 from .reduce import projected_encoder
 from .fit import fit_from_vectors
 
@@ -161,7 +161,7 @@ def _embed_domain(paths: Sequence[Path], spec: PreprocessSpec, encoders: Sequenc
     bad: list[str] = []
     for i in range(0, len(paths), EMBED_CHUNK):
         chunk = list(paths[i:i + EMBED_CHUNK])
-        x, keep, b = _preprocess_tolerant(chunk, spec)
+        x, keep, b = preprocess_tolerant(chunk, spec)
         bad += b
         kept += [chunk[j] for j in keep]
         for k, enc in enumerate(encoders):
@@ -299,7 +299,7 @@ def _export(run_dir, out, encoder, train_cfg, train, targets, roots, cfg: Export
         with stage("ONNX export", prog):
             fp32_path = export_onnx(encoder, work / "encoder.fp32.onnx", spec.size)
         with stage("calibration images", prog, len(calib_paths)) as task:
-            calib_x, _, bad_calib = _preprocess_tolerant(calib_paths, spec)
+            calib_x, _, bad_calib = preprocess_tolerant(calib_paths, spec)
             prog.update(task, completed=len(calib_paths))
         if len(calib_x) == 0:
             raise ExportError("no readable calibration image")

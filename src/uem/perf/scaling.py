@@ -34,6 +34,18 @@ def make_data(kind: str, n: int, dim: int, seed: int, spec: ClusterSpec | None =
     raise ValueError(f"unknown data kind {kind!r} (clustered or uniform)")
 
 
+def spec_like(bundle) -> tuple[ClusterSpec, int, dict]:
+    """(the mixture fitted to `bundle`'s largest domain, the bundle's width, real vs synthetic
+    shape): how the index benchmarks draw vectors shaped like a bundle's at sizes it does not have."""
+    from ..engine.bundle import read_bundle
+    from .synthetic import fit_spec
+
+    info = read_bundle(bundle)
+    domain = max(info.domains, key=lambda d: info.domains[d].count)
+    spec, want, got = fit_spec(np.asarray(info.load_vectors(domain), np.float32))
+    return spec, info.embed_dim, {"bundle": str(bundle), "domain": domain, "real": want, "synthetic": got}
+
+
 def build_index(data: np.ndarray, *, M: int, ef_construction: int, threads: int, seed: int = 0,
                 chunk: int = 20000, progress: Progress | None = None):
     import hnswlib
