@@ -216,13 +216,21 @@ def normalize(pixels: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
 def square_pixels(source: ImageSource, spec: PreprocessSpec) -> np.ndarray:
     """Decode + orient + RGB-on-white (+ content framing) + letter-box: uint8 (S, S, 3).
     Training augments from here."""
+    return np.asarray(fit_square(framed(decoded(source, spec), spec), spec.size, spec.resample), dtype=np.uint8)
+
+
+def decoded(source: ImageSource, spec: PreprocessSpec) -> Image.Image:
+    """The first step of square_pixels: the picture as `spec` needs it decoded. For content framing
+    a JPEG decodes at no less than 4 x the input size (a small icon in a large photo still has
+    pixels to be cropped to) and transparency is kept (it says where the content is)."""
     if spec.framing != "content":
-        im = load_image(source, draft_size=spec.size)
-    else:
-        # a JPEG decodes at no less than 4 x the input size, so a small icon in a large photo still
-        # has pixels to be cropped to
-        im = frame_content_safely(load_image(source, draft_size=4 * spec.size, keep_alpha=True), spec.size)
-    return np.asarray(fit_square(im, spec.size, spec.resample), dtype=np.uint8)
+        return load_image(source, draft_size=spec.size)
+    return load_image(source, draft_size=4 * spec.size, keep_alpha=True)
+
+
+def framed(im: Image.Image, spec: PreprocessSpec) -> Image.Image:
+    """The second step of square_pixels: a decoded picture framed as `spec` says (RGB)."""
+    return frame_content_safely(im, spec.size) if spec.framing == "content" else im
 
 
 def frame_content_safely(im: Image.Image, size: int) -> Image.Image:

@@ -261,13 +261,13 @@ def _export_encoder(encoder, train_cfg, run_dir: Path | None, out: Path, cfg: Ex
     for d in targets:
         if not DOMAIN_NAME.match(d):
             raise ExportError(f"domain folder name {d!r} cannot be a bundle domain name; rename it or use --index")
-    try:
-        bundle_dim(cfg.dim, train_cfg.model.embed_dim)
+    try:  # the default width is for trained runs; an untrained read-out keeps its own
+        dim = bundle_dim(cfg.dim, train_cfg.model.embed_dim, DEFAULT_DIM if run_dir is not None else None)
     except ValueError as e:
         raise ExportError(str(e)) from None
     if cfg.to is not None:
         _open_external(cfg.to).close()  # reachable? (a wrong address fails before the slow part)
-    return _export(run_dir, out, encoder, train_cfg, train, targets, roots, cfg, progress, t0, log)
+    return _export(run_dir, out, encoder, train_cfg, train, targets, roots, cfg, dim, progress, t0, log)
 
 
 def _open_external(to: str, progress=None):
@@ -277,8 +277,8 @@ def _open_external(to: str, progress=None):
     return MilvusIndex(to, progress=progress)
 
 
-def _export(run_dir, out, encoder, train_cfg, train, targets, roots, cfg: ExportConfig, progress: bool,
-            t0: float, log: Console) -> ExportSummary:
+def _export(run_dir, out, encoder, train_cfg, train, targets, roots, cfg: ExportConfig, dim: int,
+            progress: bool, t0: float, log: Console) -> ExportSummary:
     spec = train_cfg.model.preprocess()
     seed, quant = cfg.seed, cfg.quant
     calib_paths = calibration_sample(train, cfg.calib, seed=seed)
@@ -286,15 +286,14 @@ def _export(run_dir, out, encoder, train_cfg, train, targets, roots, cfg: Export
     embed_dim, projection = train_cfg.model.embed_dim, None
     with tempfile.TemporaryDirectory(prefix="uem-export-") as tmp, _progress(progress) as prog:
         work = Path(tmp)
-        dim = bundle_dim(cfg.dim, embed_dim, DEFAULT_DIM if run_dir is not None else None)
         if dim != embed_dim:
             with stage(f"projection to {dim}-d", prog):
                 try:
-                    encoder, projection = projected_encoder(encoder, train, spec, dim, seed, error=ExportError)
+                    encoder, projection = projected_encoder(encoder, train, spec, dim, seed)
                     embed_dim = dim
-                except ExportError as e:
+                except ValueError as e:  # too few images for `dim` directions
                     if cfg.dim is not None:  # asked for: refuse; the default: keep the model's width
-                        raise
+                        raise ExportError(str(e)) from None
                     log.print(f"note: keeping the model's {embed_dim}-d embedding ({e})")
         with stage("ONNX export", prog):
             fp32_path = export_onnx(encoder, work / "encoder.fp32.onnx", spec.size)

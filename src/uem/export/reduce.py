@@ -78,14 +78,11 @@ def project_encoder(encoder: nn.Module, pixels: np.ndarray, domains: Sequence[st
 
 
 def projected_encoder(encoder: nn.Module, train: dict[str, list[Path]], spec: PreprocessSpec, dim: int,
-                      seed: int, error: type[Exception] = ValueError) -> tuple[Projected, dict]:
+                      seed: int) -> tuple[Projected, dict]:
     """The encoder narrowed to `dim` (uem.export.reduce), fitted on a seeded sample of the training
-    images spread over the domains (unreadable ones skipped); a sample too small for `dim` raises
-    `error`."""
+    images spread over the domains (unreadable ones skipped); ValueError when the sample spans
+    fewer than `dim` directions."""
     sample = calibration_sample(train, sample_size(dim), seed=seed + 2)
     domain_of = {p: d for d, files in train.items() for p in map(Path, files)}
     x, keep, _ = preprocess_tolerant(sample, spec)
-    try:
-        return project_encoder(encoder, x, [domain_of[sample[i]] for i in keep], dim)
-    except ValueError as e:
-        raise error(str(e)) from None
+    return project_encoder(encoder, x, [domain_of[sample[i]] for i in keep], dim)

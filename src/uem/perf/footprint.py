@@ -1,6 +1,6 @@
 """Item 4 of `uemctl bench`: what the engine costs a process — import + open time and memory.
 
-Measured in a fresh interpreter (`PROBE`, run as a subprocess) so nothing this process already
+Measured in a fresh interpreter (`PROBE_BODY`, run as a subprocess) so nothing this process already
 imported or allocated leaks into the numbers; several probes, medians of times. For the "N items"
 case a temporary copy of the bundle gets synthetic embedding-like vectors appended to its largest
 domain through the product's own incremental add (`append_to_domain`, what `uemctl index add` runs),
@@ -20,11 +20,11 @@ from typing import Callable
 import numpy as np
 
 from ..engine.bundle import BundleInfo, append_to_domain, read_bundle
-from .measure import probe_source
+from .measure import probe_source, vectors_and_links
 from .synthetic import clustered
 
 # Runs in a fresh interpreter: argv = bundle, domain. Prints one JSON line.
-PROBE = probe_source() + r"""
+PROBE_BODY = r"""
 import json, sys, time
 def rss(field="VmRSS"):
     return proc_status_mb(field)
@@ -48,18 +48,11 @@ print(json.dumps({"import_s": t1 - t0, "open_s": t2 - t1, "first_query_s": t3 - 
 """
 
 
-def vectors_and_links(dim: int, m: int) -> int:
-    """What an item must cost in hnswlib: its float32 vector, its level-0 links (a count and 2M
-    neighbour ids, 4 bytes each) and its 8-byte label; upper levels, the item's record and
-    allocator slack come on top."""
-    return 4 * dim + 4 + 8 * m + 8
-
-
 def probe(bundle: Path, domain: str, repeats: int = 3) -> dict:
     """Medians of `repeats` fresh-interpreter probes of opening `bundle` (times) and its RSS."""
     runs = []
     for _ in range(repeats):
-        res = subprocess.run([sys.executable, "-c", PROBE, str(bundle), domain], capture_output=True,
+        res = subprocess.run([sys.executable, "-c", probe_source() + PROBE_BODY, str(bundle), domain], capture_output=True,
                              text=True, check=False)
         if res.returncode != 0:
             raise RuntimeError(f"footprint probe failed: {res.stderr.strip()[-2000:]}")

@@ -7,6 +7,7 @@ the absolute times do not.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 import platform
@@ -69,9 +70,18 @@ def proc_status_mb(name: str) -> float | None:
     return None
 
 
+@functools.cache
 def probe_source() -> str:
-    """`proc_status_mb`'s definition as source, for a probe script run with `python -c`."""
+    """`proc_status_mb`'s definition as source, for a probe script run with `python -c` (read when a
+    probe first runs, not at import)."""
     return inspect.getsource(proc_status_mb)
+
+
+def vectors_and_links(dim: int, m: int) -> int:
+    """What an item must cost in hnswlib: its float32 vector, its level-0 links (a count and 2M
+    neighbour ids, 4 bytes each) and its 8-byte label; upper levels, the item's record and
+    allocator slack come on top."""
+    return 4 * dim + 4 + 8 * m + 8
 
 
 def load_average() -> list[float] | None:

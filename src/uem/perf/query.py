@@ -18,8 +18,7 @@ import numpy as np
 
 from ..engine import Engine
 from ..engine.bundle import BundleInfo
-from ..engine.framing import frame_content
-from ..engine.preprocess import fit_square, load_image, normalize
+from ..engine.preprocess import decoded, fit_square, framed, normalize
 from .encoder import OnnxModel
 from .images import sample_items
 from .measure import summary
@@ -28,8 +27,8 @@ REFERENCE_NOTE = ("the plain ImageNet EfficientNet-Lite0, whole network, fp32 on
                   "the bundle's input size (uem.export.reference)")
 STAGES = ("decode", "frame", "resize", "normalise", "encode", "search + reject", "reject only")
 STAGE_NOTES = {
-    "decode": "open + decode + EXIF + RGB on white (load_image)",
-    "frame": "crop to the content, backdrop to white (frame_content; bundles with framing 'content')",
+    "decode": "open + decode + EXIF + RGB on white (preprocess.decoded)",
+    "frame": "crop to the content, backdrop to white (preprocess.framed; bundles with framing 'content')",
     "resize": "letter-box to the input size (fit_square)",
     "normalise": "uint8 -> float32 CHW, mean/std",
     "encode": "onnxruntime int8, batch 1",
@@ -80,10 +79,9 @@ def bench_query(bundle: Path, info: BundleInfo, *, rounds: int = 300, distinct: 
 
         r = eng.query(img, domain=target, k=k)
         mark()
-        framed = spec.framing == "content"
-        im = load_image(img, draft_size=4 * spec.size if framed else spec.size, keep_alpha=framed)
+        im = decoded(img, spec)
         mark()
-        im = frame_content(im, spec.size) if framed else im
+        im = framed(im, spec)
         mark()
         pix = np.asarray(fit_square(im, spec.size, spec.resample), dtype=np.uint8)
         mark()

@@ -18,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 
-from .measure import load_average, peak_rss_mb, probe_source, summary
+from .measure import load_average, peak_rss_mb, probe_source, summary, vectors_and_links
 from .synthetic import ClusterSpec, brute_force_query, clustered, exact_topk, recall_at_k, uniform
 
 Progress = Callable[[int, int], None]
@@ -61,7 +61,7 @@ def build_index(data: np.ndarray, *, M: int, ef_construction: int, threads: int,
 
 
 # Fresh interpreter: RSS growth from loading one saved hnswlib index (argv: file, dim, count).
-_LOAD_PROBE = probe_source() + r"""
+_LOAD_PROBE_BODY = r"""
 import sys, hnswlib
 def rss():
     return proc_status_mb("VmRSS")
@@ -81,7 +81,7 @@ def index_memory(idx, dim: int, n: int) -> tuple[int, float | None]:
         path = os.path.join(tmp, "index.bin")
         idx.save_index(path)
         size = os.path.getsize(path)
-        res = subprocess.run([sys.executable, "-c", _LOAD_PROBE, path, str(dim), str(n)],
+        res = subprocess.run([sys.executable, "-c", probe_source() + _LOAD_PROBE_BODY, path, str(dim), str(n)],
                              capture_output=True, text=True, check=False)
     try:
         return size, float(res.stdout.strip().splitlines()[-1])
@@ -152,7 +152,7 @@ def measure(kind: str, n: int, *, dim: int = 128, M: int = 32, ef_construction: 
             t2 = time.perf_counter()
             h_ms[i], b_ms[i] = (t1 - t0) * 1e3, (t2 - t1) * 1e3
     hnsw, brute = summary(h_ms), summary(b_ms)
-    level0 = n * (4 + 4 * 2 * M + 4 * dim + 8)
+    level0 = n * vectors_and_links(dim, M)
     return {
         "data": label or kind, "n": n, "dim": dim, "queries": queries, "timed_queries": timed,
         "cluster_spec": (spec or ClusterSpec()).to_dict() if kind == "clustered" else None,

@@ -241,7 +241,7 @@ async def add_items(request: Request, domain: str,
 @router.get("/domains", response_model=DomainsOut, summary="The bundle's domains and their item counts")
 async def domains(request: Request) -> dict:
     svc = service_of(request)
-    return {"generation": svc.engine.snapshot().generation, "domains": svc.domains()}
+    return svc.domains()
 
 
 @router.get("/info", response_model=InfoOut, summary="The bundle's manifest summary (what `uemctl info` shows)")

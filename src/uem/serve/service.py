@@ -28,7 +28,7 @@ from PIL import Image
 from ..engine import Engine, QueryResult
 from ..engine.bundle.store import current_generation
 from ..engine.errors import BundleError, ImageError, UemError
-from ..engine.preprocess import IMAGE_EXTENSIONS, preprocess
+from ..engine.preprocess import IMAGE_EXTENSIONS, decoded
 from .config import ServeConfig
 from .media import STORABLE_FORMATS, MediaStore, extension
 from .metrics import Metrics
@@ -156,8 +156,7 @@ class Service:
         """`Engine.query` on the uploaded bytes, on one snapshot taken once, so the generation and
         count reported are those of the state that answered."""
         t0 = time.perf_counter()
-        snap = self.engine.snapshot()
-        snap.check(domain, source)
+        snap = self.engine.snapshot()   # query_batch checks the domains before reading the picture
         try:
             result = snap.query_batch([data], domain, k, source, no_reject)[0]
         except ImageError as e:
@@ -206,7 +205,7 @@ class Service:
         spec = self.engine.snapshot().info.preprocess
         for up in uploads:
             try:
-                preprocess(up.data, spec)  # the engine's decoder and its decompression guard
+                decoded(up.data, spec)  # the engine's decoder and its decompression guard
                 with Image.open(io.BytesIO(up.data)) as im:
                     fmt = im.format
             except ImageError as e:
@@ -235,8 +234,9 @@ class Service:
             # The engine now serves the state just committed (nothing else writes under this
             # lock), where the rows this add appended are the last `added` ones: those are new,
             # even if another process committed some of `todo` in between.
-            items = self.engine.items(domain)
-            gen, count = self.engine.snapshot().generation, len(items)
+            snap = self.engine.snapshot()
+            items = snap.states[domain].items
+            gen, count = snap.generation, len(items)
             new = {it["id"] for it in items[count - added:]} if added else set()
         self.metrics.observe_add(domain, added)
         return {"domain": domain, "added": added, "present": len(stored) - added,
@@ -245,9 +245,11 @@ class Service:
                           for d, (up, _) in stored.items()]}
 
     # -- facts -------------------------------------------------------------------------------
-    def domains(self) -> list[dict]:
-        eng = self.engine
-        return [{"name": d, "count": eng.count(d)} for d in eng.domains]
+    def domains(self) -> dict:
+        """The generation and every domain's count, from one snapshot."""
+        snap = self.engine.snapshot()
+        return {"generation": snap.generation,
+                "domains": [{"name": d, "count": snap.count(d)} for d in snap.states]}
 
     def info(self) -> dict:
         """The bundle's summary, allow-listed: facts about the model and its state, nothing about

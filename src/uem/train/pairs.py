@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..engine.align import fit_domains, mutual_csls_pairs
+from ..engine.align import fit_domains
+from ..engine.csls import mutual_csls_pairs
 
 
 @dataclass

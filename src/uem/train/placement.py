@@ -18,8 +18,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageFilter
 
-from ..engine.framing import frame_content
-from ..engine.preprocess import PreprocessSpec, fit_square
+from ..engine.preprocess import PreprocessSpec, square_pixels
 from ..eval.wild import TEXTURES, compose, cut_out, gradient, random_colour, texture_crop, texture_images
 
 BACKDROPS = ("white", "flat", "gradient", "field", "stripes")
@@ -75,6 +74,4 @@ def placed_view(pixels: np.ndarray, rng: np.random.Generator, rotate_deg: float 
                      rotate_deg)
     if rng.random() < 1 / 3:
         canvas = canvas.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.3, 1.0))))
-    spec = spec or PreprocessSpec(size=size)
-    framed = frame_content(canvas, size) if spec.framing == "content" else canvas
-    return np.asarray(fit_square(framed, size, spec.resample), dtype=np.uint8)
+    return square_pixels(canvas, spec or PreprocessSpec(size=size))

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..align import ALIGNMENT_NPZ, IDENTITY, Alignment, csls_item_stats, exact_mean_top_k
+from ..align import ALIGNMENT_NPZ, IDENTITY, Alignment, csls_item_stats
+from ..csls import exact_mean_top_k
 from ..atomic import durable_file, fsync_file
 from ..errors import BundleError, UemError
 from ..external_index import ExternalIndex, connect

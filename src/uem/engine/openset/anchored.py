@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..align import mutual_csls_pairs
+from ..csls import mutual_csls_pairs
 from ..errors import BundleError
 from .base import ALPHA, Decision, Evidence, FitInputs, Rule, pair_key, sample_rows, target_rows, top_cosines
 from .record import parse_record

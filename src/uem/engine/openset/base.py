@@ -74,7 +74,7 @@ class Rule(ABC):
     target_k: int = 1              # target cosines the rule reads at most (the engine searches >= this)
 
     def __init__(self, record: dict | None = None) -> None:
-        self._record = copy.deepcopy(record)
+        self._record = record   # never mutated; to_record hands out a copy
 
     # -- fitting (export; numpy only, no labels) -------------------------------------------
     @classmethod
