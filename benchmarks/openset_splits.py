@@ -37,7 +37,7 @@ from uem.demo import make_open_set_copy
 from uem.engine import Engine
 from uem.engine.bundle import DomainData, read_bundle, write_bundle
 from uem.eval.engine_scores import pair_scores, reject_fn
-from uem.eval.harness import evaluate
+from uem.eval.harness import evaluate, wild_blocks
 from uem.eval.labels import load_labels
 from uem.export.config import ExportConfig
 from uem.export.fit import fit_from_vectors
@@ -134,9 +134,9 @@ def main() -> None:
     encoder = Engine.open(args.bundle)
     embed = stored_embedder(info, stored, encoder)
     labels = load_labels(args.data)
-    with Engine.open(args.bundle) as eng:   # the stored vectors are what the engine computes
-        paths = [p for d in info.domains for p in labels[d].paths[: args.check // len(info.domains)]]
-        diff = float(np.abs(eng.embed(paths) - embed(paths)).max())
+    # the stored vectors are what the engine computes
+    paths = [p for d in info.domains for p in labels[d].paths[: args.check // len(info.domains)]]
+    diff = float(np.abs(encoder.embed(paths) - embed(paths)).max())
     print(f"stored vs Engine.embed on {len(paths)} images: max |diff| {diff:.2e}", flush=True)
     situations = [("close", None)] + [(f"open/{s}", int(s)) for s in args.seeds.split(",")]
     report = {"bundle": str(args.bundle), "data": str(args.data), "target": args.target,
@@ -163,8 +163,7 @@ def main() -> None:
                 res = evaluate(embed, data, pairs=pairs, reject_fn=recorded, score_fn=partial(pair_scores, eng),
                                n_examples=0, queries=args.queries, wild_dir=args.work / "wild")
                 seconds = round(time.perf_counter() - t0, 1)
-                views = [("clean", res["pairs"])] + [(v, b["pairs"]) for v, b in (res.get("wild") or {}).items()
-                                                     if isinstance(b, dict)]
+                views = [("clean", res["pairs"])] + [(v, b["pairs"]) for v, b in wild_blocks(res).items()]
                 for view, p in ((v, p) for v, ps in views for p in ps):
                     os_ = p["open_set"]
                     row = {"situation": name, "rule": rule, "queries": view, "pair": p["pair"],

@@ -14,6 +14,8 @@ import json
 import sys
 from pathlib import Path
 
+from uem.perf.measure import vectors_and_links
+
 
 def _f(x, fmt=".2f", none="-"):
     return none if x is None else format(x, fmt)
@@ -44,7 +46,7 @@ def main() -> None:
         files = g.get("file_bytes", {})
         dim = fp.get("embed_dim")
         if dim is None and fp.get("vectors_and_links_bytes"):  # reports before the width was recorded
-            dim = (fp["vectors_and_links_bytes"] - 12 - 8 * fp.get("hnsw_M", 32)) // 4
+            dim = (fp["vectors_and_links_bytes"] - vectors_and_links(0, fp.get("hnsw_M", 32))) // 4
         print(f"| {name} | {_f(dim, 'd')} | {g['items']:,} | {g['open_s']:.3f} ({g['open_cpu_s']:.3f}) | "
               f"{g['rss_after_query_mb']:.0f} | {_f(fp.get('rss_per_added_item_bytes'), '.0f')} | "
               f"{_f(fp.get('rss_per_item_vs_vectors_and_links'))} | {_f(files.get('index.bin', 0) / 1e6, '.1f')} | "

@@ -24,6 +24,9 @@ import sys
 import time
 from pathlib import Path
 
+from uem.engine.atomic import replace_atomic
+from uem.eval.harness import wild_blocks
+
 ROOT = Path(__file__).resolve().parent.parent
 UEMCTL = str(ROOT / ".venv" / "bin" / "uemctl")
 
@@ -74,9 +77,8 @@ def summarise(results: dict) -> dict:
         return {p["pair"]: {"top1_identity": p["top1_identity"], "p_at_1": p["p_at_k"].get("1"), "map": p["map"],
                             "acceptance": (p.get("open_set") or {}).get("known_acceptance")} for p in ps}
     out = {"clean": pairs(results["pairs"])}
-    for variant, block in (results.get("wild") or {}).items():
-        if isinstance(block, dict):
-            out[variant] = pairs(block["pairs"])
+    for variant, block in wild_blocks(results).items():
+        out[variant] = pairs(block["pairs"])
     return out
 
 
@@ -94,10 +96,10 @@ def finish(row: dict, results: dict, done: dict, out: Path) -> None:
     """Record one run's numbers (and save the whole JSON, so an interrupted grid keeps them)."""
     row["pairs"] = summarise(results)
     row["summary"] = {"clean": results["summary"],
-                      **{v: b["summary"] for v, b in results["wild"].items() if isinstance(b, dict)}}
+                      **{v: b["summary"] for v, b in wild_blocks(results).items()}}
     done["rows"].append(row)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(done, indent=1) + "\n")
+    replace_atomic(out, (json.dumps(done, indent=1) + "\n").encode())  # hours of runs: never half a file
     s = row["summary"]
 
     def f(x):

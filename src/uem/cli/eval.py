@@ -33,7 +33,7 @@ def eval_cmd(
 ) -> None:
     """Evaluate retrieval (top-1 identity, mAP@All) and open-set rejection (detection, acceptance, H, AUROC)."""
     from ..eval.bundle_eval import evaluate_bundle
-    from ..eval.harness import QUERIES
+    from ..eval.harness import QUERIES, wild_blocks
     from ..eval.protocols import PROTOCOLS
 
     if protocol not in PROTOCOLS:
@@ -56,9 +56,8 @@ def eval_cmd(
     out.print(f"{'pair':<24} {'top-1':>6} {'mAP':>6} {'mAP-cb':>6} {'detect':>7} {'accept':>7} {'H':>6} {'AUROC':>6}",
               markup=False)
     rows = [(p["pair"], p) for p in res["pairs"]]
-    for variant, block in (res.get("wild") or {}).items():
-        if isinstance(block, dict):
-            rows += [(f"{p['pair']} ({variant})", p) for p in block["pairs"]]
+    for variant, block in wild_blocks(res).items():
+        rows += [(f"{p['pair']} ({variant})", p) for p in block["pairs"]]
     for label, p in rows:
         o = p.get("open_set") or {}
         out.print(f"{label:<24} {_f(p['top1_identity'])} {_f(p['map'])} {_f(p['map_class_balanced'])} "

@@ -329,7 +329,7 @@ def _manifest(selection, written, left_out, kept, dropped, packages) -> dict:
 
 def build_from_items(out: Path, items: list[Item], left_out: list[dict], *, force: bool = False,
                      categories: list[str] | None = None, limit: int | None = None,
-                     packages=PACKAGES, show_progress: bool = True, t0: float | None = None) -> BuildResult:
+                     show_progress: bool = True, t0: float | None = None) -> BuildResult:
     """De-duplicate, keep shared categories, select, draw and write the set (atomically) at `out`."""
     t0 = time.perf_counter() if t0 is None else t0
     out = Path(out)
@@ -363,7 +363,7 @@ def build_from_items(out: Path, items: list[Item], left_out: list[dict], *, forc
                     build.write_file(tmp / item.domain / item.category / f"{item.identity}.png", data)
                     written.append(item)
                 advance()
-        manifest = _manifest(selection, written, left_out, kept, dropped, packages)
+        manifest = _manifest(selection, written, left_out, kept, dropped, PACKAGES)
         # The manifest is the completion marker: written last, then the whole folder is renamed in.
         build.publish(tmp, out, FORMAT, manifest)
     return BuildResult(out, manifest["counts"], manifest["categories"], left_out,

@@ -10,7 +10,6 @@ Nothing here runs at test time; the tests give the readers files they build them
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import shutil
@@ -21,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..engine.bundle.manifest import sha256_file
 from ..engine.errors import DataError, MissingDependencyError
 
 CACHE_ENV = "UEM_PACKAGE_CACHE"
@@ -58,14 +58,6 @@ def cache_dir() -> Path:
     return Path(base) / "uem" / "packages"
 
 
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 _CLIENTS = {"debian": "apt-get", "npm": "npm"}
 
 
@@ -86,7 +78,7 @@ def fetch(pkg: Pinned, cache: Path | None = None, log: Callable[[str], None] = l
     cache = Path(cache) if cache is not None else cache_dir()
     path = cache / pkg.filename
     if path.is_file():
-        if sha256_of(path) == pkg.sha256:
+        if sha256_file(path) == pkg.sha256:
             log(f"{pkg.spec}: in the cache ({path})")
             return path
         log(f"{pkg.spec}: cached file has another sha256; downloading it again")
@@ -112,7 +104,7 @@ def fetch(pkg: Pinned, cache: Path | None = None, log: Callable[[str], None] = l
             hint = " (is the package list current? try: apt-get update)" \
                 if pkg.registry == "debian" and "locate" in why.lower() else ""
             raise RegistryError(f"{pkg.spec}: {client} failed: {why}{hint}")
-        digest = sha256_of(got)
+        digest = sha256_file(got)
         if digest != pkg.sha256:
             raise RegistryError(f"{pkg.spec}: downloaded file has sha256 {digest}, not the pinned "
                                 f"{pkg.sha256}; the registry serves other bytes than this set was built from")

@@ -215,6 +215,12 @@ def _wild_results(embed_fn: EmbedFn, all_labels: dict[str, DomainLabels], vector
     return out
 
 
+def wild_blocks(results: dict) -> dict[str, dict]:
+    """The wild variants of `evaluate`'s results ({variant: {"pairs", "summary"}}), without the
+    version the wild section records beside them; empty for clean-only results."""
+    return {v: b for v, b in (results.get("wild") or {}).items() if isinstance(b, dict)}
+
+
 def evaluate(embed_fn: EmbedFn, data_dir: str | Path, pairs: Iterable | None = None,
              protocol: str = "close", seed: int = 0, k: int | Sequence[int] = (1, 5, 10),
              reject_fn: RejectFn | None = None, labels_csv: str | Path | None = None,

@@ -13,6 +13,7 @@ from typing import Mapping
 
 import numpy as np
 
+from .harness import wild_blocks
 from .metrics import roc_curve
 
 SHEET_THUMB = 96
@@ -183,11 +184,10 @@ def _jsonable(obj):
 
 def wild_table(results: dict) -> list[str]:
     """Markdown lines: every pair's clean vs wild top-1, mAP and acceptance (empty without wild)."""
-    wild = results.get("wild")
+    wild = wild_blocks(results)
     if not wild:
         return []
-    variants = [v for v in wild if isinstance(wild[v], dict) and "pairs" in wild[v]]
-    cols = [("clean", results["pairs"])] + [(v, wild[v]["pairs"]) for v in variants]
+    cols = [("clean", results["pairs"])] + [(v, b["pairs"]) for v, b in wild.items()]
     head = ["pair"] + [f"{name} {m}" for name, _ in cols for m in ("top-1", "mAP", "accept")]
     lines = ["## Wild queries", "",
              "The same queries re-framed as a user's pictures are (scale, position, aspect, rotation, "
@@ -289,8 +289,7 @@ def write_report(results: dict, out_dir: str | Path, floor=None, title: str = "u
     if sheets:
         root = Path(results.get("data_dir", "."))
         (out / "sheets").mkdir(exist_ok=True)
-        views = [("", results["pairs"])] + [(variant, block["pairs"]) for variant, block
-                                            in (results.get("wild") or {}).items() if isinstance(block, dict)]
+        views = [("", results["pairs"])] + [(variant, block["pairs"]) for variant, block in wild_blocks(results).items()]
         for variant, pairs in views:
             for p in pairs:
                 name = f"sheets/{variant + '_' if variant else ''}{p['query']}_to_{p['target']}.png"
