@@ -61,7 +61,7 @@ def train_cmd(
 
     scan(data)  # a bad DATA fails here with one line, before anything is written
     if place_photos:
-        from ..eval.wild import texture_files
+        from ..datasets.backdrops import texture_files
         from ..train.placement import TRAIN_TEXTURES
 
         texture_files(TRAIN_TEXTURES)  # scikit-image's sample pictures: one line now, not after loading the images

@@ -20,7 +20,6 @@ is whatever is not white and connected to the border.
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 import io
 import os
@@ -32,6 +31,8 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from ..engine.atomic import replace_atomic
+from ..datasets.backdrops import (compose, cut_out, gradient, random_colour, texture_crop,
+                                 texture_files, texture_images)
 from ..engine.errors import UemError
 
 VARIANTS = ("reframed", "background")
@@ -45,103 +46,12 @@ def check_available() -> None:
     scikit-image's sample photographs (backgrounds); called before any copy is made."""
     if importlib.util.find_spec("scipy") is None:
         raise UemError("wild queries need scipy: pip install 'uem[eval]'")
-    texture_files()
-
-
-def _sample_folder() -> Path:
-    """scikit-image's folder of sample pictures (the package is found, not imported); UemError when
-    scikit-image is not installed."""
-    spec = importlib.util.find_spec("skimage")
-    if spec is None or not spec.submodule_search_locations:
-        raise UemError("wild queries need scikit-image's sample photographs: pip install 'uem[eval]'")
-    return Path(list(spec.submodule_search_locations)[0]) / "data"
-
-
-def texture_files(names: Sequence[str] = TEXTURES) -> list[Path]:
-    """The sample photographs `names` (default: those the "background" variant cuts backdrops
-    from); UemError when scikit-image or one of them is missing."""
-    folder = _sample_folder()
-    files = [folder / n for n in names]
-    missing = [f.name for f in files if not f.is_file()]
-    if missing:
-        raise UemError(f"scikit-image lacks the sample photographs {', '.join(missing)} in {folder}")
-    return files
-
-
-def cut_out(im: Image.Image) -> Image.Image:
-    """An RGB-on-white picture -> RGBA whose white surroundings (connected to the border) are clear;
-    white inside the drawing (eyes, letters) stays opaque."""
-    from scipy import ndimage
-
-    rgb = im.convert("RGB")
-    near_white = np.asarray(rgb).min(axis=2) >= 245
-    labels, _ = ndimage.label(near_white)
-    edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
-    outside = np.isin(labels, edge[edge > 0])
-    rgba = rgb.convert("RGBA")
-    rgba.putalpha(Image.fromarray(np.where(outside, 0, 255).astype(np.uint8), "L"))
-    return rgba
-
-
-def compose(content: Image.Image, canvas: Image.Image, rng: np.random.Generator,
-            scale: tuple[float, float] = (0.55, 0.85), max_rotation: float = 8.0) -> Image.Image:
-    """`content` (RGBA) rotated, scaled so its longer side is `scale` of the canvas's shorter side,
-    and pasted at a random place inside `canvas` (changed in place and returned)."""
-    box = content.getchannel("A").getbbox()
-    if box is not None:
-        content = content.crop(box)
-    if max_rotation:
-        content = content.rotate(float(rng.uniform(-max_rotation, max_rotation)), Image.Resampling.BICUBIC,
-                                 expand=True)
-    w, h = canvas.size
-    f = rng.uniform(*scale) * min(w, h) / max(content.size)
-    content = content.resize((max(1, round(content.width * f)), max(1, round(content.height * f))),
-                             Image.Resampling.LANCZOS)
-    x = int(rng.integers(0, max(0, w - content.width) + 1))
-    y = int(rng.integers(0, max(0, h - content.height) + 1))
-    canvas.paste(content, (x, y), content)
-    return canvas
-
-
-def gradient(w: int, h: int, a: np.ndarray, b: np.ndarray, rng: np.random.Generator,
-             noise: float) -> Image.Image:
-    """A linear gradient from colour a to b at a random angle, with Gaussian noise of sd `noise`."""
-    angle = rng.uniform(0, 2 * np.pi)   # float32 throughout: the same pixels under numpy 1.x and 2.x
-    t = np.float32(np.cos(angle)) * np.arange(w, dtype=np.float32)[None, :] / np.float32(w) \
-        + np.float32(np.sin(angle)) * np.arange(h, dtype=np.float32)[:, None] / np.float32(h)
-    t = (t - t.min()) / max(float(t.max() - t.min()), 1e-6)
-    img = a + t[..., None] * (b - a) + rng.normal(0, noise, (h, w, 3)).astype(np.float32)
-    return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8), "RGB")
-
-
-def random_colour(rng: np.random.Generator) -> np.ndarray:
-    hue_mix = rng.dirichlet([1.0, 1.0, 1.0])
-    return (40 + 200 * hue_mix / hue_mix.max() * rng.uniform(0.3, 1.0)).astype(np.float32)
+    texture_files(TEXTURES)
 
 
 def _rng(seed: int, variant: str, key: str) -> np.random.Generator:
     return np.random.default_rng([VERSION, int(seed), VARIANTS.index(variant),
                                   zlib.crc32(key.encode("utf-8"))])
-
-
-@functools.lru_cache(maxsize=4)
-def texture_images(names: tuple[str, ...]) -> tuple[Image.Image, ...]:
-    """scikit-image sample pictures by file name, decoded to RGB once per process."""
-    out = []
-    for path in texture_files(names):
-        with Image.open(path) as im:
-            out.append(im.convert("RGB"))
-    return tuple(out)
-
-
-def texture_crop(textures: Sequence[Image.Image], w: int, h: int, rng: np.random.Generator,
-                 low: float) -> Image.Image:
-    """A random square crop (low..1 of the shorter side) of a random one of `textures`, at w x h."""
-    tex = textures[int(rng.integers(len(textures)))]
-    side = min(tex.size)
-    crop = int(side * rng.uniform(low, 1.0))
-    x, y = int(rng.integers(tex.width - crop + 1)), int(rng.integers(tex.height - crop + 1))
-    return tex.crop((x, y, x + crop, y + crop)).resize((w, h), Image.Resampling.BILINEAR)
 
 
 def _backdrop(w: int, h: int, rng: np.random.Generator, textures: Sequence[Image.Image]) -> Image.Image:

@@ -20,7 +20,7 @@ import torch
 
 from ..engine.framing import VERSION as FRAMING_VERSION
 from ..engine.preprocess import PreprocessSpec, normalize
-from ..eval.wild import VERSION as WILD_VERSION
+from ..datasets.backdrops import VERSION as BACKDROPS_VERSION
 from .augment import VERSION as AUGMENT_VERSION
 from .augment import AugmentConfig, augment
 from .data import ImageSet
@@ -82,7 +82,7 @@ def fingerprint(images: ImageSet, views: int, aug: AugmentConfig, seed: int, spe
     """What the cache depends on: the pixels, the views and the frozen part of the model."""
     h = hashlib.sha256()
     h.update(json.dumps([views, seed, spec.to_dict(), freeze_blocks, repr(aug), AUGMENT_VERSION,
-                         FRAMING_VERSION, WILD_VERSION]).encode())
+                         FRAMING_VERSION, BACKDROPS_VERSION]).encode())
     h.update(images.pixels.tobytes())
     h.update(images.domain.tobytes())
     return h.hexdigest()
