@@ -7,7 +7,8 @@ import pytest
 from PIL import Image, ImageDraw
 
 from uem.eval.harness import evaluate
-from uem.eval.wild import TEXTURES, VARIANTS, _rng, cut_out, texture_images, wild_copy, write_wild_copies
+from uem.datasets.backdrops import cut_out, texture_images
+from uem.eval.wild import TEXTURES, VARIANTS, _rng, wild_copy, write_wild_copies
 
 
 def _icon(colour=(200, 30, 30), side=64) -> Image.Image:

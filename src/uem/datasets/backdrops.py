@@ -12,10 +12,10 @@ from __future__ import annotations
 import functools
 import importlib.util
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from ..engine.errors import UemError
 
@@ -111,3 +111,17 @@ def gradient(w: int, h: int, a: np.ndarray, b: np.ndarray, rng: np.random.Genera
 def random_colour(rng: np.random.Generator) -> np.ndarray:
     hue_mix = rng.dirichlet([1.0, 1.0, 1.0])
     return (40 + 200 * hue_mix / hue_mix.max() * rng.uniform(0.3, 1.0)).astype(np.float32)
+
+
+def place(content: Image.Image, long_side: int, backdrop: Callable[[int, int], Image.Image],
+          rng: np.random.Generator, scale: tuple[float, float] = (0.55, 0.85),
+          max_rotation: float = 8.0) -> Image.Image:
+    """`content` (RGB on white) cut out and placed (`compose`) on `backdrop(w, h)`, a canvas of a
+    random aspect between 3:4 and 4:3 whose longer side is `long_side`; a third of the time slightly
+    blurred. The random draws come in this order: aspect, backdrop, placing, blur."""
+    aspect = float(np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3))))
+    w, h = (long_side, round(long_side / aspect)) if aspect >= 1 else (round(long_side * aspect), long_side)
+    canvas = compose(cut_out(content), backdrop(w, h), rng, scale, max_rotation)
+    if rng.random() < 1 / 3:
+        canvas = canvas.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.3, 1.0))))
+    return canvas

@@ -15,7 +15,8 @@ seeded transform of what a camera or a screenshot does to it:
 The gallery stays as indexed. Each picture's transform depends only on (seed, variant, its path
 relative to the data folder), so a copy is the same whatever else is evaluated. Labels and
 identities are the original picture's. Pictures are RGB on white (the benchmark sets'); the content
-is whatever is not white and connected to the border.
+is whatever is not white and connected to the border. The cut-out, placing and backdrops are
+uem.datasets.backdrops', which training's placed views use as well.
 """
 
 from __future__ import annotations
@@ -28,11 +29,10 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
-from PIL import Image, ImageFilter
+from PIL import Image
 
+from ..datasets.backdrops import gradient, place, random_colour, texture_crop, texture_files, texture_images
 from ..engine.atomic import replace_atomic
-from ..datasets.backdrops import (compose, cut_out, gradient, random_colour, texture_crop,
-                                 texture_files, texture_images)
 from ..engine.errors import UemError
 
 VARIANTS = ("reframed", "background")
@@ -68,14 +68,11 @@ def wild_copy(im: Image.Image, variant: str, rng: np.random.Generator,
     """(the re-framed RGB picture, its JPEG quality). Content stays inside the canvas."""
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
-    long_side = int(rng.integers(256, 401))
-    aspect = float(np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3))))
-    w, h = (long_side, round(long_side / aspect)) if aspect >= 1 else (round(long_side * aspect), long_side)
-    canvas = (_backdrop(w, h, rng, textures) if variant == "background"
-              else Image.new("RGB", (w, h), (255, 255, 255)))
-    canvas = compose(cut_out(im), canvas, rng)
-    if rng.random() < 1 / 3:
-        canvas = canvas.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.3, 1.0))))
+    def backdrop(w: int, h: int) -> Image.Image:
+        return (_backdrop(w, h, rng, textures) if variant == "background"
+                else Image.new("RGB", (w, h), (255, 255, 255)))
+
+    canvas = place(im, int(rng.integers(256, 401)), backdrop, rng)
     return canvas, int(rng.integers(70, 93))
 
 

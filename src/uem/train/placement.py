@@ -16,9 +16,9 @@ its backgrounds from (eval/wild.py TEXTURES; tests/test_placement.py checks the 
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image, ImageFilter
+from PIL import Image
 
-from ..datasets.backdrops import compose, cut_out, gradient, random_colour, texture_crop, texture_images
+from ..datasets.backdrops import gradient, place, random_colour, texture_crop, texture_images
 from ..engine.preprocess import PreprocessSpec, square_pixels
 
 BACKDROPS = ("white", "flat", "gradient", "field", "stripes")
@@ -66,11 +66,6 @@ def placed_view(pixels: np.ndarray, rng: np.random.Generator, rotate_deg: float 
     as a query of a bundle with `spec` would be (content framing unless the spec letter-boxes, then
     the letter-box at its resampling): uint8 (S, S, 3)."""
     size = pixels.shape[0]
-    long_side = int(size * rng.uniform(1.5, 2.5))
-    aspect = float(np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3))))
-    w, h = (long_side, round(long_side / aspect)) if aspect >= 1 else (round(long_side * aspect), long_side)
-    canvas = compose(cut_out(Image.fromarray(pixels)), synthetic_backdrop(w, h, rng, photos), rng, scale,
-                     rotate_deg)
-    if rng.random() < 1 / 3:
-        canvas = canvas.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.3, 1.0))))
+    canvas = place(Image.fromarray(pixels), int(size * rng.uniform(1.5, 2.5)),
+                   lambda w, h: synthetic_backdrop(w, h, rng, photos), rng, scale, rotate_deg)
     return square_pixels(canvas, spec or PreprocessSpec(size=size))
