@@ -327,6 +327,15 @@ def _manifest(selection, written, left_out, kept, dropped, packages) -> dict:
     }
 
 
+def _selection(categories: list[str] | None, limit: int | None) -> dict:
+    return {"categories": sorted(set(categories)) if categories else None, "limit": limit}
+
+
+def _already_built(out: Path, existing: dict, t0: float) -> BuildResult:
+    return BuildResult(out, existing["counts"], existing["categories"], existing["left_out"],
+                       time.perf_counter() - t0, already_built=True, manifest=existing)
+
+
 def build_from_items(out: Path, items: list[Item], left_out: list[dict], *, force: bool = False,
                      categories: list[str] | None = None, limit: int | None = None,
                      show_progress: bool = True, t0: float | None = None) -> BuildResult:
@@ -339,11 +348,10 @@ def build_from_items(out: Path, items: list[Item], left_out: list[dict], *, forc
     if categories:
         build.check_known(categories, kept, "category", "in photo3")
         kept = [c for c in kept if c in set(categories)]
-    selection = {"categories": sorted(set(categories)) if categories else None, "limit": limit}
+    selection = _selection(categories, limit)
     existing = build.check_target(out, FORMAT, force, selection)
     if existing is not None:
-        return BuildResult(out, existing["counts"], existing["categories"], existing["left_out"],
-                           time.perf_counter() - t0, already_built=True, manifest=existing)
+        return _already_built(out, existing, t0)
     wanted = set(kept)
     items = [i for i in items if i.category in wanted]
     items = build.first_per_group(items, lambda i: f"{i.domain}/{i.category}", limit)
@@ -378,6 +386,10 @@ def build_photo3(out: str | Path, *, force: bool = False, categories: list[str] 
     Raises DataError (RegistryError, RccError) / MissingDependencyError with a one-line reason."""
     t0 = time.perf_counter()
     log = log or (_stderr if show_progress else (lambda s: None))
+    # an existing set (or a folder that is not one) is known before anything is fetched or decoded
+    existing = build.check_target(Path(out), FORMAT, force, _selection(categories, limit))
+    if existing is not None:
+        return _already_built(Path(out), existing, t0)
     build.require_modules({"resvg_py": "resvg-py"}, NEEDED_FOR)
     clipart.emoji_list_path(NEEDED_FOR)
     paths = fetch_all(Path(cache) if cache else None, log)
