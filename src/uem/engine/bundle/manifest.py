@@ -74,9 +74,14 @@ def _v2_to_v3(m: dict) -> dict:
     model, align = m.get("model"), m.get("alignment")   # anything malformed is refused later, by the schema
     pre = model.get("preprocess") if isinstance(model, dict) else None
     framing = pre.get("framing", "letterbox") if isinstance(pre, dict) else "letterbox"
-    if framing != "letterbox" or (isinstance(align, dict) and align.get("probes")):
+    if _needs_v3(framing, align if isinstance(align, dict) else None):
         raise ValueError("content framing or probes in a version-2 bundle")
     return {**m, "format_version": 3}
+
+
+def _needs_v3(framing: str, alignment: dict | None) -> bool:
+    """What only version 3 holds: framing other than the letter-box, or the alignment's probes."""
+    return framing != "letterbox" or bool((alignment or {}).get("probes"))
 
 
 # version v -> the function upgrading a version-v manifest to version v + 1
@@ -318,7 +323,7 @@ class Manifest:
     @property
     def format_version(self) -> int:
         """The oldest version that holds this content (1 and 2 stay readable by an older uem)."""
-        if self.model.preprocess.framing != "letterbox" or (self.alignment or {}).get("probes"):
+        if _needs_v3(self.model.preprocess.framing, self.alignment):
             return 3
         return 2 if self.alignment else 1
 
