@@ -46,7 +46,7 @@ def encoder_embed_fn(run: Path, batch_size: int = 64):
     return embed
 
 
-def cached_embed_fn(run: Path, batch_size: int = 256):
+def trunk_cache_embed_fn(run: Path, batch_size: int = 256):
     """Fast development variant: the run's cached trunk output of the clean images (view 0 of
     RUN/trunk_cache.pt, kept with --keep-cache) through the trained top. Differs from the real
     encoder only by the float16 rounding of the cache; final numbers use `encoder_embed_fn`."""
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.retrain:
         (base,) = args.runs
         args.runs = [retrain(base, args.retrain, args.set)]
-    make = cached_embed_fn if args.from_cache else encoder_embed_fn
+    make = trunk_cache_embed_fn if args.from_cache else encoder_embed_fn
     jobs = [(run.name, make(run)) for run in args.runs]
     if args.imagenet_size:
         jobs.append((f"imagenet{args.imagenet_size}", floor_embed_fn(size=args.imagenet_size, framing="letterbox")))
